@@ -161,7 +161,10 @@ def _owner(kind: str, e: Any) -> None:
     _fingerprint(f"{kind}.owner", e.owner)
     if e.owner or e.owner_publickey:
         _string(
-            f"{kind}.owner_publickey", e.owner_publickey, PUBLIC_KEY_MIN, PUBLIC_KEY_MAX,
+            f"{kind}.owner_publickey",
+            e.owner_publickey,
+            PUBLIC_KEY_MIN,
+            PUBLIC_KEY_MAX,
             "PUBLIC_KEY",
         )
 
@@ -173,7 +176,9 @@ def _board(e: Board) -> None:
     owners = e.board_owners or ()
     if len(owners) > BOARD_OWNERS_MAX:
         raise OutOfBounds(
-            "board.board_owners", "BOARD_OWNERS_MAX", f"{len(owners)} owners is over {BOARD_OWNERS_MAX}"
+            "board.board_owners",
+            "BOARD_OWNERS_MAX",
+            f"{len(owners)} owners is over {BOARD_OWNERS_MAX}",
         )
     for i, owner in enumerate(owners):
         _fingerprint(f"board.board_owners[{i}].key_fingerprint", owner.key_fingerprint)

@@ -356,7 +356,9 @@ class _Loader:
         if not isinstance(raw, list) or isinstance(raw, _Pairs):
             raise _type_error(path, raw, "an array")
         if f.elem is str:
-            return tuple("" if x is None else self.string(x, f"{path}[{i}]") for i, x in enumerate(raw))
+            return tuple(
+                "" if x is None else self.string(x, f"{path}[{i}]") for i, x in enumerate(raw)
+            )
         return tuple(
             f.elem() if x is None else self.struct(f.elem, x, f"{path}[{i}]")
             for i, x in enumerate(raw)

@@ -409,7 +409,7 @@ class PageManifest:
     entities: tuple[PageManifestEntity, ...] | None = None
 
 
-# --------------------------------------------------------------------------- the page envelope (§11.5)
+# ------------------------------------------------------------------ the page envelope (§11.5)
 
 
 @_frozen

@@ -4,12 +4,12 @@ Every failure of ``mim`` is one of these, so a caller needs one ``except`` claus
 
     MimError                      root, never raised directly
     └── InvalidObject             an object (or page, or PoW string) the protocol refuses
-        ├── MalformedJSON         stage "decode": not JSON, or a value of the wrong JSON type or range
+        ├── MalformedJSON         stage "decode": not JSON, or a value of the wrong type or range
         ├── OutOfBounds           stage "bounds": a size, count or range rule of PROTOCOL.md §9
         ├── FingerprintMismatch   stage "fingerprint"
         ├── BadSignature          stage "signature": missing, malformed or not by the key
         ├── InsufficientWork      stage "pow": malformed, unsigned where it must be, or too weak
-        └── UpdateRefused         stage "update": update rules (PROTOCOL.md §20.11, anonymous updates)
+        └── UpdateRefused         stage "update": update rules (§20.11; anonymous updates)
 
 Each error names the ``field`` it is about, the ``rule`` it broke and a ``detail`` with the value's
 size or the expected form; ``str()`` reads "`post.body`: 70000 bytes is over bounds.POST_BODY_MAX

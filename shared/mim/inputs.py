@@ -3,15 +3,15 @@
 Every proof over a provable entity is made over the canonical JSON of a copy of it with some fields
 set to their zero value:
 
-=====================  ===========  =============  =========  ==============  ===========  ===========
-operation              fingerprint  proof_of_work  signature  mutable fields  last_update  update pair
-=====================  ===========  =============  =========  ==============  ===========  ===========
-signature              ""           ""             ""         kept            0            "" / ""
-proof of work          ""           ""             kept       kept            0            "" / ""
-fingerprint            ""           kept           kept       zeroed          0            "" / ""
-update signature       kept         kept           kept       kept            kept         "" / ""
-update proof of work   kept         kept           kept       kept            kept         "" / kept
-=====================  ===========  =============  =========  ==============  ===========  ===========
+==================  ===========  ======  =========  =======  ===========  ===========
+operation           fingerprint  PoW     signature  mutable  last_update  update pair
+==================  ===========  ======  =========  =======  ===========  ===========
+signature           ""           ""      ""         kept     0            "" / ""
+proof of work       ""           ""      kept       kept     0            "" / ""
+fingerprint         ""           kept    kept       zeroed   0            "" / ""
+update signature    kept         kept    kept       kept     kept         "" / ""
+update PoW          kept         kept    kept       kept     kept         "" / kept
+==================  ===========  ======  =========  =======  ===========  ===========
 
 ("update pair" is ``update_proof_of_work`` / ``update_signature``.) The fingerprint zeroes the
 mutable fields, and zeroes a board's ``board_owners`` to ``[]``, never ``null``. Everywhere else a
@@ -32,7 +32,7 @@ from mim.entities import Board, Key, Post, Provable, Thread, Truststate, Vote
 __all__ = ["Inputs", "Owners"]
 
 Owners = Literal["held", "empty", "nil"]
-"""How a board's ``board_owners`` enters a signature or PoW input: as held, as ``[]``, as ``null``."""
+"""How a board's owners enter a signature or PoW input: as held, as ``[]``, as ``null``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,150 @@
+"""Making objects the way the reference client makes them (PROTOCOL.md §4.2, §4.3, §19.4).
+
+Creation: fill the fields (``creation`` = now, ``entity_version`` 1, a board's owners ``[]``) →
+sign → proof of work over the signed object → fingerprint over both. Update: change mutable fields
+and set ``last_update`` → update signature → update proof of work; the fingerprint stays.
+
+The proof-of-work search is a parameter (a :data:`mim.pow.Minter`): it is given the text and the
+difficulty and returns an unsigned proof, so it may run anywhere (in-process, or a miner service)
+without ever seeing a private key; the creator signs the found proof itself (§7.2 step 7). Time is
+a parameter too. Everything made here passes :func:`mim.verify.check` at a policy asking for the
+given difficulty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, cast
+
+from mim import bounds, fingerprint
+from mim import pow as mim_pow
+from mim.entities import Board, Key, Provable, entity_class
+from mim.errors import MalformedJSON, UpdateRefused
+from mim.inputs import Inputs
+from mim.signing import SigningKey, key_fingerprint
+
+__all__ = ["KEY_TYPE", "create", "update"]
+
+#: The Key entity ``type`` of an Ed25519 key (reference ``defaults.go``).
+KEY_TYPE = "ed25519"
+
+_PROOF_FIELDS = frozenset(
+    {
+        "fingerprint",
+        "proof_of_work",
+        "signature",
+        "last_update",
+        "update_proof_of_work",
+        "update_signature",
+        "entity_version",
+    }
+)
+
+
+def _settable(cls: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} - _PROOF_FIELDS
+
+
+def create(
+    kind: str,
+    values: Mapping[str, Any],
+    key: SigningKey | None,
+    difficulty: int,
+    now: int,
+    minter: mim_pow.Minter,
+) -> Provable:
+    """A new signed (or, with ``key`` None, anonymous) object of ``kind`` made from ``values``.
+
+    ``owner`` and ``owner_publickey`` default to the key's (the owner fingerprint being the SHA-256
+    of the hex public key, the rule the reference uses for its CA); a Key entity's ``key`` and
+    ``type`` default to the signing key's. ``creation`` defaults to ``now``.
+    """
+    cls = _provable_class(kind)
+    unknown = set(values) - _settable(cls)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise MalformedJSON(f"{kind}.{name}", "field.settable", "not a field one can set on create")
+    fields: dict[str, Any] = {"creation": now, **values, "entity_version": 1}
+    if cls is Board:
+        fields.setdefault("board_owners", ())
+    if key is not None:
+        if cls is Key:
+            fields.setdefault("key", key.public_hex)
+            fields.setdefault("type", KEY_TYPE)
+        else:
+            fields.setdefault("owner", key_fingerprint(key.public_hex))
+            fields.setdefault("owner_publickey", key.public_hex)
+    draft: Provable = cls(**fields)
+    bounds.check(draft)  # refuse before spending the work
+
+    if key is not None:
+        draft = _with(draft, signature=key.sign(Inputs(draft).signature()))
+    work = minter(Inputs(draft).proof_of_work(), difficulty)
+    if key is not None and difficulty > 0:
+        work = mim_pow.sign_prefix(work, key.sign)
+    draft = _with(draft, proof_of_work=work if difficulty > 0 else "")
+    return _with(draft, fingerprint=fingerprint.compute(draft))
+
+
+def update(
+    entity: Provable,
+    changes: Mapping[str, Any],
+    key: SigningKey,
+    difficulty: int,
+    now: int,
+    minter: mim_pow.Minter,
+) -> Provable:
+    """``entity`` with its mutable fields changed and fresh update proofs, made at ``now``.
+
+    Only the fields the reference lets change may change; the key must be the object's owner key;
+    ``now`` must be later than the object's creation and its previous update.
+    """
+    kind = entity.kind
+    illegal = set(changes) - set(entity.mutable)
+    if illegal:
+        name = sorted(illegal)[0]
+        raise UpdateRefused(
+            f"{kind}.{name}",
+            "update.mutable",
+            f"only {', '.join(entity.mutable)} may change in an update",
+        )
+    owner_key = entity.key if isinstance(entity, Key) else entity.owner_publickey
+    if not owner_key:
+        raise UpdateRefused(
+            f"{kind}.owner_publickey", "update.anonymous", "an anonymous object cannot be updated"
+        )
+    if owner_key.lower() != key.public_hex:
+        raise UpdateRefused(
+            f"{kind}.owner_publickey", "update.owner", "the update must be signed by the owner key"
+        )
+    if now <= max(entity.creation, entity.last_update):
+        raise UpdateRefused(
+            f"{kind}.last_update",
+            "update.newer",
+            f"{now} is not after creation {entity.creation} and last update {entity.last_update}",
+        )
+    draft: Provable = _with(
+        entity, **changes, last_update=now, update_proof_of_work="", update_signature=""
+    )
+    bounds.check(draft)
+    draft = _with(draft, update_signature=key.sign(Inputs(draft).update_signature()))
+    work = minter(Inputs(draft).update_proof_of_work(), difficulty)
+    if difficulty > 0:
+        work = mim_pow.sign_prefix(work, key.sign)
+    return _with(draft, update_proof_of_work=work if difficulty > 0 else "")
+
+
+def _with(obj: Provable, **changes: Any) -> Provable:
+    changed: Provable = dataclasses.replace(cast(Any, obj), **changes)
+    return changed
+
+
+def _provable_class(kind: str) -> type[Any]:
+    try:
+        cls = entity_class(kind)
+    except KeyError:
+        raise MalformedJSON("kind", "kind.known", f"{kind!r} is not a Mim kind") from None
+    if cls.kind == "address":
+        raise MalformedJSON("kind", "kind.provable", "addresses are not created with proofs")
+    return cls

@@ -1,0 +1,273 @@
+"""One entry point that decides whether the node accepts an object (PROTOCOL.md §8, §20).
+
+Stages, in order, each with the error class that reports it:
+
+``decode``       the wire JSON decodes as Go decodes it (:class:`MalformedJSON`)
+``bounds``       sizes and ranges of §9, plus §8.1 steps 1-3 (:class:`OutOfBounds`)
+``fingerprint``  the fingerprint matches the content (:class:`FingerprintMismatch`)
+``signature``    the applicable signature is the owner's, or the object is anonymous and the
+                 policy allows it; CA-only trust types need the CA key (:class:`BadSignature`)
+``pow``          the applicable proof of work is valid, signed like the object, and strong enough
+                 (:class:`InsufficientWork`)
+``update``       update rules: no ``last_update`` without update proofs (§20.11), no update of an
+                 anonymous object (:class:`UpdateRefused`)
+
+The first failing stage is the verdict's. This is the order of [seed 003] that mimrelay adopts
+(§20.1); the reference checks the proof of work before the signature, so where both fail the
+reported stage differs from the reference's while the verdict is the same.
+
+An updated object is checked by its update proofs only, as the reference does (§4.4); its
+fingerprint, which covers the original proofs, is always checked. A board without owners is
+checked with ``"board_owners":[]`` first and ``null`` second (§4.5, §20.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+from mim import bounds, fingerprint, signing
+from mim import pow as mim_pow
+from mim.entities import PROVABLE_KINDS, Address, Board, Entity, Key, Provable, Truststate, parse
+from mim.errors import BadSignature, InsufficientWork, MimError, UpdateRefused
+from mim.inputs import Inputs, Owners
+
+__all__ = [
+    "CA_ONLY_TRUST_TYPECLASSES",
+    "DEFAULT_MIN_POW",
+    "STAGES",
+    "TRUSTED_CA_PUBLIC_KEY",
+    "Policy",
+    "Verdict",
+    "check",
+    "verify",
+    "verify_entity",
+]
+
+#: Stages a verdict can name, in the order they run; the validator adds ``blocked``.
+STAGES: Final = ("decode", "bounds", "fingerprint", "signature", "pow", "update")
+#: The reference's default minimum strength for every entity and every update (§7.4).
+DEFAULT_MIN_POW: Final = 21
+#: The single key the reference entitles to issue naming and F451 trust states (§8.1 step 7).
+TRUSTED_CA_PUBLIC_KEY: Final = "142ae631bcd46ab6e548c9b2d9494c7e30c65b4389e541e31bbe31e0ae47515e"
+CA_ONLY_TRUST_TYPECLASSES: Final = frozenset({2, 3})
+
+_ALL_DEFAULT: Final[Mapping[str, int]] = MappingProxyType(
+    dict[str, int].fromkeys(PROVABLE_KINDS, DEFAULT_MIN_POW)
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """What this node demands of an object beyond the protocol's own rules.
+
+    ``min_pow`` and ``min_update_pow`` map each provable kind to its minimum strength (a kind left
+    out takes :data:`DEFAULT_MIN_POW`). Anonymous objects (no key, no signature, unsigned proof of
+    work) are refused unless ``allow_anonymous``; when allowed they need at least
+    ``anonymous_min_pow`` too (§20.9). ECDSA keys are refused unless ``allow_ecdsa`` (§20.8).
+    """
+
+    min_pow: Mapping[str, int] = field(default_factory=lambda: _ALL_DEFAULT)
+    min_update_pow: Mapping[str, int] = field(default_factory=lambda: _ALL_DEFAULT)
+    allow_anonymous: bool = False
+    anonymous_min_pow: int = 0
+    allow_ecdsa: bool = False
+
+    @classmethod
+    def uniform(cls, strength: int, **options: Any) -> Policy:
+        """The same minimum strength for every kind and every update."""
+        levels: Mapping[str, int] = MappingProxyType(
+            dict[str, int].fromkeys(PROVABLE_KINDS, strength)
+        )
+        return cls(min_pow=levels, min_update_pow=levels, **options)
+
+    def minimum(self, kind: str, *, update: bool, anonymous: bool) -> int:
+        table = self.min_update_pow if update else self.min_pow
+        level = table.get(kind, DEFAULT_MIN_POW)
+        return max(level, self.anonymous_min_pow) if anonymous else level
+
+
+DEFAULT_POLICY: Final = Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The node's decision on one object: accepted, or rejected at a stage with a reason."""
+
+    kind: str
+    ok: bool
+    stage: str = ""
+    reason: str = ""
+    field: str = ""
+    rule: str = ""
+    fingerprint: str = ""
+    last_update: int = 0
+    entity: Entity | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "fingerprint": self.fingerprint,
+            "ok": self.ok,
+            "stage": self.stage,
+            "reason": self.reason,
+            "field": self.field,
+            "rule": self.rule,
+        }
+
+
+def verify(kind: str, raw: bytes | str, policy: Policy = DEFAULT_POLICY) -> Verdict:
+    """Decode wire JSON of ``kind`` and run every stage; never raises for bad input."""
+    try:
+        entity = parse(kind, raw)
+    except MimError as exc:
+        return Verdict(kind, False, exc.stage, exc.reason, exc.field, exc.rule)
+    except KeyError:
+        return Verdict(kind, False, "decode", f"`kind`: {kind!r} is not a Mim kind", "kind", "kind")
+    return verify_entity(entity, policy)
+
+
+def verify_entity(entity: Entity, policy: Policy = DEFAULT_POLICY) -> Verdict:
+    """Run every stage after decoding on an object; never raises for bad input."""
+    fp = "" if isinstance(entity, Address) else entity.fingerprint
+    lu = 0 if isinstance(entity, Address) else entity.last_update
+    try:
+        check(entity, policy)
+    except MimError as exc:
+        return Verdict(entity.kind, False, exc.stage, exc.reason, exc.field, exc.rule, fp, lu)
+    return Verdict(entity.kind, True, fingerprint=fp, last_update=lu, entity=entity)
+
+
+def check(entity: Entity, policy: Policy = DEFAULT_POLICY) -> None:
+    """Raise the :class:`MimError` of the first stage ``entity`` fails; return if accepted."""
+    bounds.check(entity)
+    if isinstance(entity, Address):
+        return  # addresses carry no proofs (§8.1)
+    inputs = Inputs(entity)
+    fingerprint.check(entity, inputs)
+    key = entity.key if isinstance(entity, Key) else entity.owner_publickey
+    _check_signature(entity, inputs, key, policy)
+    _check_pow(entity, inputs, key, policy)
+    _check_update(entity, key)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _owner_spellings(entity: Provable) -> tuple[Owners, ...]:
+    if isinstance(entity, Board) and not entity.board_owners:
+        return ("empty", "nil")
+    return ("held",)
+
+
+R = TypeVar("R")
+
+
+def _first_spelling(entity: Provable, attempt: Callable[[Owners], R]) -> R:
+    """Run ``attempt`` with each spelling of a board's owners; the first success wins."""
+    spellings = _owner_spellings(entity)
+    for spelling in spellings[:-1]:
+        try:
+            return attempt(spelling)
+        except MimError:
+            continue
+    return attempt(spellings[-1])
+
+
+def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+    kind = entity.kind
+    if entity.update_signature:
+        name, sig, text_of = "update_signature", entity.update_signature, inputs.update_signature
+    elif entity.signature:
+        name, sig, text_of = "signature", entity.signature, inputs.signature
+    elif key:
+        raise BadSignature(
+            f"{kind}.signature",
+            "signature.missing",
+            "the object names an owner key but is unsigned",
+        )
+    elif policy.allow_anonymous:
+        return
+    else:
+        raise BadSignature(
+            f"{kind}.signature", "signature.anonymous", "anonymous objects are refused by this node"
+        )
+    path = f"{kind}.{name}"
+    if not key:
+        raise BadSignature(
+            path, "signature.no_key", "signed, but names no owner key to verify with"
+        )
+
+    key_field = "key" if isinstance(entity, Key) else "owner_publickey"
+
+    def attempt(owners: Owners) -> None:
+        problem = signing.diagnose(
+            text_of(owners), sig, key, key_field=key_field, allow_ecdsa=policy.allow_ecdsa
+        )
+        if problem is not None:
+            raise BadSignature(path, *problem)
+
+    _first_spelling(entity, attempt)
+    if (
+        isinstance(entity, Truststate)
+        and entity.typeclass in CA_ONLY_TRUST_TYPECLASSES
+        and key.lower() != TRUSTED_CA_PUBLIC_KEY
+    ):
+        raise BadSignature(
+            f"{kind}.typeclass",
+            "entitlement.ca_only",
+            f"trust typeclass {entity.typeclass} may only be issued by the trusted CA key",
+        )
+
+
+def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+    kind = entity.kind
+    anonymous = not key
+    if entity.update_proof_of_work:
+        name, work, text_of = (
+            "update_proof_of_work",
+            entity.update_proof_of_work,
+            inputs.update_proof_of_work,
+        )
+        minimum = policy.minimum(kind, update=True, anonymous=anonymous)
+    else:
+        name, work, text_of = "proof_of_work", entity.proof_of_work, inputs.proof_of_work
+        minimum = policy.minimum(kind, update=False, anonymous=anonymous)
+    path = f"{kind}.{name}"
+
+    def attempt(owners: Owners) -> int:
+        return mim_pow.check(
+            text_of(owners),
+            work,
+            key,
+            minimum,
+            field=path,
+            key_field="key" if isinstance(entity, Key) else "owner_publickey",
+            allow_ecdsa=policy.allow_ecdsa,
+        )
+
+    try:
+        _first_spelling(entity, attempt)
+    except InsufficientWork:
+        raise
+    except MimError as exc:  # a signature failure inside the proof is still the pow stage
+        raise InsufficientWork(path, exc.rule, exc.detail) from exc
+
+
+def _check_update(entity: Provable, key: str) -> None:
+    kind = entity.kind
+    updated = bool(entity.update_signature or entity.update_proof_of_work)
+    if updated and not key:
+        raise UpdateRefused(
+            f"{kind}.update_proof_of_work",
+            "update.anonymous",
+            "an anonymous object has no owner key to prove an update with",
+        )
+    if entity.last_update and not updated:
+        raise UpdateRefused(
+            f"{kind}.last_update",
+            "update.unproven",
+            f"last_update {entity.last_update} is set but the object carries no update proofs",
+        )
