@@ -34,7 +34,17 @@ from typing import Any, Final, TypeVar
 from mim import entities
 from mim.errors import MalformedJSON
 
-__all__ = ["blank", "dumps", "encode", "field_index", "fragments", "go_string", "loads"]
+__all__ = [
+    "blank",
+    "document",
+    "dumps",
+    "encode",
+    "field_index",
+    "fragments",
+    "go_string",
+    "loads",
+    "objects",
+]
 
 T = TypeVar("T")
 
@@ -420,7 +430,33 @@ def _syntax_detail(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def document(raw: bytes | str) -> Any:
+    """Decode a whole JSON document as Go sees it, without a target type.
+
+    Objects inside stay in the decoder's own form (pairs in order, duplicates kept), so each
+    element of an array can then go to :func:`loads` and decode exactly as if sent alone.
+    """
+    text = _text(raw if isinstance(raw, str) else bytes(raw))
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedJSON("document", "json.syntax", _syntax_detail(exc)) from exc
+
+
+def objects(raw: bytes | str) -> list[Any]:
+    """The objects of a document holding one JSON object or an array of them, in Go's view.
+
+    Each item goes to :func:`loads` and decodes exactly as if it had been sent alone.
+    """
+    whole = document(raw)
+    if isinstance(whole, list) and not isinstance(whole, _Pairs):
+        return whole
+    return [whole]
+
+
 def _as_pairs(value: Any) -> Any:
+    if isinstance(value, _Pairs):
+        return value
     if isinstance(value, dict):
         return _Pairs((k, _as_pairs(v)) for k, v in value.items())
     if isinstance(value, list):

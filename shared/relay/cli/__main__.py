@@ -1,0 +1,5 @@
+"""``python -m relay.cli`` is ``mimrelay``."""
+
+from relay.cli import main
+
+main()
