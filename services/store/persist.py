@@ -1,0 +1,321 @@
+"""Writing accepted objects and addresses: the update rules of PROTOCOL.md §13.6, §14 and §20.
+
+Everything here runs inside the caller's transaction, so one batch commits or rolls back whole.
+Rules for a provable object ``cand`` against the stored version ``ex`` (same kind, fingerprint):
+
+- no ``ex``: stored when ``cand.last_update`` is 0 or after ``cand.creation`` (creation and update
+  arriving together); a first sighting with ``0 < last_update <= creation`` is refused;
+- ``ex`` present: replaced only when ``cand.last_update`` is after both ``ex.last_update`` and
+  ``ex.creation``, ``ex`` is signed, and ``cand`` is signed by ``ex``'s owner key (a Key's own
+  ``key``). An equal ``last_update`` is a duplicate, an older one stale, another key refused.
+
+The check runs in the ``ON CONFLICT ... WHERE`` of one statement, so concurrent replicas writing
+the same object cannot interleave. A stored version refreshes ``last_referenced`` of its
+ancestors (§14), which brings old boards and threads back into the caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+import asyncpg  # type: ignore[import-untyped]
+
+from mim import canonical
+from mim.entities import Address, Board, Key, Post, Provable, Thread, Truststate, Vote
+
+__all__ = [
+    "MAX_PARENT_DEPTH",
+    "AddressOutcome",
+    "ObjectRow",
+    "Outcome",
+    "prune_addresses",
+    "row_of",
+    "store_first_party_address",
+    "store_objects",
+    "store_third_party_address",
+]
+
+Outcome = Literal["inserted", "updated", "duplicate", "stale", "refused"]
+AddressOutcome = Literal["written", "kept"]
+
+#: Deepest parent chain followed when refreshing a reply's ancestors (§13.5 uses the same bound).
+MAX_PARENT_DEPTH: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRow:
+    """The columns of ``objects`` for one provable object."""
+
+    kind: str
+    fingerprint: str
+    body: str
+    creation: int
+    last_update: int
+    board: str = ""
+    thread: str = ""
+    parent: str = ""
+    target: str = ""
+    owner: str = ""
+    owner_publickey: str = ""
+    signed: bool = False
+
+
+def row_of(entity: Provable) -> ObjectRow:
+    """The ``objects`` row of ``entity``, its body the canonical JSON."""
+    board = thread = parent = target = owner = owner_key = ""
+    if isinstance(entity, Key):
+        owner, owner_key = entity.fingerprint, entity.key
+    else:
+        owner, owner_key = entity.owner, entity.owner_publickey
+    if isinstance(entity, Thread):
+        board = entity.board
+    elif isinstance(entity, Post):
+        board, thread, parent = entity.board, entity.thread, entity.parent
+    elif isinstance(entity, Vote):
+        board, thread, target = entity.board, entity.thread, entity.target
+    elif isinstance(entity, Truststate):
+        target, board = entity.target, entity.domain
+    return ObjectRow(
+        kind=entity.kind,
+        fingerprint=entity.fingerprint,
+        body=canonical.dumps(entity),
+        creation=entity.creation,
+        last_update=entity.last_update,
+        board=board,
+        thread=thread,
+        parent=parent,
+        target=target,
+        owner=owner,
+        owner_publickey=owner_key.lower(),
+        signed=bool(entity.signature),
+    )
+
+
+_UPSERT: Final = """
+INSERT INTO objects AS o (kind, fingerprint, body, creation, last_update, board, thread, parent,
+                          target, owner, owner_publickey, signed, local_arrival, last_referenced)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+ON CONFLICT (kind, fingerprint) DO UPDATE SET
+    body = EXCLUDED.body, creation = EXCLUDED.creation, last_update = EXCLUDED.last_update,
+    board = EXCLUDED.board, thread = EXCLUDED.thread, parent = EXCLUDED.parent,
+    target = EXCLUDED.target, owner = EXCLUDED.owner, owner_publickey = EXCLUDED.owner_publickey,
+    signed = EXCLUDED.signed, local_arrival = EXCLUDED.local_arrival,
+    last_referenced = GREATEST(o.last_referenced, EXCLUDED.last_referenced)
+WHERE EXCLUDED.last_update > o.last_update
+  AND EXCLUDED.last_update > o.creation
+  AND o.signed
+  AND o.owner_publickey <> ''
+  AND o.owner_publickey = EXCLUDED.owner_publickey
+RETURNING (xmax = 0) AS inserted
+"""
+
+_STORED: Final = """
+SELECT last_update, owner_publickey, signed, body FROM objects WHERE kind = $1 AND fingerprint = $2
+"""
+
+
+async def _store_one(conn: asyncpg.Connection, row: ObjectRow, now: int) -> Outcome:
+    first_ok = row.last_update == 0 or row.last_update > row.creation
+    if first_ok:
+        written = await conn.fetchrow(
+            _UPSERT,
+            row.kind,
+            row.fingerprint,
+            row.body,
+            row.creation,
+            row.last_update,
+            row.board,
+            row.thread,
+            row.parent,
+            row.target,
+            row.owner,
+            row.owner_publickey,
+            row.signed,
+            now,
+        )
+        if written is not None:
+            return "inserted" if written["inserted"] else "updated"
+    # Nothing written (or nothing may be, for 0 < last_update <= creation): say why.
+    stored = await conn.fetchrow(_STORED, row.kind, row.fingerprint)
+    if stored is None:
+        return "refused"
+    if stored["body"] == row.body or stored["last_update"] == row.last_update:
+        return "duplicate"
+    if not stored["signed"] or stored["owner_publickey"] != row.owner_publickey:
+        return "refused"
+    return "stale"
+
+
+async def store_objects(
+    conn: asyncpg.Connection, entities: Sequence[Provable], now: int
+) -> list[Outcome]:
+    """Apply the update rules to ``entities`` in order; one outcome per entity.
+
+    Stored boards get their owners rewritten, and every stored object refreshes its ancestors'
+    ``last_referenced`` to ``now``. Run inside a transaction.
+    """
+    outcomes: list[Outcome] = []
+    stored: list[Provable] = []
+    for entity in entities:
+        outcome = await _store_one(conn, row_of(entity), now)
+        outcomes.append(outcome)
+        if outcome in ("inserted", "updated"):
+            stored.append(entity)
+            if isinstance(entity, Board):
+                await _write_board_owners(conn, entity)
+    if stored:
+        await _refresh_ancestors(conn, stored, now)
+    return outcomes
+
+
+async def _write_board_owners(conn: asyncpg.Connection, board: Board) -> None:
+    await conn.execute("DELETE FROM board_owners WHERE board = $1", board.fingerprint)
+    seen: set[str] = set()
+    rows: list[tuple[str, int, str, int, int]] = []
+    for owner in board.board_owners or ():
+        if owner.key_fingerprint in seen:
+            continue  # duplicates collapse to the first (§17.4)
+        seen.add(owner.key_fingerprint)
+        rows.append(
+            (board.fingerprint, len(rows), owner.key_fingerprint, owner.expiry, owner.level)
+        )
+    if rows:
+        await conn.executemany(
+            "INSERT INTO board_owners (board, position, key_fingerprint, expiry, level)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            rows,
+        )
+
+
+def _ancestors(entity: Provable) -> Iterable[tuple[str, str]]:
+    """(kind, fingerprint) of what ``entity`` refers to, per §14 (parent chains aside)."""
+    if isinstance(entity, Key):
+        return
+    yield "key", entity.owner
+    if isinstance(entity, Thread):
+        yield "board", entity.board
+    elif isinstance(entity, Post):
+        yield "board", entity.board
+        yield "thread", entity.thread
+    elif isinstance(entity, Truststate):
+        yield "key", entity.target
+
+
+_REFRESH: Final = """
+UPDATE objects SET last_referenced = $3
+WHERE (kind, fingerprint) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+  AND last_referenced < $3
+"""
+
+_REFRESH_PARENTS: Final = """
+WITH RECURSIVE chain (fingerprint, depth) AS (
+    SELECT p, 1 FROM unnest($1::text[]) AS p
+    UNION
+    SELECT o.parent, c.depth + 1
+    FROM chain c JOIN objects o ON o.kind = 'post' AND o.fingerprint = c.fingerprint
+    WHERE c.depth < $3 AND o.parent <> ''
+)
+UPDATE objects SET last_referenced = $2
+WHERE kind = 'post' AND fingerprint IN (SELECT fingerprint FROM chain) AND last_referenced < $2
+"""
+
+
+async def _refresh_ancestors(
+    conn: asyncpg.Connection, stored: Sequence[Provable], now: int
+) -> None:
+    pairs = sorted({(k, fp) for e in stored for k, fp in _ancestors(e) if fp})
+    if pairs:
+        await conn.execute(_REFRESH, [k for k, _ in pairs], [fp for _, fp in pairs], now)
+    parents = sorted({e.parent for e in stored if isinstance(e, Post) and e.parent})
+    if parents:
+        await conn.execute(_REFRESH_PARENTS, parents, now, MAX_PARENT_DEPTH)
+
+
+# --------------------------------------------------------------------------- addresses (§13.6)
+
+
+def _stripped(address: Address) -> Address:
+    """What a third-party address keeps: where the node is, nothing it claims about itself."""
+    kept: Address = cast(Any, Address)(
+        location=address.location,
+        sublocation=address.sublocation,
+        port=address.port,
+        entity_version=address.entity_version,
+        realm_id=address.realm_id,
+    )
+    return kept
+
+
+async def store_third_party_address(
+    conn: asyncpg.Connection, address: Address, now: int
+) -> AddressOutcome:
+    """Insert a stripped ``address`` if its location is new; never change a stored row."""
+    kept = _stripped(address)
+    status = await conn.execute(
+        "INSERT INTO addresses (location, sublocation, port, body, local_arrival)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        kept.location,
+        kept.sublocation,
+        kept.port,
+        canonical.dumps(kept),
+        now,
+    )
+    return "written" if status.endswith(" 1") else "kept"
+
+
+_FIRST_PARTY: Final = """
+INSERT INTO addresses AS a (location, sublocation, port, location_type, type, body, first_party,
+                            last_ping, last_sync, local_arrival)
+VALUES ($1, $2, $3, $4, $5, $6, true, $7, $8, $9)
+ON CONFLICT (location, sublocation, port) DO UPDATE SET
+    location_type = EXCLUDED.location_type, type = EXCLUDED.type, body = EXCLUDED.body,
+    first_party = true,
+    last_ping = GREATEST(a.last_ping, EXCLUDED.last_ping),
+    last_sync = GREATEST(a.last_sync, EXCLUDED.last_sync),
+    local_arrival = EXCLUDED.local_arrival
+WHERE (a.location_type, a.type, a.body, a.first_party,
+       a.last_ping, a.last_sync) IS DISTINCT FROM
+      (EXCLUDED.location_type, EXCLUDED.type, EXCLUDED.body, true,
+       GREATEST(a.last_ping, EXCLUDED.last_ping), GREATEST(a.last_sync, EXCLUDED.last_sync))
+"""
+
+
+async def store_first_party_address(
+    conn: asyncpg.Connection, address: Address, now: int, *, last_ping: int = 0, last_sync: int = 0
+) -> AddressOutcome:
+    """Store ``address`` with all its details, as heard from the node itself.
+
+    Ping and sync times only move forward; the row (and its arrival time) changes only if some
+    detail differs.
+    """
+    status = await conn.execute(
+        _FIRST_PARTY,
+        address.location,
+        address.sublocation,
+        address.port,
+        address.location_type,
+        address.type,
+        canonical.dumps(address),
+        last_ping,
+        last_sync,
+        now,
+    )
+    return "written" if status.endswith(" 1") else "kept"
+
+
+_PRUNE: Final = """
+DELETE FROM addresses a USING (
+    SELECT location, sublocation, port FROM addresses
+    ORDER BY last_ping DESC, last_sync DESC, local_arrival DESC, location, sublocation, port
+    OFFSET $1
+) old
+WHERE (a.location, a.sublocation, a.port) = (old.location, old.sublocation, old.port)
+"""
+
+
+async def prune_addresses(conn: asyncpg.Connection, keep: int) -> int:
+    """Cut the address table to the ``keep`` most recently pinged, synced or arrived; return cut."""
+    status = await conn.execute(_PRUNE, keep)
+    return int(status.rsplit(" ", 1)[1])

@@ -1,0 +1,224 @@
+"""The writer: a pull consumer on the accepted stream that stores each batch in one transaction.
+
+Loop: fetch up to ``batch_size`` messages → decode → write all of them in one transaction →
+commit → ack every message. Nothing is acked before its commit, so a crash at any point leaves
+the batch on the stream and the redelivery is harmless: every write is idempotent by fingerprint
+and version (§14), and addresses by location. A database error naks the batch with a delay, counts
+``mim_store_db_errors_total`` and backs off (doubling, capped) before fetching again; the pool
+replaces broken connections on the next acquire. A message that cannot be decoded (which the
+validator should never pass) is counted as refused, logged and terminated so it cannot stall the
+stream. On stop the loop finishes the batch in hand and returns.
+
+Message format (published by the validator): body = canonical JSON of one object, header
+``Mim-Kind`` = its kind (the subject's last token is the fallback). An address whose
+``Mim-Source`` header is ``first-party`` was heard from the node itself (§13.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import asyncpg  # type: ignore[import-untyped]
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from mim import MimError, parse
+from mim.entities import Address, Provable
+from relay import logging as relay_logging
+from relay.bus import HEADER_KIND, HEADER_SOURCE, KINDS, Layout
+from services.store import metrics, persist
+
+__all__ = ["FIRST_PARTY", "BatchResult", "Writer"]
+
+#: ``Mim-Source`` value of an address heard from the node itself.
+FIRST_PARTY: Final = "first-party"
+
+# Failures after which the database may answer again: lost or refused connections, a server
+# shutting down, a statement cut off. Anything else is a bug or bad data, not a reason to wait.
+_TRANSIENT: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+_log = relay_logging.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    terminated: int = 0
+
+
+@dataclass(slots=True)
+class _Item:
+    msg: Msg
+    kind: str
+    entity: Provable | Address
+
+
+class Writer:
+    """Stores what arrives on the accepted stream; ``run`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        layout: Layout,
+        *,
+        batch_size: int = 256,
+        fetch_timeout: float = 1.0,
+        address_table_max: int = 1000,
+        retry_min: float = 0.2,
+        retry_max: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._js = js
+        self._pool = pool
+        self._layout = layout
+        self._batch_size = batch_size
+        self._fetch_timeout = fetch_timeout
+        self._address_max = address_table_max
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        self._clock = clock
+        self.handled = 0
+        self.ready = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished first."""
+        sub = await self._js.pull_subscribe_bind(
+            durable=self._layout.store_consumer, stream=self._layout.accepted_stream
+        )
+        self.ready = True
+        delay = self._retry_min
+        try:
+            while not stop.is_set():
+                msgs = await self._fetch(sub)
+                if not msgs:
+                    await self._update_pending(sub)
+                    continue
+                try:
+                    await self.write_batch(msgs)
+                except _TRANSIENT as exc:
+                    metrics.DB_ERRORS.inc()
+                    _log.warning(
+                        "batch_write_failed", error=repr(exc), size=len(msgs), retry_s=delay
+                    )
+                    await _settle(m.nak(delay=delay) for m in msgs)
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                delay = self._retry_min
+        finally:
+            self.ready = False
+            await sub.unsubscribe()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
+        except nats.errors.TimeoutError:
+            return []
+
+    async def _update_pending(self, sub: JetStreamContext.PullSubscription) -> None:
+        try:
+            info = await sub.consumer_info()
+        except (TimeoutError, nats.errors.Error):
+            return
+        metrics.PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0))
+
+    async def write_batch(self, msgs: list[Msg]) -> BatchResult:
+        """Decode and store ``msgs`` in one transaction, then ack them; raise on database errors."""
+        result = BatchResult()
+        items: list[_Item] = []
+        for msg in msgs:
+            item = _decode(msg)
+            if item is None:
+                metrics.OBJECTS.labels(kind=_kind_of(msg) or "unknown", outcome="refused").inc()
+                result.terminated += 1
+                await msg.term()
+            else:
+                items.append(item)
+        started = time.perf_counter()
+        now = int(self._clock())
+        async with self._pool.acquire() as conn, conn.transaction():
+            provables = [i.entity for i in items if not isinstance(i.entity, Address)]
+            outcomes = await persist.store_objects(conn, provables, now)
+            addresses = await self._store_addresses(conn, items, now)
+        metrics.WRITE_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(msgs))
+        # Committed: from here on a crash only causes a harmless redelivery.
+        await _settle(m.ack() for m in (i.msg for i in items))
+        for entity, outcome in zip(provables, outcomes, strict=True):
+            metrics.OBJECTS.labels(kind=entity.kind, outcome=outcome).inc()
+            result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+        for source, address_outcome in addresses:
+            metrics.ADDRESSES.labels(source=source, outcome=address_outcome).inc()
+        self.handled += len(msgs)
+        _log.info("batch_stored", size=len(msgs), addresses=len(addresses), **result.outcomes)
+        return result
+
+    async def _store_addresses(
+        self, conn: asyncpg.Connection, items: list[_Item], now: int
+    ) -> list[tuple[str, persist.AddressOutcome]]:
+        done: list[tuple[str, persist.AddressOutcome]] = []
+        for item in items:
+            if not isinstance(item.entity, Address):
+                continue
+            if (item.msg.headers or {}).get(HEADER_SOURCE) == FIRST_PARTY:
+                written = await persist.store_first_party_address(
+                    conn, item.entity, now, last_ping=now
+                )
+                done.append(("first_party", written))
+            else:
+                written = await persist.store_third_party_address(conn, item.entity, now)
+                done.append(("third_party", written))
+        if done:
+            await persist.prune_addresses(conn, self._address_max)
+        return done
+
+
+def _kind_of(msg: Msg) -> str | None:
+    kind = (msg.headers or {}).get(HEADER_KIND) or msg.subject.rsplit(".", 1)[-1]
+    return kind if kind in KINDS else None
+
+
+def _decode(msg: Msg) -> _Item | None:
+    kind = _kind_of(msg)
+    if kind is None:
+        _log.error("stored_message_refused", subject=msg.subject, rule="kind.known")
+        return None
+    try:
+        entity = parse(kind, msg.data)
+    except MimError as exc:
+        _log.error("stored_message_refused", subject=msg.subject, kind=kind, reason=str(exc))
+        return None
+    return _Item(msg, kind, entity)
+
+
+async def _settle(calls: object) -> None:
+    """Run acks/naks together; one that fails (NATS gone) only means a later redelivery."""
+    results = await asyncio.gather(*calls, return_exceptions=True)  # type: ignore[misc]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        _log.warning("acknowledgement_failed", count=len(failed), error=repr(failed[0]))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except TimeoutError:
+        return
