@@ -110,9 +110,7 @@ def _size(value: str) -> int:
 
 
 def _string(path: str, value: str, low: int, high: int, name: str) -> None:
-    if len(value) * 4 <= high and len(value) >= low:
-        return  # fast path: fits whatever its encoding
-    size = _size(value)
+    size = len(value) if value.isascii() else _size(value)
     if size > high:
         raise OutOfBounds(path, name + "_MAX", f"{size} bytes is over {high}")
     if size < low:

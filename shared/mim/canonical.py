@@ -179,13 +179,26 @@ def _generate(cls: type[Any], env: dict[str, Any]) -> None:
         parts = [
             f"{json.dumps(f.key) + ':'!r} + {_value_expr(f, 'o.' + f.name, env)}" for f in schema
         ]
+        strings = [f for f in schema if f.go == "string"]
+        if len(strings) > 2:
+            # Most objects need no escaping at all: one scan over all their strings decides it,
+            # instead of one per field.
+            joined = " + ".join(f"o.{f.name}" for f in strings)
+            plain = [
+                f"{json.dumps(f.key) + ':' + chr(34)!r} + o.{f.name} + '\"'"
+                if f.go == "string"
+                else f"{json.dumps(f.key) + ':'!r} + {_value_expr(f, 'o.' + f.name, env)}"
+                for f in schema
+            ]
+            lines.append(f"    if _needs_escape({joined}) is None:")
+            lines.append("        return [" + ", ".join(plain) + "]")
         lines.append("    return [" + ", ".join(parts) + "]")
     lines.append(f"def _enc_{name}(o):")
     lines.append(f"    return '{{' + ','.join(_frag_{name}(o)) + '}}'")
     exec("\n".join(lines), env)  # noqa: S102 - code generated from our own schema only
 
 
-_ENV: Final[dict[str, Any]] = {"_s": go_string}
+_ENV: Final[dict[str, Any]] = {"_s": go_string, "_needs_escape": _NEEDS_ESCAPE.search}
 for _cls in _CLASSES:
     _generate(_cls, _ENV)
 _FRAGMENTS: Final[dict[type[Any], Callable[[Any], list[str]]]] = {
@@ -400,6 +413,53 @@ def _text(raw: bytes | str) -> str:
         return raw.decode("utf-8", "mim-go-utf8")
 
 
+def _generate_fast_loader(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """A straight-line decoder for the common case: a flat object whose keys are all exact field
+    names, each at most once, holding values of the right type. Anything else (a null, a wrong
+    type, an out-of-range integer, a nested struct) returns ``None`` and takes the general path,
+    which gives the same result or the precise error."""
+    schema = _SCHEMAS[cls]
+    if any(f.go in ("struct", "slice", "bool") for f in schema):
+        return None
+    plan = _PLANS[cls]
+    lines = ["def fast(d):", "    g = d.get"]
+    args = []
+    for i, f in enumerate(schema):
+        default = plan.defaults[f.name]
+        lines.append(f"    v{i} = g({f.key!r}, {default!r})")
+        if f.go == "string":
+            lines.append(f"    if type(v{i}) is not str: return None")
+        else:
+            low, high = _INT_RANGES[f.go]
+            lines.append(
+                f"    if type(v{i}) is not int or not {low} <= v{i} <= {high}: return None"
+            )
+        args.append(f"{f.name}=v{i}")
+    lines.append(f"    return cls({', '.join(args)})")
+    env: dict[str, Any] = {"cls": cls}
+    exec("\n".join(lines), env)  # noqa: S102 - code generated from our own schema only
+    fast: Callable[[dict[str, Any]], Any] = env["fast"]
+    return fast
+
+
+_FAST: Final[dict[type[Any], tuple[frozenset[str], Callable[[dict[str, Any]], Any]]]] = {
+    cls: (frozenset(f.key for f in _SCHEMAS[cls]), loader)
+    for cls in _CLASSES
+    if (loader := _generate_fast_loader(cls)) is not None
+}
+
+
+def _fast_load(cls: type[Any], value: Any) -> Any:
+    fast = _FAST.get(cls)
+    if fast is None or not isinstance(value, _Pairs):
+        return None
+    keys, loader = fast
+    d = dict(value)
+    if len(d) != len(value) or not d.keys() <= keys:
+        return None  # duplicates or unknown keys: Go's rules need the general path
+    return loader(d)
+
+
 def loads(cls: type[T], raw: bytes | str | Any) -> T:
     """Decode wire JSON into ``cls`` as Go's ``json.Unmarshal`` would (see the module docstring).
 
@@ -413,7 +473,12 @@ def loads(cls: type[T], raw: bytes | str | Any) -> T:
             value = _DECODER.decode(text)
         except (ValueError, RecursionError) as exc:
             raise MalformedJSON(name, "json.syntax", _syntax_detail(exc)) from exc
-        loader = _Loader("\\ud" in text or "\\uD" in text)
+        surrogates = "\\ud" in text or "\\uD" in text
+        if not surrogates:
+            fast: T | None = _fast_load(cls, value)
+            if fast is not None:
+                return fast
+        loader = _Loader(surrogates)
     else:
         value = _as_pairs(raw)
         loader = _Loader(True)

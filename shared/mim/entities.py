@@ -94,20 +94,17 @@ def _omit(default: Any = "", *, json: str | None = None, go: str | None = None) 
     return field(default=default, metadata=meta)
 
 
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
-
-
 # --------------------------------------------------------------------------- sub-objects
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BoardOwner:
     key_fingerprint: str = ""
     expiry: int = 0
     level: int = _go("uint8")
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subprotocol:
     name: str = ""
     version_major: int = _go("uint8")
@@ -115,14 +112,14 @@ class Subprotocol:
     supported_entities: tuple[str, ...] | None = None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Protocol:
     version_major: int = _go("uint8")
     version_minor: int = _go("uint16")
     subprotocols: tuple[Subprotocol, ...] | None = None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Client:
     version_major: int = _go("uint8")
     version_minor: int = _go("uint16")
@@ -133,7 +130,7 @@ class Client:
 # --------------------------------------------------------------------------- provable entities
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Board:
     kind: ClassVar[Kind] = "board"
     mutable: ClassVar[tuple[str, ...]] = ("board_owners", "description", "meta")
@@ -157,7 +154,7 @@ class Board:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Thread:
     kind: ClassVar[Kind] = "thread"
     mutable: ClassVar[tuple[str, ...]] = ("body", "meta")
@@ -181,7 +178,7 @@ class Thread:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Post:
     kind: ClassVar[Kind] = "post"
     mutable: ClassVar[tuple[str, ...]] = ("body", "meta")
@@ -205,7 +202,7 @@ class Post:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Vote:
     kind: ClassVar[Kind] = "vote"
     mutable: ClassVar[tuple[str, ...]] = ("type", "meta")
@@ -230,7 +227,7 @@ class Vote:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Key:
     kind: ClassVar[Kind] = "key"
     mutable: ClassVar[tuple[str, ...]] = ("info", "expiry", "meta")
@@ -253,7 +250,7 @@ class Key:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Truststate:
     kind: ClassVar[Kind] = "truststate"
     mutable: ClassVar[tuple[str, ...]] = ("type", "expiry", "meta")
@@ -278,7 +275,7 @@ class Truststate:
     update_signature: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Address:
     """A node's address (§2.8). Not provable: never hashed or signed."""
 
@@ -327,7 +324,7 @@ _SINGULAR: Final[dict[str, str]] = {plural: kind for kind, plural in PLURALS.ite
 # --------------------------------------------------------------------------- index forms (§2.9)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BoardIndex:
     fingerprint: str = ""
     owner: str = _omit(json="Owner")
@@ -337,7 +334,7 @@ class BoardIndex:
     page_number: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ThreadIndex:
     fingerprint: str = ""
     owner: str = _omit(json="Owner")
@@ -348,7 +345,7 @@ class ThreadIndex:
     page_number: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PostIndex:
     fingerprint: str = ""
     owner: str = _omit(json="Owner")
@@ -361,7 +358,7 @@ class PostIndex:
     page_number: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VoteIndex:
     fingerprint: str = ""
     owner: str = _omit(json="Owner")
@@ -374,7 +371,7 @@ class VoteIndex:
     page_number: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyIndex:
     fingerprint: str = ""
     creation: int = 0
@@ -383,7 +380,7 @@ class KeyIndex:
     page_number: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TruststateIndex:
     fingerprint: str = ""
     owner: str = _omit(json="Owner")
@@ -397,13 +394,13 @@ class TruststateIndex:
 # --------------------------------------------------------------------------- manifests (§2.10)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PageManifestEntity:
     fingerprint: str = ""
     last_update: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PageManifest:
     page_number: int = _go("uint64")
     entities: tuple[PageManifestEntity, ...] | None = None
@@ -412,33 +409,33 @@ class PageManifest:
 # ------------------------------------------------------------------ the page envelope (§11.5)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Filter:
     type: str = ""
     values: tuple[str, ...] | None = None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pagination:
     pages: int = _go("uint64")
     current_page: int = _go("uint64")
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EntityCount:
     protocol: str = ""
     name: str = ""
     count: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Caching:
     pregenerated: bool = False
     current_cache_url: str = ""
     entity_counts: tuple[EntityCount, ...] | None = None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResultCache:
     response_url: str = ""
     starts_from: int = 0
@@ -449,7 +446,7 @@ def _omit_slice(cls: type[Any]) -> Any:
     return field(default=None, metadata={"omitempty": True, "elem": cls})
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     boards: tuple[Board, ...] | None = _omit_slice(Board)
     threads: tuple[Thread, ...] | None = _omit_slice(Thread)
@@ -474,7 +471,7 @@ class Answer:
     addresses_manifest: tuple[PageManifest, ...] | None = _omit_slice(PageManifest)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiResponse:
     """The signed page every endpoint answers with, and every POST request carries."""
 
