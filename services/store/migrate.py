@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from relay import logging as relay_logging
+from services.store.persist import Conn
 
 __all__ = ["LOCK_ID", "MIGRATIONS_DIR", "Migration", "applied", "migrate", "migrations"]
 
@@ -59,7 +60,7 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def applied(conn: asyncpg.Connection) -> list[int]:
+async def applied(conn: Conn) -> list[int]:
     """Versions recorded in ``schema_migrations`` (empty before the first migration)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -68,9 +69,7 @@ async def applied(conn: asyncpg.Connection) -> list[int]:
     return [int(r["version"]) for r in rows]
 
 
-async def migrate(
-    target: asyncpg.Pool | asyncpg.Connection, directory: Path = MIGRATIONS_DIR
-) -> list[int]:
+async def migrate(target: asyncpg.Pool | Conn, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply every pending migration; return the versions this call applied.
 
     Safe to call from any number of processes at once.
@@ -82,7 +81,7 @@ async def migrate(
     return await _migrate(target, pending_files)
 
 
-async def _migrate(conn: asyncpg.Connection, files: list[Migration]) -> list[int]:
+async def _migrate(conn: Conn, files: list[Migration]) -> list[int]:
     done: list[int] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_ID)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mim import canonical
 from mim.entities import Address, Board, Key, Post, Provable, Thread, Truststate, Vote
@@ -28,6 +29,7 @@ from mim.entities import Address, Board, Key, Post, Provable, Thread, Truststate
 __all__ = [
     "MAX_PARENT_DEPTH",
     "AddressOutcome",
+    "Conn",
     "ObjectRow",
     "Outcome",
     "prune_addresses",
@@ -39,6 +41,9 @@ __all__ = [
 
 Outcome = Literal["inserted", "updated", "duplicate", "stale", "refused"]
 AddressOutcome = Literal["written", "kept"]
+
+#: A connection, or one borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 #: Deepest parent chain followed when refreshing a reply's ancestors (§13.5 uses the same bound).
 MAX_PARENT_DEPTH: Final = 1000
@@ -116,7 +121,7 @@ SELECT last_update, owner_publickey, signed, body FROM objects WHERE kind = $1 A
 """
 
 
-async def _store_one(conn: asyncpg.Connection, row: ObjectRow, now: int) -> Outcome:
+async def _store_one(conn: Conn, row: ObjectRow, now: int) -> Outcome:
     first_ok = row.last_update == 0 or row.last_update > row.creation
     if first_ok:
         written = await conn.fetchrow(
@@ -148,9 +153,7 @@ async def _store_one(conn: asyncpg.Connection, row: ObjectRow, now: int) -> Outc
     return "stale"
 
 
-async def store_objects(
-    conn: asyncpg.Connection, entities: Sequence[Provable], now: int
-) -> list[Outcome]:
+async def store_objects(conn: Conn, entities: Sequence[Provable], now: int) -> list[Outcome]:
     """Apply the update rules to ``entities`` in order; one outcome per entity.
 
     Stored boards get their owners rewritten, and every stored object refreshes its ancestors'
@@ -170,7 +173,7 @@ async def store_objects(
     return outcomes
 
 
-async def _write_board_owners(conn: asyncpg.Connection, board: Board) -> None:
+async def _write_board_owners(conn: Conn, board: Board) -> None:
     await conn.execute("DELETE FROM board_owners WHERE board = $1", board.fingerprint)
     seen: set[str] = set()
     rows: list[tuple[str, int, str, int, int]] = []
@@ -222,9 +225,7 @@ WHERE kind = 'post' AND fingerprint IN (SELECT fingerprint FROM chain) AND last_
 """
 
 
-async def _refresh_ancestors(
-    conn: asyncpg.Connection, stored: Sequence[Provable], now: int
-) -> None:
+async def _refresh_ancestors(conn: Conn, stored: Sequence[Provable], now: int) -> None:
     pairs = sorted({(k, fp) for e in stored for k, fp in _ancestors(e) if fp})
     if pairs:
         await conn.execute(_REFRESH, [k for k, _ in pairs], [fp for _, fp in pairs], now)
@@ -248,9 +249,7 @@ def _stripped(address: Address) -> Address:
     return kept
 
 
-async def store_third_party_address(
-    conn: asyncpg.Connection, address: Address, now: int
-) -> AddressOutcome:
+async def store_third_party_address(conn: Conn, address: Address, now: int) -> AddressOutcome:
     """Insert a stripped ``address`` if its location is new; never change a stored row."""
     kept = _stripped(address)
     status = await conn.execute(
@@ -283,7 +282,7 @@ WHERE (a.location_type, a.type, a.body, a.first_party,
 
 
 async def store_first_party_address(
-    conn: asyncpg.Connection, address: Address, now: int, *, last_ping: int = 0, last_sync: int = 0
+    conn: Conn, address: Address, now: int, *, last_ping: int = 0, last_sync: int = 0
 ) -> AddressOutcome:
     """Store ``address`` with all its details, as heard from the node itself.
 
@@ -315,7 +314,7 @@ WHERE (a.location, a.sublocation, a.port) = (old.location, old.sublocation, old.
 """
 
 
-async def prune_addresses(conn: asyncpg.Connection, keep: int) -> int:
+async def prune_addresses(conn: Conn, keep: int) -> int:
     """Cut the address table to the ``keep`` most recently pinged, synced or arrived; return cut."""
     status = await conn.execute(_PRUNE, keep)
     return int(status.rsplit(" ", 1)[1])

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -172,7 +172,7 @@ class Writer:
         return result
 
     async def _store_addresses(
-        self, conn: asyncpg.Connection, items: list[_Item], now: int
+        self, conn: persist.Conn, items: list[_Item], now: int
     ) -> list[tuple[str, persist.AddressOutcome]]:
         done: list[tuple[str, persist.AddressOutcome]] = []
         for item in items:

@@ -1,0 +1,42 @@
+"""``python -m services.store``: apply migrations, then store accepted objects until SIGTERM."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.runner import Context, run_service
+from services.store.migrate import migrate
+from services.store.settings import StoreSettings
+from services.store.writer import Writer
+
+
+async def main(ctx: Context) -> None:
+    """Migrate (every replica may; they queue on a lock), then run the writer until stopped."""
+    settings = cast(StoreSettings, ctx.settings)
+    pool = await ctx.pool(min_size=1, max_size=settings.pool_size)
+    applied = await migrate(pool)
+    ctx.log.info("schema_ready", applied=applied)
+    nc = await ctx.nats()
+    js = nc.jetstream()
+    layout = Layout.from_settings(settings)
+    await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+    writer = Writer(
+        js,
+        pool,
+        layout,
+        batch_size=settings.batch_size,
+        fetch_timeout=settings.fetch_timeout_seconds,
+        address_table_max=settings.address_table_max,
+        retry_min=settings.retry_min_seconds,
+        retry_max=settings.retry_max_seconds,
+    )
+    ctx.mark_ready()
+    try:
+        await writer.run(ctx.stop)
+    finally:
+        ctx.counters["handled"] = writer.handled
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_service("store", StoreSettings, main))
