@@ -6,6 +6,7 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 """
 
 from mim import bounds, canonical, create, entities, errors, fingerprint, inputs, signing, verify
+from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
     KINDS,
@@ -68,6 +69,7 @@ __all__ = [
     "errors",
     "fingerprint",
     "inputs",
+    "pages",
     "parse",
     "pow",
     "signing",
