@@ -1,0 +1,347 @@
+"""The validator: pull objects off the ingest stream, judge them, pass the verdict on.
+
+Every replica binds the one durable pull consumer of the ingest stream, so JetStream spreads the
+work and any number of replicas may run. For each fetched batch:
+
+1. screen each message: its subject names a Mim kind, it is at most ``max_object_bytes``, and it
+   has not already been delivered ``max_deliveries`` times (stages ``decode``, ``size``,
+   ``delivery``);
+2. verify the rest in the process pool (``checks.judge``: ``mim.verify.verify`` with the node
+   policy), one chunk per worker process, so the event loop never does the CPU-bound work;
+3. refuse what the block list names (stage ``blocked``);
+4. publish accepted objects, as canonical JSON, to the accepted stream with
+   ``Nats-Msg-Id = kind:fingerprint:last_update`` and rejections, with stage, reason and field,
+   to the rejected stream with ``Nats-Msg-Id = rejected:<ingest sequence>``, so a redelivered
+   message never doubles either;
+5. only once JetStream has confirmed that publish, ``ack`` (accepted) or ``term`` (rejected) the
+   ingest message, and flush, which waits for the server to have read the acks.
+
+A publish that fails for a transient cause (stream full, JetStream unavailable) leaves the
+message for redelivery with a growing delay; after ``max_deliveries`` it is rejected at stage
+``delivery`` so nothing is retried for ever. SIGTERM: the current batch finishes (within the
+shutdown grace), no new batch is fetched, unacked messages go back to the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from relay import BusError, TransientError
+from relay.bus import (
+    HEADER_SOURCE,
+    KINDS,
+    UNKNOWN_KIND,
+    Layout,
+    StreamLimits,
+    ensure_blocklist,
+    ensure_streams,
+    headers,
+    msg_id,
+    publish,
+)
+from relay.runner import Context, CpuPool
+from services.validator import metrics
+from services.validator.blocklist import BlockList
+from services.validator.checks import Outcome, PolicySpec, judge, policy_spec
+from services.validator.settings import ValidatorSettings
+
+__all__ = ["Item", "Validator", "main"]
+
+_log = structlog.stdlib.get_logger("services.validator")
+
+#: Longest redelivery delay after repeated transient failures.
+MAX_RETRY_DELAY_SECONDS: Final = 60.0
+#: How long start-up waits for the block list to be read before refusing to start.
+BLOCKLIST_LOAD_SECONDS: Final = 30.0
+
+
+@dataclass(slots=True)
+class Item:
+    """One fetched message on its way through a batch."""
+
+    msg: Msg
+    kind: str  # a Mim kind, or UNKNOWN_KIND
+    seq: int
+    delivered: int
+    outcome: Outcome | None = None
+    # set when the message is to be acked or termed
+    publish: tuple[str, bytes, dict[str, str]] | None = None
+    final: str = ""  # "accepted" or "rejected"
+    stage: str = ""
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return (self.msg.headers or {}).get(HEADER_SOURCE, "")
+
+
+def _kind_of(subject: str) -> str:
+    token = subject.rsplit(".", 1)[-1]
+    return token if token in KINDS else UNKNOWN_KIND
+
+
+class Validator:
+    """Judges batches of ingest messages; holds no state across batches but the pool."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        layout: Layout,
+        settings: ValidatorSettings,
+        blocks: BlockList,
+        counters: Any = None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.layout = layout
+        self.settings = settings
+        self.blocks = blocks
+        self.spec: PolicySpec = policy_spec(settings.policy())
+        self.counters = counters if counters is not None else {}
+        self._cpu = CpuPool(settings.process_workers)
+
+    async def aclose(self) -> None:
+        await self._cpu.aclose()
+
+    # ---------------------------------------------------------------- one batch
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Judge, publish and ack ``msgs``; never raises for what the messages contain."""
+        if not msgs:
+            return
+        metrics.BATCH_SIZE.observe(len(msgs))
+        items = [self._item(m) for m in msgs]
+        metrics.CONSUMER_PENDING.set(msgs[-1].metadata.num_pending)
+        to_judge = [i for i in items if not i.final and not self._screen(i)]
+        if to_judge:
+            try:
+                await self._judge(to_judge)
+            except BrokenProcessPool as exc:
+                # a worker died under us; every message of the batch comes back later
+                _log.warning("process_pool_broken", error=repr(exc))
+                await self._replace_pool()
+                await self._retry(to_judge, "pool")
+                items = [i for i in items if i not in to_judge]
+        started = time.perf_counter()
+        results = await asyncio.gather(*(self._publish(i) for i in items), return_exceptions=True)
+        metrics.CHECK_DURATION.labels("publish").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        await self._settle(items, results)
+        metrics.CHECK_DURATION.labels("ack").observe(time.perf_counter() - started)
+
+    def _item(self, msg: Msg) -> Item:
+        meta = msg.metadata
+        return Item(msg, _kind_of(msg.subject), meta.sequence.stream, meta.num_delivered)
+
+    def _screen(self, item: Item) -> bool:
+        """Reject ``item`` without verifying it if it cannot be an object; True if rejected."""
+        s = self.settings
+        size = len(item.msg.data)
+        if item.delivered > s.max_deliveries:
+            self._reject(item, "delivery", f"given up after {s.max_deliveries} deliveries",
+                         "message", "delivery.max")  # fmt: skip
+        elif item.kind == UNKNOWN_KIND:
+            token = item.msg.subject.rsplit(".", 1)[-1]
+            self._reject(item, "decode", f"`kind`: subject token {token[:64]!r} is not a Mim kind",
+                         "kind", "kind.known")  # fmt: skip
+        elif size > s.max_object_bytes:
+            self._reject(item, "size", f"`object`: {size} bytes is over "
+                         f"MIM_VALIDATOR_MAX_OBJECT_BYTES ({s.max_object_bytes})",
+                         "object", "object.max_bytes")  # fmt: skip
+        return bool(item.final)
+
+    async def _judge(self, items: list[Item]) -> None:
+        workers = self._cpu.workers
+        size = -(-len(items) // workers)
+        chunks = [items[n : n + size] for n in range(0, len(items), size)]
+        outcomes = await asyncio.gather(
+            *(
+                self._cpu.run(judge, [(i.kind, bytes(i.msg.data)) for i in chunk], self.spec)
+                for chunk in chunks
+            )
+        )
+        verify_time = metrics.CHECK_DURATION.labels("verify")
+        blocked_time = metrics.CHECK_DURATION.labels("blocked")
+        for chunk, results in zip(chunks, outcomes, strict=True):
+            for item, outcome in zip(chunk, results, strict=True):
+                item.outcome = outcome
+                verify_time.observe(outcome.seconds)
+                if not outcome.ok:
+                    self._reject(item, outcome.stage, outcome.reason, outcome.field, outcome.rule)
+                    continue
+                started = time.perf_counter()
+                hit = self.blocks.match(outcome.refs)
+                blocked_time.observe(time.perf_counter() - started)
+                if hit is not None:
+                    why = self.blocks.reason(hit)
+                    reason = f"`{hit}` is on the block list" + (f": {why}" if why else "")
+                    self._reject(item, "blocked", reason, "fingerprint", "blocklist")
+                else:
+                    self._accept(item, outcome)
+
+    # ---------------------------------------------------------------- verdicts
+
+    def _accept(self, item: Item, outcome: Outcome) -> None:
+        ident = outcome.fingerprint or _content_id(outcome.canonical)
+        hdrs = headers(
+            kind=item.kind,
+            source=item.source or None,
+            message_id=msg_id(item.kind, ident, outcome.last_update),
+        )
+        item.final = "accepted"
+        item.publish = (self.layout.accepted_subject(item.kind), outcome.canonical, hdrs)
+
+    def _reject(self, item: Item, stage: str, reason: str, field_: str, rule: str) -> None:
+        outcome = item.outcome
+        data = bytes(item.msg.data)
+        keep = self.settings.rejected_object_bytes
+        record = {
+            "kind": item.kind,
+            "stage": stage,
+            "reason": reason,
+            "field": field_,
+            "rule": rule,
+            "fingerprint": outcome.fingerprint if outcome else "",
+            "last_update": outcome.last_update if outcome else 0,
+            "subject": item.msg.subject,
+            "ingest_sequence": item.seq,
+            "deliveries": item.delivered,
+            "size": len(data),
+            "source": item.source,
+            "object": data[:keep].decode("utf-8", "replace"),
+            "truncated": len(data) > keep,
+        }
+        hdrs = headers(
+            kind=item.kind,
+            stage=stage,
+            reason=reason,
+            source=item.source or None,
+            message_id=f"rejected:{self.layout.ingest_stream}:{item.seq}",
+        )
+        body = json.dumps(record, ensure_ascii=False).encode()
+        item.final, item.stage, item.reason = "rejected", stage, reason
+        item.extra = {"field": field_, "rule": rule, "fingerprint": record["fingerprint"]}
+        item.publish = (self.layout.rejected_subject(item.kind, stage), body, hdrs)
+
+    async def _publish(self, item: Item) -> PubAck | None:
+        if item.publish is None:
+            return None
+        subject, payload, hdrs = item.publish
+        return await publish(
+            self.js,
+            subject,
+            payload,
+            headers=hdrs,
+            ack_wait_seconds=self.settings.publish_timeout_seconds,
+        )
+
+    # ---------------------------------------------------------------- acks
+
+    async def _settle(self, items: list[Item], results: Sequence[object]) -> None:
+        retry: list[Item] = []
+        for item, result in zip(items, results, strict=True):
+            if item.publish is None:
+                continue  # already left for redelivery
+            if isinstance(result, BaseException):
+                if not isinstance(result, TransientError | BusError):
+                    raise result
+                _log.warning("publish_failed", seq=item.seq, kind=item.kind, error=str(result))
+                retry.append(item)
+                continue
+            ack = cast(PubAck, result)
+            if item.final == "accepted":
+                outcome = "duplicate" if ack.duplicate else "accepted"
+                metrics.OBJECTS.labels(item.kind, outcome).inc()
+                self.counters[outcome] = self.counters.get(outcome, 0) + 1
+                _log.debug("object_accepted", kind=item.kind, seq=item.seq,
+                           fingerprint=item.outcome.fingerprint if item.outcome else "",
+                           duplicate=ack.duplicate)  # fmt: skip
+                await item.msg.ack()
+            else:
+                metrics.OBJECTS.labels(item.kind, "rejected").inc()
+                metrics.REJECTIONS.labels(item.kind, item.stage).inc()
+                self.counters["rejected"] = self.counters.get("rejected", 0) + 1
+                _log.info("object_rejected", kind=item.kind, seq=item.seq, stage=item.stage,
+                          reason=item.reason, **item.extra)  # fmt: skip
+                await item.msg.term()
+        if retry:
+            await self._retry(retry, "publish")
+        try:
+            await self.nc.flush(timeout=max(1, round(self.settings.publish_timeout_seconds)))
+        except (nats.errors.Error, TimeoutError) as exc:
+            # the acks may not have arrived: those messages come back, and the dedupe ids make
+            # their second publish a no-op
+            _log.warning("ack_flush_failed", error=repr(exc))
+
+    async def _retry(self, items: list[Item], cause: str) -> None:
+        for item in items:
+            delay = min(
+                self.settings.retry_delay_seconds * 2 ** max(0, item.delivered - 1),
+                MAX_RETRY_DELAY_SECONDS,
+            )
+            metrics.RETRIES.labels(cause).inc()
+            item.publish = None
+            try:
+                await item.msg.nak(delay=delay)
+            except nats.errors.Error as exc:
+                _log.warning("nak_failed", seq=item.seq, error=repr(exc))
+
+    async def _replace_pool(self) -> None:
+        old, self._cpu = self._cpu, CpuPool(self.settings.process_workers)
+        await old.aclose()
+
+
+def _content_id(data: bytes) -> str:
+    import hashlib  # noqa: PLC0415 - only addresses, which have no fingerprint, need it
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- the service
+
+
+async def main(ctx: Context) -> None:
+    """Run the validator until ``ctx.stop`` is set."""
+    settings = cast(ValidatorSettings, ctx.settings)
+    layout = Layout.from_settings(settings)
+    nc = await ctx.nats()
+    js = nc.jetstream(timeout=settings.publish_timeout_seconds)
+    await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+    kv = await ensure_blocklist(js, layout)
+    blocks = BlockList()
+    ctx.spawn(blocks.run(kv, ctx.stop, settings.blocklist_refresh_seconds), name="blocklist")
+    await asyncio.wait_for(blocks.loaded.wait(), BLOCKLIST_LOAD_SECONDS)
+    sub = await js.pull_subscribe_bind(
+        durable=layout.validator_consumer, stream=layout.ingest_stream
+    )
+    validator = Validator(nc, js, layout, settings, blocks, ctx.counters)
+    ctx.stack.push_async_callback(validator.aclose)
+    _log.info("validator_started", consumer=layout.validator_consumer,
+              batch_size=settings.batch_size, workers=validator._cpu.workers,
+              min_pow=settings.min_pow)  # fmt: skip
+    ctx.mark_ready()
+    while not ctx.stop.is_set():
+        try:
+            msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
+        except nats.errors.TimeoutError:
+            continue
+        except nats.errors.Error as exc:
+            _log.warning("fetch_failed", error=repr(exc))
+            await asyncio.sleep(min(1.0, settings.fetch_timeout_seconds))
+            continue
+        await validator.handle(msgs)

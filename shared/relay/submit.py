@@ -1,0 +1,81 @@
+"""The one way objects enter the node: publish them, unchecked, to the ingest stream.
+
+The gateway (objects posted to us), the syncer (objects fetched from peers) and ``mimrelay
+submit`` all call :func:`submit`. It does no verification (that is the validators' job) and only
+a cheap peek at the JSON for the dedupe id: ``Nats-Msg-Id = kind:fingerprint:last_update``, so
+the same version of an object sent twice within the dedupe window is queued once. Bytes that do
+not decode (or an address, which has no fingerprint) are named by the SHA-256 of the bytes.
+
+Errors: ``IngestFull`` when the ingest stream is at its limits (the gateway answers 429; retry
+later), ``BusUnavailable`` when JetStream does not confirm (503), ``BusError`` when it refuses
+for good (for example a message over the server's max payload), ``ValueError`` for a kind that
+is not a Mim kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from relay import StreamFull
+from relay.bus import KINDS, Layout, headers, msg_id, publish
+
+__all__ = ["SOURCES", "IngestFull", "dedupe_id", "submit"]
+
+#: Where an object came from; carried in the ``Mim-Source`` header for logs and metrics.
+SOURCES: Final = ("local", "gateway", "peer")
+
+
+class IngestFull(StreamFull):
+    """The ingest stream refused the object: the node is at capacity, try again later (429)."""
+
+
+def dedupe_id(kind: str, raw: bytes) -> str:
+    """The ``Nats-Msg-Id`` of ``raw``: from its fingerprint and last update, or its bytes' hash."""
+    fingerprint, last_update = _peek(raw) if kind != "address" else ("", 0)
+    if not fingerprint:
+        return msg_id(kind, "sha256-" + hashlib.sha256(raw).hexdigest(), 0)
+    return msg_id(kind, fingerprint, last_update)
+
+
+def _peek(raw: bytes) -> tuple[str, int]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return "", 0
+    if not isinstance(doc, dict):
+        return "", 0
+    fingerprint, last_update = doc.get("fingerprint"), doc.get("last_update", 0)
+    if not isinstance(fingerprint, str) or not fingerprint.isascii() or not fingerprint.isalnum():
+        return "", 0  # not one the validator would accept; do not let it shape the id
+    if not isinstance(last_update, int) or isinstance(last_update, bool) or last_update < 0:
+        return "", 0
+    return fingerprint[:64], last_update
+
+
+async def submit(
+    js: JetStreamContext,
+    layout: Layout,
+    kind: str,
+    raw: bytes,
+    *,
+    source: str = "local",
+    ack_wait_seconds: float = 5.0,
+) -> PubAck:
+    """Queue ``raw`` (one object's wire JSON) of ``kind`` for validation; returns JetStream's ack.
+
+    ``ack.duplicate`` is set when the same version was queued within the dedupe window.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"`kind`: {kind!r} is not one of {', '.join(KINDS)}")
+    hdrs = headers(kind=kind, source=source, message_id=dedupe_id(kind, raw))
+    try:
+        return await publish(
+            js, layout.ingest_subject(kind), raw, headers=hdrs, ack_wait_seconds=ack_wait_seconds
+        )
+    except StreamFull as exc:
+        raise IngestFull(f"the ingest stream is full, try again later ({exc})") from exc
