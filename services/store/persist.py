@@ -193,10 +193,7 @@ async def _write_board_owners(conn: Conn, board: Board) -> None:
 
 
 def _ancestors(entity: Provable) -> Iterable[tuple[str, str]]:
-    """(kind, fingerprint) of what ``entity`` refers to, per §14 (parent chains aside)."""
-    if isinstance(entity, Key):
-        return
-    yield "key", entity.owner
+    """(kind, fingerprint) of what ``entity`` refers to, per §14 (keys and parent chains aside)."""
     if isinstance(entity, Thread):
         yield "board", entity.board
     elif isinstance(entity, Post):
@@ -206,10 +203,24 @@ def _ancestors(entity: Provable) -> Iterable[tuple[str, str]]:
         yield "key", entity.target
 
 
+def _owner_keys(entity: Provable) -> Iterable[str]:
+    """Public keys of the Key entities ``entity`` refreshes: its owner's (a Key refreshes none).
+
+    Matched by public key: an ``owner`` fingerprint is derived from the key, not the Key entity.
+    """
+    if not isinstance(entity, Key) and entity.owner_publickey:
+        yield entity.owner_publickey.lower()
+
+
 _REFRESH: Final = """
 UPDATE objects SET last_referenced = $3
 WHERE (kind, fingerprint) IN (SELECT * FROM unnest($1::text[], $2::text[]))
   AND last_referenced < $3
+"""
+
+_REFRESH_KEYS: Final = """
+UPDATE objects SET last_referenced = $2
+WHERE kind = 'key' AND owner_publickey = ANY($1::text[]) AND last_referenced < $2
 """
 
 _REFRESH_PARENTS: Final = """
@@ -229,6 +240,9 @@ async def _refresh_ancestors(conn: Conn, stored: Sequence[Provable], now: int) -
     pairs = sorted({(k, fp) for e in stored for k, fp in _ancestors(e) if fp})
     if pairs:
         await conn.execute(_REFRESH, [k for k, _ in pairs], [fp for _, fp in pairs], now)
+    keys = sorted({k for e in stored for k in _owner_keys(e)})
+    if keys:
+        await conn.execute(_REFRESH_KEYS, keys, now)
     parents = sorted({e.parent for e in stored if isinstance(e, Post) and e.parent})
     if parents:
         await conn.execute(_REFRESH_PARENTS, parents, now, MAX_PARENT_DEPTH)

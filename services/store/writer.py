@@ -130,7 +130,7 @@ class Writer:
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         try:
             return await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
 
     async def _update_pending(self, sub: JetStreamContext.PullSubscription) -> None:

@@ -29,6 +29,7 @@ CREATE INDEX objects_thread ON objects (thread) WHERE thread <> '';
 CREATE INDEX objects_parent ON objects (parent) WHERE parent <> '';
 CREATE INDEX objects_target ON objects (target) WHERE target <> '';
 CREATE INDEX objects_owner ON objects (owner) WHERE owner <> '';
+CREATE INDEX objects_key_publickey ON objects (owner_publickey) WHERE kind = 'key';
 
 -- A board's owners in the order the board lists them (§20.3); rewritten on each stored version.
 CREATE TABLE board_owners (
