@@ -128,7 +128,7 @@ def search(
     target = _target(difficulty)
     block, low = divmod(start, _BLOCK)
     attempts = 0
-    while block * _BLOCK < stop and low < (high := min(_BLOCK, stop - block * _BLOCK)):
+    while (high := min(_BLOCK, stop - block * _BLOCK)) > low:  # this block's endings: [low, high)
         if block == 0:
             state, endings = base, _FIRST_ENDINGS
         else:
