@@ -1,0 +1,45 @@
+"""A minimal service on the shared runner, run as a subprocess by the runner tests.
+
+``python -m tests.helpers.tiny_service``; ``MIM_TINY_*`` variables choose what it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from relay.runner import Context, run_service
+from relay.settings import ServiceSettings
+
+
+class TinySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MIM_TINY_")
+
+    job_seconds: float = Field(0.0, ge=0, description="Length of the one job started at start-up.")
+    use_nats: bool = Field(False, description="Connect to NATS before reporting ready.")
+    fail_after_ready: bool = Field(False, description="Raise from main once ready.")
+
+
+async def _job(ctx: Context, seconds: float) -> None:
+    ctx.log.info("job_started", seconds=seconds)
+    await asyncio.sleep(seconds)
+    ctx.counters["handled"] += 1
+    ctx.log.info("job_finished")
+
+
+async def main(ctx: Context) -> None:
+    settings = ctx.settings
+    assert isinstance(settings, TinySettings)
+    if settings.use_nats:
+        await ctx.nats()
+    ctx.mark_ready()
+    if settings.fail_after_ready:
+        raise RuntimeError("tiny service failed on purpose")
+    if settings.job_seconds:
+        ctx.spawn(_job(ctx, settings.job_seconds), name="job")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_service("tiny", TinySettings, main))

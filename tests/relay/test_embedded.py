@@ -1,0 +1,192 @@
+"""relay.embedded: real nats-server and PostgreSQL start, answer, stop, restart with data, die."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.js.api import StreamConfig
+
+from relay import ServerError
+from relay.embedded import NatsServer, PostgresServer, free_port
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (alive := _group_alive(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Outside pytest's basetemp (mode 0700): PostgreSQL's system user must reach it as root.
+    path = Path(tempfile.mkdtemp(prefix="mimrelay-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_nats_starts_answers_and_keeps_streams_across_restart(data_dir: Path) -> None:
+    """JetStream answers on the reported URL; a stream survives stop and start on the same dir."""
+    server = NatsServer(data_dir / "nats")
+    with server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="KEEP", subjects=["keep.>"]))
+        await js.publish("keep.one", b"1")
+        await nc.close()
+        first_url = server.url
+    assert not server.running
+    with server:
+        nc = await nats.connect(server.url)
+        info = await nc.jetstream().stream_info("KEEP")
+        await nc.close()
+    assert info.state.messages == 1
+    assert first_url.startswith("nats://127.0.0.1:")
+
+
+async def test_nats_fixed_port_and_second_server_on_same_dir_refused(data_dir: Path) -> None:
+    """A requested port is used; a second server on a data dir in use is refused clearly."""
+    port = free_port()
+    with NatsServer(data_dir / "nats", port=port) as server:
+        assert server.port == port
+        with pytest.raises(ServerError, match="another nats-server"):
+            NatsServer(data_dir / "nats").start()
+        assert server.running
+
+
+def test_nats_kill_leaves_nothing_and_restart_recovers(data_dir: Path) -> None:
+    """kill() ends the server's process group at once; the next start on the dir works."""
+    server = NatsServer(data_dir / "nats").start()
+    pid = server.pid
+    assert pid is not None
+    server.kill()
+    assert not server.running
+    assert _wait_group_gone(pid) == []
+    with server:
+        assert server.running
+
+
+def test_nats_stop_is_graceful(data_dir: Path) -> None:
+    """stop() sends SIGTERM and the server exits on its own."""
+    server = NatsServer(data_dir / "nats").start()
+    pid = server.pid
+    assert pid is not None
+    status = server.stop(timeout=10)
+    assert status is not None
+    assert status != -signal.SIGKILL
+    assert _wait_group_gone(pid) == []
+
+
+def test_nats_failure_reports_the_log(data_dir: Path) -> None:
+    """A server that cannot start raises ServerError with its log tail."""
+    with socket_taken() as port, pytest.raises(ServerError, match="nats-server exited"):
+        NatsServer(data_dir / "nats", port=port).start(timeout=10)
+
+
+@contextmanager
+def socket_taken() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port: int = sock.getsockname()[1]
+        yield port
+
+
+async def test_postgres_initialises_once_and_keeps_data(data_dir: Path) -> None:
+    """initdb runs on the first start only; rows written before a stop are there after restart."""
+    server = PostgresServer(data_dir / "pg", fsync=False)
+    with server:
+        conn = await asyncpg.connect(server.dsn)
+        assert await conn.fetchval("select current_user") == "mimrelay"
+        assert await conn.fetchval("show server_encoding") == "UTF8"
+        await conn.execute("create table kept (n int); insert into kept values (7)")
+        await conn.close()
+    version = (data_dir / "pg" / "pgdata" / "PG_VERSION").stat().st_mtime_ns
+    with PostgresServer(data_dir / "pg", fsync=False) as again:
+        conn = await asyncpg.connect(again.url())
+        assert await conn.fetchval("select n from kept") == 7
+        await conn.close()
+    assert (data_dir / "pg" / "pgdata" / "PG_VERSION").stat().st_mtime_ns == version
+
+
+async def test_postgres_create_database_from_template(data_dir: Path) -> None:
+    """create_database clones a template; the clone has the template's tables."""
+    with PostgresServer(data_dir / "pg", fsync=False) as server:
+        conn = await asyncpg.connect(server.dsn)
+        await conn.execute(
+            "create table schema_marker (v text); insert into schema_marker values ('x')"
+        )
+        await conn.close()
+        url = server.create_database("clone_one", template="mimrelay")
+        conn = await asyncpg.connect(url)
+        assert await conn.fetchval("select v from schema_marker") == "x"
+        await conn.close()
+        server.drop_database("clone_one")
+        assert "clone_one" not in server.psql("select datname from pg_database")
+        with pytest.raises(ValueError, match="identifier"):
+            server.create_database('x"; drop database mimrelay; --')
+
+
+def test_postgres_kill_leaves_no_process_and_restart_recovers(data_dir: Path) -> None:
+    """kill() takes the postmaster and every backend down; the next start recovers the cluster."""
+    server = PostgresServer(data_dir / "pg", fsync=False).start()
+    server.psql("create table t (n int); insert into t values (1)")
+    pid = server.pid
+    assert pid is not None
+    server.kill()
+    assert _wait_group_gone(pid) == []
+    server.start()
+    try:
+        assert server.psql("select count(*) from t").strip() == "1"
+    finally:
+        server.stop()
+
+
+def test_postgres_stop_is_a_fast_shutdown(data_dir: Path) -> None:
+    """stop() sends SIGINT; PostgreSQL exits 0 and leaves no process behind."""
+    server = PostgresServer(data_dir / "pg", fsync=False).start()
+    pid = server.pid
+    assert pid is not None
+    assert server.stop(timeout=20) == 0
+    assert _wait_group_gone(pid) == []
+    assert "fast shutdown" in (data_dir / "pg" / "postgres.log").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_postgres_as_root_runs_as_system_user(data_dir: Path) -> None:
+    """As root, the server runs as embedded_postgres, which owns the cluster."""
+    with PostgresServer(data_dir / "pg", fsync=False) as server:
+        assert server.pid is not None
+        uid = os.stat(f"/proc/{server.pid}").st_uid
+        assert pwd.getpwuid(uid).pw_name == "embedded_postgres"
+        assert (data_dir / "pg" / "pgdata").stat().st_uid == uid
