@@ -1,0 +1,140 @@
+"""Fixtures of the gateway tests: a migrated database with objects, and a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+from services.gateway.app import Gateway, create_app
+from services.gateway.settings import GatewaySettings
+from services.store.migrate import migrate
+
+from mim import create
+from mim import pow as mim_pow
+from mim.entities import Address, Provable
+from mim.signing import SigningKey
+from relay.settings import load
+from services.store import persist
+from tests.helpers.servers import TemplateSetup
+
+AUTHOR = SigningKey.generate(bytes(range(7, 39)))
+MINT = mim_pow.local_minter(random.Random(11).randrange)
+DIFFICULTY = 2
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_template_setup() -> TemplateSetup | None:
+    return _migrate
+
+
+def make(kind: str, values: dict[str, Any], now: int) -> Provable:
+    return create.create(kind, values, AUTHOR, DIFFICULTY, now, MINT)
+
+
+async def store(url: str, objects: list[Provable], now: int) -> None:
+    """Write ``objects`` with the store's own writer functions, arriving at ``now``."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await persist.store_objects(conn, objects, now)
+    finally:
+        await conn.close()
+
+
+def sample(now: int) -> list[Provable]:
+    """A key, a board, a thread, two posts and a vote, all signed by AUTHOR."""
+    key = make("key", {"name": "author"}, now - 100)
+    board = make("board", {"name": "gateway tests"}, now - 90)
+    thread = make("thread", {"board": board.fingerprint, "name": "first"}, now - 80)
+    post = make(
+        "post", {"board": board.fingerprint, "thread": thread.fingerprint, "body": "a"}, now - 70
+    )
+    reply = make(
+        "post",
+        {
+            "board": board.fingerprint,
+            "thread": thread.fingerprint,
+            "parent": post.fingerprint,
+            "body": "b",
+        },
+        now - 60,
+    )
+    vote = make(
+        "vote",
+        {
+            "board": board.fingerprint,
+            "thread": thread.fingerprint,
+            "target": post.fingerprint,
+            "typeclass": 1,
+            "type": 1,
+        },
+        now - 50,
+    )
+    return [key, board, thread, post, reply, vote]
+
+
+async def store_address(url: str, address: Address, now: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await persist.store_third_party_address(conn, address, now)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Running:
+    url: str
+    gateway: Gateway
+    settings: GatewaySettings
+
+
+@pytest.fixture
+async def running(
+    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Any
+) -> AsyncIterator[Running]:
+    """A gateway serving ``fresh_database`` on a free local port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = load(
+        GatewaySettings,
+        nats_url=nats_url,
+        database_url=fresh_database,
+        stream_prefix=stream_prefix,
+        data_dir=tmp_path,
+        host="127.0.0.1",
+        port=port,
+        max_body_bytes=1 << 20,
+        connect_attempts=3,
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            task.cancel()
+            raise RuntimeError("the gateway did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", app.state.gateway, settings)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+        sock.close()
