@@ -17,6 +17,7 @@ _COMMANDS: dict[str, str] = {
     "create": "relay.cli.objects:create",
     "update": "relay.cli.objects:update",
     "verify": "relay.cli.objects:verify",
+    "export-static": "relay.cli.export:export_static",
 }
 
 

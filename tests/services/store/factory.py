@@ -59,7 +59,7 @@ class Factory:
 
 def forged(obj: Provable, **changes: Any) -> Provable:
     """``obj`` with fields changed and no new proofs (the store does not verify; validators do)."""
-    changed: Provable = dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    changed: Provable = dataclasses.replace(obj, **changes)
     return changed
 
 

@@ -83,7 +83,7 @@ async def test_board_owners_keep_their_order_and_are_rewritten_on_update(
 ) -> None:
     """Owners are stored in the board's order, replaced whole by an update, duplicates collapsed."""
     f = Factory()
-    a, b, c, d = ("%064x" % i for i in (10, 11, 12, 13))
+    a, b, c, d = (f"{i:064x}" for i in (10, 11, 12, 13))
     board = f.board(now=5, board_owners=(BoardOwner(key_fingerprint=c, level=1),
                                          BoardOwner(key_fingerprint=a, level=1),
                                          BoardOwner(key_fingerprint=b, level=1),
@@ -148,6 +148,7 @@ async def test_addresses_third_party_never_overwrite_and_first_party_replace(
         )
         full = await conn.fetchrow("SELECT type, body, first_party, last_ping FROM addresses")
     assert (third, again, first, older) == ("written", "kept", "written", "kept")
+    assert stripped is not None and full is not None
     assert stripped["type"] == 0 and not stripped["first_party"]
     assert '"name":""' in stripped["body"]
     assert full["type"] == 2 and full["first_party"] and full["last_ping"] == 500

@@ -30,8 +30,9 @@ def scrape(url: str, name: str) -> float:
     return total
 
 
-async def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
+    """Poll ``check`` (sync or async) until it is truthy, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result = check()
         if asyncio.iscoroutine(result):
@@ -39,7 +40,7 @@ async def wait_for(check: Callable[[], object], timeout: float, what: str) -> No
         if result:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 async def count_rows(url: str) -> int:
@@ -56,7 +57,7 @@ async def count_rows(url: str) -> int:
 async def test_writer_stores_published_objects_and_acks_them(
     js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
 ) -> None:
-    """Objects on the accepted stream end up as rows with their exact JSON, and the stream drains."""
+    """Objects on the accepted stream become rows with their exact JSON; the stream drains."""
     objs = Factory(3).posts(40)
     await publish_objects(js, layout, objs)
     writer = Writer(js, pool, layout, batch_size=16, fetch_timeout=0.2)
@@ -78,7 +79,7 @@ async def test_writer_stores_published_objects_and_acks_them(
 async def test_redelivered_batch_changes_nothing(
     js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
 ) -> None:
-    """Publishing the same objects again (new message ids) stores no new rows and counts duplicates."""
+    """An object published again (a new message id) leaves every row exactly as it was."""
     objs = Factory(4).posts(10)
     await publish_objects(js, layout, objs)
     writer = Writer(js, pool, layout, batch_size=32, fetch_timeout=0.2)
@@ -103,6 +104,7 @@ async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
     """With PostgreSQL stopped mid-run the writer retries; afterwards every object is stored."""
     server = PostgresServer(tmp_path / "pg", fsync=False).start()
     port = server.port
+    assert port is not None
     url = server.dsn
     metrics = start_metrics_server()
     try:
