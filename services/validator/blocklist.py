@@ -131,6 +131,17 @@ class BlockList:
 
     async def run(self, kv: KeyValue, stop: asyncio.Event, refresh_seconds: float) -> None:
         """Follow the bucket until ``stop`` is set."""
+        follower = asyncio.ensure_future(self._follow_forever(kv, stop, refresh_seconds))
+        try:
+            await stop.wait()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def _follow_forever(
+        self, kv: KeyValue, stop: asyncio.Event, refresh_seconds: float
+    ) -> None:
         while not stop.is_set():
             try:
                 await self._follow(kv, stop, refresh_seconds)

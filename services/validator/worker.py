@@ -338,7 +338,7 @@ async def main(ctx: Context) -> None:
     while not ctx.stop.is_set():
         try:
             msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
             continue
         except nats.errors.Error as exc:
             _log.warning("fetch_failed", error=repr(exc))

@@ -2,9 +2,15 @@
 
 The gateway (objects posted to us), the syncer (objects fetched from peers) and ``mimrelay
 submit`` all call :func:`submit`. It does no verification (that is the validators' job) and only
-a cheap peek at the JSON for the dedupe id: ``Nats-Msg-Id = kind:fingerprint:last_update``, so
-the same version of an object sent twice within the dedupe window is queued once. Bytes that do
-not decode (or an address, which has no fingerprint) are named by the SHA-256 of the bytes.
+a cheap peek at the JSON for the dedupe id, ``Nats-Msg-Id = kind:fingerprint:last_update:<digest>``
+where the digest is the first 16 hex digits of the SHA-256 of the bytes, so the same bytes sent
+twice within the dedupe window are queued once. Bytes that do not decode (or an address, which
+has no fingerprint) are named by the full SHA-256 of the bytes.
+
+Why the digest: the id is taken before anything is verified, so without it a forged copy that
+claims a genuine object's fingerprint (anyone can copy a fingerprint) would, sent first, make
+JetStream drop the genuine object as a duplicate for the whole window. After validation, the
+accepted stream dedupes on ``kind:fingerprint:last_update`` alone, which is safe there.
 
 Errors: ``IngestFull`` when the ingest stream is at its limits (the gateway answers 429; retry
 later), ``BusUnavailable`` when JetStream does not confirm (503), ``BusError`` when it refuses
@@ -36,10 +42,11 @@ class IngestFull(StreamFull):
 
 def dedupe_id(kind: str, raw: bytes) -> str:
     """The ``Nats-Msg-Id`` of ``raw``: from its fingerprint and last update, or its bytes' hash."""
+    digest = hashlib.sha256(raw).hexdigest()
     fingerprint, last_update = _peek(raw) if kind != "address" else ("", 0)
     if not fingerprint:
-        return msg_id(kind, "sha256-" + hashlib.sha256(raw).hexdigest(), 0)
-    return msg_id(kind, fingerprint, last_update)
+        return msg_id(kind, "sha256-" + digest, 0)
+    return f"{msg_id(kind, fingerprint, last_update)}:{digest[:16]}"
 
 
 def _peek(raw: bytes) -> tuple[str, int]:
