@@ -65,5 +65,5 @@ async def crawl(client: httpx.AsyncClient) -> Crawl:
                         break
                     n += 1
                 beyond = await client.get(f"/{endpoint}/{cache.response_url}/{folder}{n + 1}.json")
-                assert beyond.status_code == 204
+                assert beyond.status_code in (204, 404)  # a stock web server says 404
     return result
