@@ -17,7 +17,12 @@ _COMMANDS: dict[str, str] = {
     "create": "relay.cli.objects:create",
     "update": "relay.cli.objects:update",
     "verify": "relay.cli.objects:verify",
+    "submit": "relay.cli.ingest:submit",
+    "block": "relay.cli.ingest:block",
+    "unblock": "relay.cli.ingest:unblock",
+    "blocks": "relay.cli.ingest:blocks",
     "export-static": "relay.cli.export:export_static",
+    "mine": "relay.cli.mine:mine_command",
 }
 
 

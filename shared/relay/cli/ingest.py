@@ -1,0 +1,239 @@
+"""``mimrelay submit | block | unblock | blocks``: feed the node and keep its block list.
+
+``submit FILE`` (``-`` for stdin) queues objects for validation; it does not wait for verdicts
+(see the rejected stream and the validators' logs for those). FILE holds, in any mix per line:
+
+- one JSON object, or a JSON array of objects, of the kind given by ``--kind``;
+- JSON lines, one object per line (what ``mimrelay create`` prints);
+- wrappers ``{"kind": "post", "object": {...}}``, which name their own kind, so one file may
+  mix kinds; ``--kind`` is then not needed. A wrapped object is re-encoded compactly by the
+  standard JSON encoder (key order kept); bare objects are sent byte for byte.
+
+``block FINGERPRINT --reason TEXT`` / ``unblock FINGERPRINT`` change the block list (the
+``blocks`` table and the validators' bucket); ``blocks`` prints it (``--json`` for JSON lines,
+``--sync`` first rewrites the bucket from the table).
+
+Connections come from the node settings (``MIM_NATS_URL``, ``MIM_DATABASE_URL``,
+``MIM_STREAM_PREFIX``). Exit codes: 0 done, 1 the node refused (ingest full, bus down), 2 a
+usage, file or input error; a message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from relay import RelayError
+from relay.bus import KINDS, Layout, StreamLimits, ensure_blocklist, ensure_streams
+from relay.settings import NodeSettings, load
+
+T = TypeVar("T")
+
+USAGE_ERROR = 2
+REFUSED = 1
+
+KIND = click.Choice(list(KINDS), case_sensitive=False)
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings() -> NodeSettings:
+    try:
+        return load(NodeSettings)
+    except RelayError as exc:
+        _fail(str(exc))
+
+
+def _run(work: Callable[[NodeSettings], Coroutine[Any, Any, T]]) -> T:
+    settings = _settings()
+    try:
+        return asyncio.run(work(settings))
+    except RelayError as exc:
+        _fail(str(exc), REFUSED)
+    except (OSError, TimeoutError) as exc:
+        _fail(f"cannot reach the node: {exc!r}", REFUSED)
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _elements(text: str) -> list[str]:
+    """The raw text of each element of the JSON array ``text``, exactly as written."""
+    decoder = json.JSONDecoder()
+    out: list[str] = []
+    pos = text.index("[") + 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return out
+        _, end = decoder.raw_decode(text, pos)
+        out.append(text[pos:end])
+        pos = end
+
+
+def split_objects(raw: bytes, kind: str | None) -> list[tuple[str, bytes]]:
+    """``(kind, bytes)`` of every object in a submit file; ``ValueError`` naming the line."""
+    text = raw.decode("utf-8", "surrogateescape")
+    stripped = text.strip()
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        try:
+            pieces = _elements(stripped)
+        except ValueError as exc:
+            raise ValueError(f"the array does not parse as JSON: {exc}") from None
+        return [_one(p, kind, f"element {n}") for n, p in enumerate(pieces, 1)]
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if len(lines) > 1 and all(line.lstrip().startswith("{") for _, line in lines):
+        return [_one(line.strip(), kind, f"line {n}") for n, line in lines]
+    return [_one(stripped, kind, "the document")]
+
+
+def _one(piece: str, kind: str | None, where: str) -> tuple[str, bytes]:
+    try:
+        doc = json.loads(piece)
+    except ValueError:
+        doc = None  # sent as is: the validator records why it is not an object
+    if isinstance(doc, dict) and set(doc) == {"kind", "object"}:
+        named = doc["kind"]
+        if not isinstance(named, str) or named.lower() not in KINDS:
+            raise ValueError(f"{where}: `kind` must be one of {', '.join(KINDS)}, not {named!r}")
+        body = json.dumps(doc["object"], ensure_ascii=False, separators=(",", ":"))
+        return named.lower(), body.encode()
+    if kind is None:
+        raise ValueError(f'{where}: no `--kind` given and not a {{"kind", "object"}} wrapper')
+    return kind, piece.encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--kind", "-k", type=KIND, help="Kind of bare objects (wrappers name their own).")
+@click.option(
+    "--source", default="local", show_default=True, help="Recorded as the objects' source."
+)
+def submit(file: Path, kind: str | None, source: str) -> None:
+    """Queue the objects in FILE for validation and print how many were queued."""
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror or exc}")
+    try:
+        items = split_objects(raw, kind.lower() if kind else None)
+    except ValueError as exc:
+        _fail(f"{file}: {exc}")
+
+    async def work(settings: NodeSettings) -> tuple[int, int]:
+        from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+        from relay.submit import submit as submit_one  # noqa: PLC0415
+
+        nc = await connect_nats(settings.nats_url, "mimrelay-submit", attempts=1)
+        try:
+            js = nc.jetstream()
+            layout = Layout.from_settings(settings)
+            await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+            queued = duplicates = 0
+            for item_kind, body in items:
+                ack = await submit_one(js, layout, item_kind, body, source=source)
+                duplicates += bool(ack.duplicate)
+                queued += not ack.duplicate
+            return queued, duplicates
+        finally:
+            await close_nats(nc)
+
+    queued, duplicates = _run(work)
+    click.echo(f"queued {queued} object(s), {duplicates} already queued")
+
+
+async def _with_block_store(
+    settings: NodeSettings, action: Callable[[Any, Any], Awaitable[T]]
+) -> T:
+    import asyncpg  # noqa: PLC0415 - only the block commands need the database
+
+    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
+
+    nc = await connect_nats(settings.nats_url, "mimrelay-blocks", attempts=1)
+    try:
+        kv = await ensure_blocklist(nc.jetstream(), Layout.from_settings(settings))
+        try:
+            conn = await asyncpg.connect(settings.database_url, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise OSError(f"PostgreSQL: {exc}") from exc
+        try:
+            return await action(conn, kv)
+        finally:
+            await conn.close()
+    finally:
+        await close_nats(nc)
+
+
+@click.command()
+@click.argument("fingerprint")
+@click.option("--reason", "-r", default="", help="Why, for the record and the rejections.")
+def block(fingerprint: str, reason: str) -> None:
+    """Refuse FINGERPRINT (a key, board, thread, post, ... or an address host) and all under it."""
+    from services.validator import blocklist  # noqa: PLC0415
+
+    try:
+        name = blocklist.normalise(fingerprint)
+    except ValueError as exc:
+        _fail(str(exc))
+    new = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.add(c, kv, name, reason)))
+    click.echo(f"{'blocked' if new else 'already blocked, reason updated:'} {name}")
+
+
+@click.command()
+@click.argument("fingerprint")
+def unblock(fingerprint: str) -> None:
+    """Accept FINGERPRINT again (objects refused before must be sent again)."""
+    from services.validator import blocklist  # noqa: PLC0415
+
+    try:
+        name = blocklist.normalise(fingerprint)
+    except ValueError as exc:
+        _fail(str(exc))
+    gone = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.remove(c, kv, name)))
+    click.echo(f"{'unblocked' if gone else 'was not blocked:'} {name}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--sync", is_flag=True, help="First rewrite the validators' bucket from the table.")
+def blocks(as_json: bool, sync: bool) -> None:
+    """List the block list."""
+    from services.store import repo  # noqa: PLC0415
+    from services.validator import blocklist  # noqa: PLC0415
+
+    async def action(conn: Any, kv: Any) -> list[repo.Block]:
+        if sync:
+            await blocklist.sync(conn, kv)
+        return await repo.list_blocks(conn)
+
+    rows = _run(lambda s: _with_block_store(s, action))
+    if as_json:
+        for b in rows:
+            click.echo(json.dumps({"fingerprint": b.fingerprint, "reason": b.reason,
+                                   "created_at": _when(b.created_at)}))  # fmt: skip
+        return
+    width = max([len("FINGERPRINT"), *(len(b.fingerprint) for b in rows)])
+    click.echo(f"{'FINGERPRINT':<{width}}  {'BLOCKED AT (UTC)':<19}  REASON")
+    for b in rows:
+        click.echo(f"{b.fingerprint:<{width}}  {_when(b.created_at)[:19]:<19}  {b.reason}")
+    click.echo(f"{len(rows)} blocked", err=True)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
