@@ -167,6 +167,8 @@ R = TypeVar("R")
 
 def _first_spelling(entity: Provable, attempt: Callable[[Owners], R]) -> R:
     """Run ``attempt`` with each spelling of a board's owners; the first success wins."""
+    if not isinstance(entity, Board) or entity.board_owners:
+        return attempt("held")
     spellings = _owner_spellings(entity)
     for spelling in spellings[:-1]:
         try:
@@ -203,11 +205,13 @@ def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy)
     key_field = "key" if isinstance(entity, Key) else "owner_publickey"
 
     def attempt(owners: Owners) -> None:
+        text = text_of(owners)
+        if signing.verify(text, sig, key, allow_ecdsa=policy.allow_ecdsa):
+            return
         problem = signing.diagnose(
-            text_of(owners), sig, key, key_field=key_field, allow_ecdsa=policy.allow_ecdsa
-        )
-        if problem is not None:
-            raise BadSignature(path, *problem)
+            text, sig, key, key_field=key_field, allow_ecdsa=policy.allow_ecdsa
+        ) or ("signature.invalid", f"not made by {key_field}")
+        raise BadSignature(path, *problem)
 
     _first_spelling(entity, attempt)
     if (
