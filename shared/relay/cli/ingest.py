@@ -31,6 +31,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from relay import RelayError
+from relay import logging as relay_logging
 from relay.bus import KINDS, Layout, StreamLimits, ensure_blocklist, ensure_streams
 from relay.settings import NodeSettings, load
 
@@ -56,6 +57,9 @@ def _settings() -> NodeSettings:
 
 def _run(work: Callable[[NodeSettings], Coroutine[Any, Any, T]]) -> T:
     settings = _settings()
+    # stdout is the command's answer; library lines (warnings only) go to stderr
+    quiet = settings.model_copy(update={"log_level": "warning"})
+    relay_logging.configure("cli", quiet, stream=sys.stderr)
     try:
         return asyncio.run(work(settings))
     except RelayError as exc:
