@@ -1,15 +1,8 @@
-"""Fixtures of the store tests: a migrated pool, a JetStream context and a stream layout.
-
-Adapter: the shared session fixtures (``tests/conftest.py``) were not there when these tests
-were written, so the servers come from ``relay.embedded`` here; swap to the shared ones when
-they land.
-"""
+"""Store fixtures on top of the shared servers: migrated databases, a pool, JetStream, a layout."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
@@ -19,49 +12,36 @@ from nats.js import JetStreamContext
 from services.store.migrate import migrate
 
 from relay.bus import Layout, ensure_streams
-from relay.embedded import NatsServer, PostgresServer
+from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
 
 
-@pytest.fixture(scope="session")
-def store_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("store-pg"), fsync=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def store_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("store-nats")).start()
-    yield server
-    server.stop()
-
-
-async def create_database(server_url: str) -> str:
-    """A new empty database on the server of ``server_url``; its URL."""
-    name = f"store_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture
-async def empty_database(store_postgres: PostgresServer) -> str:
-    """URL of a fresh database with no schema."""
-    return await create_database(store_postgres.dsn)
-
-
-@pytest.fixture
-async def database(empty_database: str) -> str:
-    """URL of a fresh migrated database."""
-    conn = await asyncpg.connect(empty_database)
+async def migrate_template(url: str) -> None:
+    """Apply the store's migrations to the template every ``fresh_database`` is cloned from."""
+    conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    return empty_database
+
+
+@pytest.fixture
+def database_template_setup() -> TemplateSetup:
+    return migrate_template
+
+
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """URL of a new database with no schema at all."""
+    name = unique_name("store")
+    url = await create_database(database_url, name)
+    yield url
+    await drop_database(database_url, name)
+
+
+@pytest.fixture
+def database(fresh_database: str) -> str:
+    """URL of a new database holding the store's schema."""
+    return fresh_database
 
 
 @pytest.fixture
@@ -72,8 +52,8 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"T{uuid.uuid4().hex[:10]}"
+def prefix(stream_prefix: str) -> str:
+    return stream_prefix
 
 
 @pytest.fixture
@@ -82,13 +62,13 @@ def layout(prefix: str) -> Layout:
 
 
 @pytest.fixture
-def nats_server_url(store_nats: NatsServer) -> str:
-    return store_nats.url
+def nats_server_url(nats_url: str) -> str:
+    return nats_url
 
 
 @pytest.fixture
-async def nc(nats_server_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_server_url)
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
     yield client
     await client.close()
 
@@ -98,8 +78,3 @@ async def js(nc: NATS, layout: Layout) -> JetStreamContext:
     context = nc.jetstream()
     await ensure_streams(context, layout)
     return context
-
-
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    return tmp_path

@@ -6,7 +6,6 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -99,10 +98,10 @@ async def test_redelivered_batch_changes_nothing(
 
 
 async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
-    js: JetStreamContext, layout: Layout, tmp_path: Path
+    js: JetStreamContext, layout: Layout, dedicated_postgres_server: PostgresServer
 ) -> None:
     """With PostgreSQL stopped mid-run the writer retries; afterwards every object is stored."""
-    server = PostgresServer(tmp_path / "pg", fsync=False).start()
+    server = dedicated_postgres_server
     port = server.port
     assert port is not None
     url = server.dsn
@@ -121,7 +120,7 @@ async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
         await asyncio.to_thread(server.stop)
         await publish_objects(js, layout, objs[40:])
         await asyncio.sleep(3)
-        server = PostgresServer(tmp_path / "pg", port=port, fsync=False)
+        server = PostgresServer(server.data_dir, port=port, fsync=False)
         await asyncio.to_thread(server.start)
 
         async def all_stored() -> bool:
