@@ -54,6 +54,7 @@ from typing import IO, Final, Self
 from relay import ServerError
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD",
     "POSTGRES_SYSTEM_USER",
     "NatsServer",
     "PostgresServer",

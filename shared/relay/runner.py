@@ -62,6 +62,9 @@ from relay.metrics import MetricsServer, set_build_info, start_metrics_server, v
 from relay.settings import ServiceSettings, load, redact_url
 
 __all__ = [
+    "EXIT_BAD_SETTINGS",
+    "EXIT_FAILED",
+    "EXIT_OK",
     "Context",
     "CpuPool",
     "Main",
@@ -74,9 +77,9 @@ __all__ = [
     "run_service",
 ]
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
-S = TypeVar("S", bound=ServiceSettings)
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+_S = TypeVar("_S", bound=ServiceSettings)
 
 Main = Callable[["Context"], Awaitable[None]]
 
@@ -131,9 +134,13 @@ async def connect_nats(
             return
         tries += 1
         logger.info(
-            "dependency_wait", dependency="nats", url=shown, attempt=tries, attempts=attempts,
+            "dependency_wait",
+            dependency="nats",
+            url=shown,
+            attempt=tries,
+            attempts=attempts,
             error=repr(exc),
-        )  # fmt: skip
+        )
 
     async def disconnected_cb() -> None:
         if connected:
@@ -210,9 +217,13 @@ async def connect_pool(
             )
         except _PG_TRANSIENT as exc:
             logger.info(
-                "dependency_wait", dependency="postgres", url=shown, attempt=attempt,
-                attempts=attempts, error=repr(exc),
-            )  # fmt: skip
+                "dependency_wait",
+                dependency="postgres",
+                url=shown,
+                attempt=attempt,
+                attempts=attempts,
+                error=repr(exc),
+            )
             if attempt == attempts:
                 raise DependencyUnavailable(
                     f"PostgreSQL at {shown} did not answer after {attempts} attempts: {exc!r}"
@@ -261,7 +272,7 @@ class CpuPool:
             )
         return self._executor
 
-    async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+    async def run(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         """Run ``fn(*args)`` in a worker process and return its result."""
         async with self._slots:
             future = self._ensure().submit(fn, *args)
@@ -318,16 +329,16 @@ class Context:
 
     def mark_ready(self) -> None:
         """Report ready on ``/healthz``: call once the service's dependencies answer."""
-        if not self._ready:
+        was_ready, self._ready = self._ready, True
+        if not was_ready:
             self.log.info("service_ready")
-        self._ready = True
 
     def mark_not_ready(self, reason: str) -> None:
         """Report unavailable on ``/healthz`` with ``reason`` until ``mark_ready`` again."""
-        if self._ready:
-            self.log.warning("service_not_ready", reason=reason)
-        self._ready = False
         self._unready_reason = reason
+        was_ready, self._ready = self._ready, False
+        if was_ready:
+            self.log.warning("service_not_ready", reason=reason)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """The ``/healthz`` answer; called from the metrics server's thread."""
@@ -352,7 +363,7 @@ class Context:
             self.log.error("service_failing", reason=reason)
         self.request_stop("failed")
 
-    async def until_stopped(self, awaitable: Awaitable[T]) -> T | None:
+    async def until_stopped(self, awaitable: Awaitable[_T]) -> _T | None:
         """Await ``awaitable`` unless the stop is requested first (then cancel it, return None)."""
         work = asyncio.ensure_future(awaitable)
         stopper = asyncio.ensure_future(self.stop.wait())
@@ -363,12 +374,18 @@ class Context:
         if work.done():
             return work.result()
         work.cancel()
-        with _suppress_all():
+        try:
             await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves, not just the work
+        except Exception:  # noqa: S110 (the work was abandoned; its failure is moot)
+            pass
         return None
 
     # tasks
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+    def spawn(self, coro: Coroutine[Any, Any, _T], *, name: str | None = None) -> asyncio.Task[_T]:
         """Start a tracked task: awaited (up to the grace period) on stop, never forgotten.
 
         An exception escaping it is logged and stops the service with exit code 1.
@@ -440,7 +457,7 @@ class Context:
             self.stack.push_async_callback(self._cpu.aclose, self._close_timeout)
         return self._cpu
 
-    async def run_cpu(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+    async def run_cpu(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         """Run ``fn(*args)`` in the service's process pool."""
         return await self.cpu.run(fn, *args)
 
@@ -452,7 +469,7 @@ class Context:
 # --- running a service ----------------------------------------------------------------------
 
 
-def run_service(name: str, settings: S | type[S], main: Main) -> int:
+def run_service(name: str, settings: _S | type[_S], main: Main) -> int:
     """Run service ``name`` until stopped; returns the process exit code (0 on a clean stop).
 
     ``settings`` is a settings object or a class to load from the environment.
@@ -490,9 +507,12 @@ async def _serve(name: str, settings: ServiceSettings, main: Main) -> int:
         )
         set_build_info(name)
         _log.info(
-            "service_started", pid=os.getpid(), version=version(), metrics_url=ctx.metrics.url,
+            "service_started",
+            pid=os.getpid(),
+            version=version(),
+            metrics_url=ctx.metrics.url,
             shutdown_grace_s=settings.shutdown_grace_seconds,
-        )  # fmt: skip
+        )
         cancelled = await _run_until_stopped(ctx, main)
         await _close_resources(ctx)
     finally:
@@ -502,9 +522,13 @@ async def _serve(name: str, settings: ServiceSettings, main: Main) -> int:
             await asyncio.to_thread(ctx.metrics.stop)
     exit_code = EXIT_FAILED if ctx.failure else EXIT_OK
     _log.info(
-        "shutdown_complete", reason=ctx.stop_reason, exit_code=exit_code, cancelled=cancelled,
-        uptime_s=round(time.monotonic() - started, 3), **dict(ctx.counters),
-    )  # fmt: skip
+        "shutdown_complete",
+        reason=ctx.stop_reason,
+        exit_code=exit_code,
+        cancelled=cancelled,
+        uptime_s=round(time.monotonic() - started, 3),
+        **dict(ctx.counters),
+    )
     return exit_code
 
 

@@ -15,8 +15,8 @@ then read ``MIM_<SERVICE>_<FIELD>`` while the node-wide fields keep their ``MIM_
     class ValidatorSettings(ServiceSettings):
         model_config = SettingsConfigDict(env_prefix="MIM_VALIDATOR_")
 
-        metrics_port: int = Field(9102, ge=0, le=65535, description="Port of /metrics.")
-        max_inflight: int = Field(256, ge=1, description="Messages being validated at once.")
+        metrics_port: int = Field(default=9102, ge=0, le=65535, description="Port of /metrics.")
+        max_inflight: int = Field(default=256, ge=1, description="Messages validated at once.")
 
     # MIM_VALIDATOR_MAX_INFLIGHT, MIM_VALIDATOR_METRICS_PORT, MIM_VALIDATOR_SHUTDOWN_GRACE_SECONDS,
     # and MIM_NATS_URL, MIM_DATABASE_URL, ... as for every service.
@@ -64,7 +64,7 @@ __all__ = [
     "replace_config_table",
 ]
 
-S = TypeVar("S", bound=BaseSettings)
+_S = TypeVar("_S", bound=BaseSettings)
 
 TABLE_BEGIN = "<!-- config-table:begin -->"
 TABLE_END = "<!-- config-table:end -->"
@@ -90,73 +90,73 @@ class NodeSettings(BaseSettings):
     )
 
     nats_url: str = Field(
-        "nats://127.0.0.1:4222",
+        default="nats://127.0.0.1:4222",
         validation_alias="MIM_NATS_URL",
         description="NATS server URL (with JetStream enabled).",
     )
     database_url: str = Field(
-        "postgresql://mimrelay@127.0.0.1:5432/mimrelay",
+        default="postgresql://mimrelay@127.0.0.1:5432/mimrelay",
         validation_alias="MIM_DATABASE_URL",
         description="PostgreSQL connection URL.",
     )
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = Field(
-        "auto",
+        default="auto",
         validation_alias="MIM_LOG_FORMAT",
         description="Log output: `json` lines, `console` text, or `auto` (console on a TTY).",
     )
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = Field(
-        "info",
+        default="info",
         validation_alias="MIM_LOG_LEVEL",
         description="Lowest log level written.",
     )
     stream_prefix: str = Field(
-        "MIM",
+        default="MIM",
         pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
         validation_alias="MIM_STREAM_PREFIX",
         description="Prefix of JetStream names and subjects, so several nodes can share a server.",
     )
     data_dir: Path = Field(
-        Path("./data"),
+        default=Path("./data"),
         validation_alias="MIM_DATA_DIR",
         description="Directory for the embedded servers' data and other node state.",
     )
     metrics_host: str = Field(
-        "127.0.0.1",
+        default="127.0.0.1",
         validation_alias="MIM_METRICS_HOST",
         description="Address the metrics and health endpoints listen on (`0.0.0.0` in containers).",
     )
     connect_attempts: int = Field(
-        30,
+        default=30,
         ge=1,
         validation_alias="MIM_CONNECT_ATTEMPTS",
         description="Tries to reach NATS or PostgreSQL at start-up before giving up.",
     )
     connect_retry_seconds: float = Field(
-        1.0,
+        default=1.0,
         gt=0,
         validation_alias="MIM_CONNECT_RETRY_SECONDS",
         description="Pause between two of those tries.",
     )
     stream_max_msgs: int = Field(
-        1_000_000,
+        default=1_000_000,
         ge=1,
         validation_alias="MIM_STREAM_MAX_MSGS",
         description="Messages the ingest and accepted streams hold before refusing new ones.",
     )
     stream_max_bytes: int = Field(
-        1 << 30,
+        default=1 << 30,
         ge=1,
         validation_alias="MIM_STREAM_MAX_BYTES",
         description="Bytes the ingest and accepted streams hold before refusing new messages.",
     )
     dedupe_window_seconds: float = Field(
-        600.0,
+        default=600.0,
         gt=0,
         validation_alias="MIM_DEDUPE_WINDOW_SECONDS",
         description="How long JetStream remembers a `Nats-Msg-Id` to drop a repeated publish.",
     )
     rejected_max_age_seconds: float = Field(
-        7 * 24 * 3600.0,
+        default=7 * 24 * 3600.0,
         gt=0,
         validation_alias="MIM_REJECTED_MAX_AGE_SECONDS",
         description="How long rejections stay on the rejected stream for inspection.",
@@ -171,13 +171,18 @@ class ServiceSettings(NodeSettings):
     """
 
     metrics_port: int = Field(
-        0, ge=0, le=65535, description="Port of `/metrics` and `/healthz` (0 picks a free one)."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of `/metrics` and `/healthz` (0 picks a free one).",
     )
     shutdown_grace_seconds: float = Field(
-        10.0, ge=0, description="On SIGTERM, how long in-flight work may finish before cancelling."
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight work may finish before cancelling.",
     )
     process_workers: int = Field(
-        0, ge=0, description="Processes for CPU-bound work (0: one per CPU)."
+        default=0, ge=0, description="Processes for CPU-bound work (0: one per CPU)."
     )
 
 
@@ -244,7 +249,7 @@ def _problem(cls: type[BaseSettings], error: Any) -> tuple[str, str, str]:
     return variable, shown, expected
 
 
-def load(cls: type[S], **overrides: Any) -> S:
+def load(cls: type[_S], **overrides: Any) -> _S:
     """Build ``cls`` from the environment (and ``overrides``); raise ``SettingsError`` if invalid.
 
     The message names each bad variable, its value and the expected type, one per line.
