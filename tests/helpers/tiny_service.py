@@ -17,9 +17,11 @@ from relay.settings import ServiceSettings
 class TinySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MIM_TINY_")
 
-    job_seconds: float = Field(0.0, ge=0, description="Length of the one job started at start-up.")
-    use_nats: bool = Field(False, description="Connect to NATS before reporting ready.")
-    fail_after_ready: bool = Field(False, description="Raise from main once ready.")
+    job_seconds: float = Field(
+        default=0.0, ge=0, description="Length of the one job started at start-up."
+    )
+    use_nats: bool = Field(default=False, description="Connect to NATS before reporting ready.")
+    fail_after_ready: bool = Field(default=False, description="Raise from main once ready.")
 
 
 async def _job(ctx: Context, seconds: float) -> None:

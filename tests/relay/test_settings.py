@@ -29,8 +29,8 @@ class ExampleSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIM_EXAMPLE_")
 
-    metrics_port: int = Field(9199, ge=0, le=65535, description="Port of /metrics.")
-    max_inflight: int = Field(64, ge=1, description="Messages handled at once.")
+    metrics_port: int = Field(default=9199, ge=0, le=65535, description="Port of /metrics.")
+    max_inflight: int = Field(default=64, ge=1, description="Messages handled at once.")
 
 
 @pytest.fixture(autouse=True)

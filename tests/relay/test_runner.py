@@ -1,0 +1,275 @@
+"""relay.runner: a real service process drains on SIGTERM, reports health, fails loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from relay import DependencyUnavailable
+from relay.embedded import NatsServer, PostgresServer, free_port
+from relay.metrics import version
+from relay.runner import (
+    Context,
+    CpuPool,
+    _serve,
+    close_nats,
+    close_pool,
+    connect_nats,
+    connect_pool,
+    health_url,
+    probe,
+)
+from relay.settings import ServiceSettings
+from tests.helpers.metrics import sample, scrape
+from tests.helpers.procs import ServiceProcess
+from tests.helpers.servers import with_database
+
+TINY = ["-m", "tests.helpers.tiny_service"]
+
+
+def _tiny(**env: Any) -> ServiceProcess:
+    return ServiceProcess(TINY, env={f"MIM_TINY_{k.upper()}": str(v) for k, v in env.items()})
+
+
+# --- the process: signals, drain, exit codes ------------------------------------------------
+
+
+def test_sigterm_lets_in_flight_work_finish() -> None:
+    """SIGTERM mid-job: the job completes within the grace, exit 0, one summary line."""
+    with _tiny(job_seconds=0.5, shutdown_grace_seconds=10) as proc:
+        proc.wait_for("job_started")
+        proc.terminate()
+        assert proc.wait() == 0
+    summary = proc.last("shutdown_complete")
+    assert summary["reason"] == "SIGTERM"
+    assert summary["exit_code"] == 0
+    assert summary["handled"] == 1
+    assert summary["cancelled"] == 0
+    assert summary["service"] == "tiny"
+    assert [r["event"] for r in proc.records].index("job_finished") < len(proc.records) - 1
+
+
+def test_work_past_the_grace_is_cancelled() -> None:
+    """A job longer than the grace is cancelled (left for redelivery); the stop is still clean."""
+    with _tiny(job_seconds=60, shutdown_grace_seconds=0.3) as proc:
+        proc.wait_for("job_started")
+        started = time.monotonic()
+        proc.terminate()
+        assert proc.wait() == 0
+        assert time.monotonic() - started < 10
+    summary = proc.last("shutdown_complete")
+    assert summary["cancelled"] == 1
+    assert "handled" not in summary
+    assert not proc.events("job_finished")
+
+
+def test_health_turns_503_on_stop_and_second_signal_cuts_grace() -> None:
+    """/healthz is 200 when ready, 503 while draining; a second signal ends the wait."""
+    with _tiny(job_seconds=60, shutdown_grace_seconds=60) as proc:
+        started = proc.wait_for("service_started")
+        proc.wait_for("service_ready")
+        url = f"{started['metrics_url']}/healthz"
+        assert probe(url)
+        text = scrape(f"{started['metrics_url']}/metrics")
+        assert sample(text, "mim_build_info", service="tiny", version=version()) == 1.0
+        proc.terminate()
+        proc.wait_for("shutdown_started")
+        assert not probe(url)
+        began = time.monotonic()
+        proc.send(signal.SIGINT)
+        assert proc.wait() == 0
+        assert time.monotonic() - began < 10
+    assert proc.events("shutdown_hurried")
+    assert proc.last("shutdown_complete")["cancelled"] == 1
+
+
+def test_exception_in_main_exits_1_with_the_error_logged() -> None:
+    """An exception escaping main is logged as service_failed and the process exits 1."""
+    with _tiny(fail_after_ready=True) as proc:
+        assert proc.wait() == 1
+    failed = proc.last("service_failed")
+    assert "tiny service failed on purpose" in failed["exception"]
+    assert proc.last("shutdown_complete")["exit_code"] == 1
+
+
+def test_bad_setting_exits_2_naming_the_variable() -> None:
+    """A bad variable prints one line naming it on stderr, no traceback, exit status 2."""
+    with _tiny(metrics_port="lots") as proc:
+        assert proc.wait() == 2
+    assert "MIM_TINY_METRICS_PORT='lots'" in proc.stderr
+    assert "an integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.records == []
+
+
+def test_service_fails_when_nats_is_gone_for_good(dedicated_nats_server: NatsServer) -> None:
+    """NATS killed under a running service: not ready at once, exit 1 once retries are spent."""
+    env = {
+        "MIM_NATS_URL": dedicated_nats_server.url,
+        "MIM_CONNECT_ATTEMPTS": "3",
+        "MIM_CONNECT_RETRY_SECONDS": "0.1",
+    }
+    with ServiceProcess(TINY, env={**env, "MIM_TINY_USE_NATS": "1"}) as proc:
+        proc.wait_for("service_ready")
+        assert proc.last("dependency_ready")["dependency"] == "nats"
+        dedicated_nats_server.kill()
+        proc.wait_for("nats_disconnected")
+        assert proc.wait() == 1
+    assert proc.last("service_failing")["reason"] == "NATS connection closed"
+
+
+# --- in-process: the context ----------------------------------------------------------------
+
+
+async def test_failing_tracked_task_stops_the_service() -> None:
+    """A tracked task that raises is logged and turns a running service into exit 1."""
+
+    async def boom() -> None:
+        raise ValueError("lost message")
+
+    async def main(ctx: Context) -> None:
+        ctx.mark_ready()
+        ctx.spawn(boom(), name="handler")
+
+    with capture_logs() as logs:
+        code = await _serve("t", ServiceSettings(shutdown_grace_seconds=1), main)
+    assert code == 1
+    failed = next(e for e in logs if e["event"] == "task_failed")
+    assert failed["task"] == "handler"
+
+
+async def test_until_stopped_returns_none_on_stop_and_closes_resources() -> None:
+    """until_stopped gives up a wait when stopping; stack callbacks run in reverse order."""
+    order: list[str] = []
+
+    async def close(name: str) -> None:
+        order.append(name)
+
+    async def main(ctx: Context) -> None:
+        ctx.stack.push_async_callback(close, "first")
+        ctx.stack.push_async_callback(close, "second")
+        ctx.mark_ready()
+        assert ctx.ready
+        assert await ctx.until_stopped(asyncio.sleep(0, "now")) == "now"
+        asyncio.get_running_loop().call_later(0.05, ctx.request_stop, "test")
+        slept = await ctx.until_stopped(asyncio.sleep(30, "slept"))
+        assert slept is None
+        assert ctx.health() == (False, {"service": "t", "reason": "stopping"})
+        ctx.counters["handled"] += 2
+
+    with capture_logs() as logs:
+        code = await _serve("t", ServiceSettings(), main)
+    assert code == 0
+    assert order == ["second", "first"]
+    summary = next(e for e in logs if e["event"] == "shutdown_complete")
+    assert summary["reason"] == "test"
+    assert summary.get("handled") == 2, logs
+
+
+def test_health_url_uses_the_service_port() -> None:
+    """The health URL a compose check or `mimrelay status` would probe."""
+    assert health_url(ServiceSettings(metrics_port=9102)) == "http://127.0.0.1:9102/healthz"
+    assert not probe(f"http://127.0.0.1:{free_port()}/healthz", timeout=1)
+
+
+# --- dependencies with bounded retries ------------------------------------------------------
+
+
+async def test_connect_nats_waits_for_a_late_server(tmp_path: Any) -> None:
+    """Each failed try is logged; once the server is up the connection is made."""
+    port = free_port()
+    server = NatsServer(tmp_path / "nats", port=port)
+    task = asyncio.ensure_future(
+        connect_nats(f"nats://127.0.0.1:{port}", "t", attempts=100, delay=0.1)
+    )
+    with capture_logs() as logs:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(server.start)
+        try:
+            client = await asyncio.wait_for(task, 20)
+            assert client.is_connected
+            await close_nats(client)
+            assert client.is_closed
+        finally:
+            await asyncio.to_thread(server.stop)
+    waits = [e for e in logs if e["event"] == "dependency_wait"]
+    assert waits
+    assert all(e["dependency"] == "nats" for e in waits)
+    ready = next(e for e in logs if e["event"] == "dependency_ready")
+    assert ready["attempts"] == len(waits) + 1
+
+
+async def test_connect_nats_gives_up_after_its_attempts() -> None:
+    """With nobody listening, the bounded retries end in DependencyUnavailable."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    with (
+        capture_logs() as logs,
+        pytest.raises(DependencyUnavailable, match="did not answer after 3 attempts"),
+    ):
+        await connect_nats(url, "t", attempts=3, delay=0.05)
+    assert [e["attempt"] for e in logs if e["event"] == "dependency_wait"] == [1, 2, 3]
+
+
+async def test_connect_pool_waits_for_a_late_server(
+    dedicated_postgres_server: PostgresServer,
+) -> None:
+    """The pool waits while PostgreSQL is down and connects once it is back."""
+    dsn = dedicated_postgres_server.dsn
+    port = dedicated_postgres_server.port
+    assert port is not None
+    await asyncio.to_thread(dedicated_postgres_server.stop)
+    restarted = PostgresServer(dedicated_postgres_server.data_dir, port=port, fsync=False)
+    task = asyncio.ensure_future(connect_pool(dsn, attempts=100, delay=0.1))
+    with capture_logs() as logs:
+        await asyncio.sleep(0.4)
+        await asyncio.to_thread(restarted.start)
+        try:
+            pool = await asyncio.wait_for(task, 20)
+            assert await pool.fetchval("select 1") == 1
+            await close_pool(pool)
+        finally:
+            await asyncio.to_thread(restarted.stop)
+    assert any(e["event"] == "dependency_wait" for e in logs)
+    assert any(e["event"] == "dependency_ready" for e in logs)
+
+
+async def test_connect_pool_refusal_is_not_retried(database_url: str) -> None:
+    """A missing database is a refusal, reported at once rather than after every retry."""
+    url = with_database(database_url, "no_such_database")
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable, match="refused"):
+        await connect_pool(url, attempts=50, delay=0.2)
+    assert time.monotonic() - started < 5
+
+
+# --- CPU-bound work -------------------------------------------------------------------------
+
+
+async def test_cpu_pool_runs_in_worker_processes() -> None:
+    """Work runs in other processes, at most max_pending submitted at once, and shuts down."""
+    pool = CpuPool(2, max_pending=2)
+    try:
+        pids = await asyncio.gather(*(pool.run(os.getpid) for _ in range(6)))
+        assert os.getpid() not in pids
+        assert len(set(pids)) <= 2
+        assert await pool.run(pow, 3, 4) == 81
+    finally:
+        await pool.aclose()
+
+
+async def test_cpu_pool_close_kills_stuck_work() -> None:
+    """A call still running after the wait is ended by killing its worker."""
+    pool = CpuPool(1)
+    stuck = asyncio.ensure_future(pool.run(time.sleep, 60))
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    await pool.aclose(wait_seconds=0.2)
+    assert time.monotonic() - started < 10
+    with pytest.raises(Exception):  # noqa: B017 (BrokenProcessPool or cancellation)
+        await stuck
