@@ -1,0 +1,126 @@
+"""``python -m services.syncer``: the neighbour loop and the retention collector until SIGTERM.
+
+Opens NATS, the pool and one HTTP client pool, loads the node key (made by the gateway if it did
+not exist yet), then runs two tracked tasks: the scheduler (:mod:`services.syncer.peers`) and the
+collector, which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside
+the network head) every ``collect_interval_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+import asyncpg
+
+from mim import canonical, pages
+from mim.entities import Address
+from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.runner import Context, run_service
+from services.gateway import identity
+from services.store import repo
+from services.syncer import metrics
+from services.syncer.client import Client
+from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap, remote_of
+from services.syncer.settings import SyncerSettings
+from services.syncer.sync import Syncer
+
+__all__ = ["collect_once", "known_remotes", "main", "make_client"]
+
+
+def make_client(settings: SyncerSettings) -> Client:
+    """The HTTP client pool the settings describe."""
+    return Client(
+        connect_timeout=settings.connect_timeout_seconds,
+        request_timeout=settings.request_timeout_seconds,
+        idle_seconds=settings.idle_seconds,
+        max_connections=settings.max_connections,
+        max_page_bytes=settings.max_page_bytes,
+        scheme=settings.scheme,
+    )
+
+
+async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Remote]:
+    """Stored addresses we could dial, newest ping or sync first; refreshes the peers gauge."""
+    stored = await repo.list_addresses(pool, limit=settings.address_read_max)
+    by_type: dict[str, int] = {}
+    remotes: list[Remote] = []
+    for row in stored:
+        address = canonical.loads(Address, row.body)
+        by_type[str(address.type)] = by_type.get(str(address.type), 0) + 1
+        remote = remote_of(address, allow_local=settings.allow_local)
+        if remote is not None:
+            remotes.append(remote)
+    metrics.PEERS_KNOWN.clear()
+    for node_type, count in by_type.items():
+        metrics.PEERS_KNOWN.labels(node_type).set(count)
+    return remotes
+
+
+async def collect_once(pool: asyncpg.Pool, settings: SyncerSettings) -> dict[str, int]:
+    """One retention run (§20.6); counts what it removed."""
+    removed = await repo.collect(
+        pool, int(time.time()), settings.network_memory_days, settings.network_head_days
+    )
+    for kind, count in removed.items():
+        metrics.COLLECTED.labels(kind).inc(count)
+    return removed
+
+
+async def _collector(ctx: Context, pool: asyncpg.Pool, settings: SyncerSettings) -> None:
+    while not ctx.stop.is_set():
+        try:
+            removed = await collect_once(pool, settings)
+            ctx.log.info("retention_collected", removed=sum(removed.values()), **removed)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            ctx.log.warning("retention_failed", error=repr(exc))
+        try:
+            await asyncio.wait_for(ctx.stop.wait(), settings.collect_interval_seconds)
+        except TimeoutError:
+            continue
+
+
+async def main(ctx: Context) -> None:
+    """Run the scheduler and the collector until ``ctx.stop`` is set."""
+    settings = cast(SyncerSettings, ctx.settings)
+    bootstrap = parse_bootstrap(settings.bootstrap)
+    pool = await ctx.pool(min_size=1, max_size=settings.pool_size)
+    nc = await ctx.nats()
+    js = nc.jetstream()
+    layout = Layout.from_settings(settings)
+    await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+    key = await identity.load_or_create(pool)
+    client = make_client(settings)
+    ctx.stack.push_async_callback(client.aclose)
+    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc)
+
+    async def sync(remote: Remote) -> Outcome:
+        report = await syncer.sync(remote)
+        ctx.counters["syncs"] += 1
+        ctx.counters["syncs_ok"] += int(report.ok)
+        return report.outcome
+
+    async def known() -> list[Remote]:
+        return await known_remotes(pool, settings)
+
+    scheduler = Scheduler(
+        sync,
+        known,
+        bootstrap=bootstrap,
+        neighbour_count=settings.neighbour_count,
+        max_concurrent=settings.max_concurrent_syncs,
+        scout_attempts=settings.scout_attempts,
+        explore_every=settings.explore_every_ticks,
+        exclusions=Exclusions(settings.exclusion_live_seconds, settings.exclusion_static_seconds),
+    )
+    ctx.log.info("syncer_started", node_id=pages.node_id(key.public_hex),
+                 bootstrap=[str(r) for r in bootstrap],
+                 max_concurrent=settings.max_concurrent_syncs)  # fmt: skip
+    ctx.mark_ready()
+    ctx.spawn(_collector(ctx, pool, settings), name="collector")
+    await scheduler.run(ctx.stop, settings.tick_seconds)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_service("syncer", SyncerSettings, main))

@@ -1,0 +1,63 @@
+"""The syncer's Prometheus collectors; labels come from small closed sets, never a peer address."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BYTES_FETCHED",
+    "COLLECTED",
+    "EXCLUSIONS",
+    "OBJECTS_PULLED",
+    "PAGES_BROKEN",
+    "PAGES_FETCHED",
+    "PAGES_SKIPPED",
+    "PEERS_ACTIVE",
+    "PEERS_KNOWN",
+    "REMOTE_LAG_SECONDS",
+    "SYNCS",
+    "SYNCS_STARTED",
+    "SYNC_SECONDS",
+]
+
+SYNCS_STARTED = Counter("mim_syncer_syncs_started_total", "Syncs with a remote begun.")
+SYNCS = Counter(
+    "mim_syncer_syncs_total",
+    "Syncs finished, by outcome (`ok` or the reason it failed).",
+    ["outcome"],
+)
+SYNC_SECONDS = Histogram(
+    "mim_syncer_sync_duration_seconds",
+    "Time of one sync with a remote.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+)
+PAGES_FETCHED = Counter(
+    "mim_syncer_pages_fetched_total",
+    "Pages fetched from remotes, by page type (node, index, manifest, entity, post).",
+    ["page"],
+)
+BYTES_FETCHED = Counter("mim_syncer_bytes_fetched_total", "Body bytes received from remotes.")
+PAGES_SKIPPED = Counter(
+    "mim_syncer_pages_skipped_total", "Entity pages not fetched because their manifest is held."
+)
+PAGES_BROKEN = Counter(
+    "mim_syncer_pages_broken_total",
+    "Pages dropped, by reason (json, signature, signer, http).",
+    ["reason"],
+)
+OBJECTS_PULLED = Counter(
+    "mim_syncer_objects_pulled_total", "Objects handed to the ingest stream, by kind.", ["kind"]
+)
+PEERS_KNOWN = Gauge("mim_syncer_peers_known", "Addresses in the table, by node type.", ["type"])
+PEERS_ACTIVE = Gauge("mim_syncer_peers_active", "Syncs in progress now.")
+EXCLUSIONS = Counter(
+    "mim_syncer_exclusions_total", "Remotes put to rest after a sync, by class.", ["class"]
+)
+REMOTE_LAG_SECONDS = Histogram(
+    "mim_syncer_remote_lag_seconds",
+    "After a sync, how far the remote's newest page time is behind the remote's clock now.",
+    buckets=(1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 7 * 86400),
+)
+COLLECTED = Counter(
+    "mim_syncer_collected_total", "Objects removed by retention, by kind.", ["kind"]
+)

@@ -1,0 +1,290 @@
+"""Remotes, the address rules the syncer applies, and the schedule (§13.1-13.3, §13.6).
+
+A :class:`Remote` is where we dial: host, port, optional sublocation and scheme. ``parse_remote``
+reads ``host:port``, ``[v6]:port`` and ``scheme://host:port``; ``parse_bootstrap`` a comma-separated
+list of them (``MIM_BOOTSTRAP``).
+
+The :class:`Scheduler` runs the neighbour loop: each tick takes the oldest neighbours that are not
+resting (up to ``max_concurrent_syncs``, each remote one sync at a time), syncs them in parallel,
+puts those that succeeded back at the front, and scouts for each that failed (tries stored
+addresses, newest first, until one sync succeeds). Every ``explore_every_ticks`` ticks it also
+visits known static nodes; when it has no neighbour it goes back to the bootstrap remotes. After
+every attempt a remote rests for the exclusion window of its class (live 5 min, static 72 h).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from mim.entities import Address
+from relay.logging import get_logger
+from services.syncer import metrics
+
+__all__ = [
+    "LIVE_TYPES",
+    "STATIC_TYPES",
+    "Exclusions",
+    "Outcome",
+    "Remote",
+    "Scheduler",
+    "is_local",
+    "location_type",
+    "parse_bootstrap",
+    "parse_remote",
+    "remote_of",
+]
+
+LIVE_TYPES: Final = frozenset({2, 3, 4})  # §10.3
+STATIC_TYPES: Final = frozenset({253, 254, 255})  # §10.3: GET only
+_SCHEMES: Final = ("http", "https")
+
+_log = get_logger(__name__)
+
+
+def location_type(host: str) -> int:
+    """4 for an IPv4 address, 6 for IPv6, 3 for a host name (§10.3)."""
+    try:
+        return 6 if ipaddress.ip_address(host).version == 6 else 4
+    except ValueError:
+        return 3
+
+
+def is_local(host: str) -> bool:
+    """Loopback, unspecified or link-local: refused when learned from others (§13.6)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified or ip.is_link_local
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """Where a remote node is dialled."""
+
+    host: str  # IPv6 without brackets
+    port: int
+    sublocation: str = ""
+    scheme: str = ""  # "" lets the client choose (settings `scheme`)
+    static: bool = False  # known static before we ask (types 253-255)
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        base = f"{host}:{self.port}"
+        return f"{base}/{self.sublocation.strip('/')}" if self.sublocation else base
+
+    @property
+    def location_type(self) -> int:
+        return location_type(self.host)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.host.lower(), self.sublocation, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}" if self.scheme else self.netloc
+
+
+def parse_remote(text: str) -> Remote:
+    """A remote from ``host:port``, ``[v6]:port`` or ``scheme://host:port[/sublocation]``."""
+    raw = text.strip()
+    scheme = ""
+    if "://" in raw:
+        scheme, _, raw = raw.partition("://")
+        scheme = scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ValueError(f"{text!r}: scheme must be http or https")
+    raw, _, sublocation = raw.partition("/")
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r}: an IPv6 remote is written [address]:port")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from exc
+    else:
+        host, sep, port_text = raw.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ValueError(f"{text!r}: expected host:port or [v6]:port")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1..65535")
+    return Remote(host=host, port=int(port_text), sublocation=sublocation, scheme=scheme)
+
+
+def parse_bootstrap(text: str) -> list[Remote]:
+    """The remotes of a comma-separated list; empty items are skipped."""
+    return [parse_remote(item) for item in text.split(",") if item.strip()]
+
+
+def remote_of(address: Address, *, allow_local: bool = False) -> Remote | None:
+    """Where to dial the node of ``address``, or None if it names no dialable place."""
+    host = address.location.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not 0 < address.port < 65536 or (is_local(host) and not allow_local):
+        return None
+    return Remote(
+        host=host,
+        port=address.port,
+        sublocation=address.sublocation,
+        static=address.type in STATIC_TYPES,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the scheduler needs to know of one sync attempt."""
+
+    ok: bool
+    node_type: int = 0
+
+
+class Exclusions:
+    """Remotes resting after a sync attempt, until a monotonic deadline (§13.2)."""
+
+    def __init__(self, live_seconds: float, static_seconds: float) -> None:
+        self._live = live_seconds
+        self._static = static_seconds
+        self._until: dict[tuple[str, str, int], float] = {}
+
+    def excluded(self, remote: Remote, now: float) -> bool:
+        until = self._until.get(remote.key)
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[remote.key]
+            return False
+        return True
+
+    def exclude(self, remote: Remote, node_type: int, now: float) -> None:
+        """Rest ``remote``: live types briefly, static and unknown types long."""
+        live = node_type in LIVE_TYPES
+        self._until[remote.key] = now + (self._live if live else self._static)
+        metrics.EXCLUSIONS.labels("live" if live else "static").inc()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
+Sync = Callable[[Remote], Awaitable[Outcome]]
+Known = Callable[[], Awaitable[list[Remote]]]
+
+
+class Scheduler:
+    """The neighbour loop; ``sync`` does one sync, ``known`` lists stored addresses newest first."""
+
+    def __init__(
+        self,
+        sync: Sync,
+        known: Known,
+        *,
+        bootstrap: Iterable[Remote] = (),
+        neighbour_count: int = 10,
+        max_concurrent: int = 4,
+        scout_attempts: int = 50,
+        explore_every: int = 6,
+        exclusions: Exclusions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sync = sync
+        self._known = known
+        self.bootstrap = list(bootstrap)
+        self.neighbours: collections.deque[Remote] = collections.deque(maxlen=neighbour_count)
+        self.exclusions = exclusions or Exclusions(300.0, 72 * 3600.0)
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._max_concurrent = max_concurrent
+        self._scout_attempts = scout_attempts
+        self._explore_every = explore_every
+        self._clock = clock
+        self._busy: set[tuple[str, str, int]] = set()
+        self.ticks = 0
+
+    def _free(self, remote: Remote) -> bool:
+        return remote.key not in self._busy and not self.exclusions.excluded(remote, self._clock())
+
+    def _push_front(self, remote: Remote) -> None:
+        for old in [r for r in self.neighbours if r.key == remote.key]:
+            self.neighbours.remove(old)
+        self.neighbours.append(remote)  # the right end is the newest; ticks pop from the left
+
+    async def attempt(self, remote: Remote) -> Outcome | None:
+        """Sync ``remote`` unless it is being synced already (then None); then let it rest."""
+        if remote.key in self._busy:
+            return None
+        self._busy.add(remote.key)
+        try:
+            async with self._slots:
+                outcome = await self._sync(remote)
+        finally:
+            self._busy.discard(remote.key)
+        self.exclusions.exclude(remote, outcome.node_type, self._clock())
+        return outcome
+
+    def _picks(self) -> list[Remote]:
+        picks: list[Remote] = []
+        for remote in list(self.neighbours):
+            if len(picks) >= self._max_concurrent:
+                break
+            if self._free(remote):
+                self.neighbours.remove(remote)
+                picks.append(remote)
+        if not picks and not self.neighbours:
+            picks.extend(r for r in self.bootstrap if self._free(r))
+        return picks[: self._max_concurrent]
+
+    async def tick(self) -> int:
+        """One round: sync the picked remotes in parallel, scout for each failure; successes."""
+        self.ticks += 1
+        picks = self._picks()
+        if self.ticks % self._explore_every == 0:
+            statics = [r for r in await self._known() if r.static and self._free(r)]
+            picks.extend(r for r in statics[:4] if r.key not in {p.key for p in picks})
+        outcomes = await asyncio.gather(*(self.attempt(r) for r in picks))
+        succeeded = 0
+        for remote, outcome in zip(picks, outcomes, strict=True):
+            if outcome is not None and outcome.ok:
+                succeeded += 1
+                if not remote.static:
+                    self._push_front(remote)
+            elif outcome is not None:
+                succeeded += await self.scout()
+        return succeeded
+
+    async def scout(self) -> int:
+        """Try stored addresses, newest first, until one sync succeeds; 1 if one did."""
+        tried = 0
+        held = {r.key for r in self.neighbours}
+        for remote in await self._known():
+            if tried >= self._scout_attempts:
+                break
+            if remote.static or remote.key in held or not self._free(remote):
+                continue
+            tried += 1
+            outcome = await self.attempt(remote)
+            if outcome is not None and outcome.ok:
+                self._push_front(remote)
+                return 1
+        _log.info("scout_found_nothing", tried=tried)
+        return 0
+
+    async def run(self, stop: asyncio.Event, tick_seconds: float) -> None:
+        """Tick until ``stop`` is set."""
+        while not stop.is_set():
+            started = self._clock()
+            await self.tick()
+            wait = max(0.0, tick_seconds - (self._clock() - started))
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                continue

@@ -1,0 +1,109 @@
+"""Settings of the syncer (``MIM_SYNCER_*`` plus the node-wide ``MIM_*``).
+
+Defaults are the reference's (PROTOCOL.md §13.1, §13.2, §16) except where §20 says we do better:
+several remotes are synced at once (``max_concurrent_syncs``), and retention runs (§20.6).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mim.pages import REQUEST_MIN_POW
+from relay.settings import ServiceSettings
+
+__all__ = ["SyncerSettings"]
+
+
+class SyncerSettings(ServiceSettings):
+    """What the syncer needs; service fields read ``MIM_SYNCER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MIM_SYNCER_")
+
+    metrics_port: int = Field(
+        9104, ge=0, le=65535, description="Port of `/metrics` and `/healthz` (0 picks a free one)."
+    )
+    bootstrap: str = Field(
+        "",
+        validation_alias="MIM_BOOTSTRAP",
+        description="Comma-separated `host:port` remotes to start from (IPv4, `[v6]:port`, names).",
+    )
+    public_port: int = Field(
+        8090, ge=1, le=65535, description="Port of our gateway, announced in our POST requests."
+    )
+    scheme: str = Field(
+        "auto",
+        pattern="^(auto|http|https)$",
+        description="Scheme for remotes that name none: `https`, `http`, or `auto` (https first).",
+    )
+    tick_seconds: float = Field(
+        60.0, gt=0, description="Pause between two neighbour ticks (§13.1 NeighbourWatch)."
+    )
+    neighbour_count: int = Field(10, ge=1, description="Size of the rotating neighbour list.")
+    max_concurrent_syncs: int = Field(
+        4, ge=1, description="Remotes synced at once (each remote still one sync at a time)."
+    )
+    scout_attempts: int = Field(
+        50, ge=1, description="Addresses tried, newest first, when a neighbour fails (§13.2)."
+    )
+    explore_every_ticks: int = Field(
+        6, ge=1, description="Every this many ticks, also sync with known static nodes (§13.2)."
+    )
+    exclusion_live_seconds: float = Field(
+        300.0, ge=0, description="After a sync attempt, live remotes rest this long (§13.2)."
+    )
+    exclusion_static_seconds: float = Field(
+        72 * 3600.0, ge=0, description="After a sync attempt, static remotes rest this long."
+    )
+    request_pow: int = Field(
+        REQUEST_MIN_POW, ge=1, le=63, description="Proof of work of our POST requests (§11.4)."
+    )
+    pow_timeout_seconds: float = Field(
+        120.0, gt=0, description="Longest wait for the proof of work of one request."
+    )
+    connect_timeout_seconds: float = Field(
+        20.0, gt=0, description="TCP connect (and TLS handshake) timeout (§16)."
+    )
+    request_timeout_seconds: float = Field(
+        60.0, gt=0, description="Whole-request timeout of one HTTP exchange (§16)."
+    )
+    idle_seconds: float = Field(
+        120.0, gt=0, description="Idle keep-alive connections are closed after this long."
+    )
+    max_connections: int = Field(32, ge=1, description="HTTP connections open at once, in all.")
+    max_page_bytes: int = Field(
+        150_000_000, ge=1024, description="Largest page accepted from a remote (§8.2)."
+    )
+    page_concurrency: int = Field(
+        4, ge=1, description="Pages of one remote fetched at once during a sync."
+    )
+    broken_pages_per_cache: int = Field(
+        3, ge=1, description="Broken pages after which a cache is abandoned (§13.4)."
+    )
+    address_read_max: int = Field(
+        1000, ge=1, description="Addresses read from the table when scouting (§16 table size)."
+    )
+    addresses_per_sync: int = Field(
+        100, ge=1, description="Addresses taken from one remote in one sync (§13.4 step 6)."
+    )
+    allow_local: bool = Field(
+        default=False,
+        description="Keep loopback and unspecified addresses learned from remotes (§13.6).",
+    )
+    network_memory_days: int = Field(
+        180,
+        ge=1,
+        validation_alias="MIM_NETWORK_MEMORY_DAYS",
+        description="Objects last referenced longer ago than this are forgotten (§20.6).",
+    )
+    network_head_days: int = Field(
+        14,
+        ge=1,
+        le=28,
+        validation_alias="MIM_NETWORK_HEAD_DAYS",
+        description="Days of the network head; retention never reaches into it.",
+    )
+    collect_interval_seconds: float = Field(
+        3600.0, gt=0, description="Pause between two retention runs."
+    )
+    pool_size: int = Field(4, ge=1, description="Connections in the PostgreSQL pool.")

@@ -1,0 +1,469 @@
+"""One sync with a remote (PROTOCOL.md §13.4, with §20.4 and §20.5).
+
+Check: ``GET /v0/status`` → ``GET /v0/node`` (signature verified, node ID = SHA-256 of its key,
+ourselves refused) → unless the remote is static (types 253-255), our signed, PoW'd
+``POST /v0/node``, whose answer must come from the same key. The remote's address is then stored
+first-party, with the place we dialled.
+
+Then per endpoint, in the reference's order (``ENDPOINTS``): read ``index.json``; for each cache
+ending at or after our cursor, read its manifest and fetch only the entity pages listing a
+``(fingerprint, last_update)`` we lack or hold older (a missing manifest means every page); then,
+unless static, ``POST`` for the live tail since the cursor and follow its ``results`` containers
+the same way. Every page must verify and be signed by the remote's node key; a page that does not
+decode or verify is counted and dropped, and ``broken_pages_per_cache`` of them abandon that cache.
+Every object goes to the ingest stream (the validators judge it); nothing is written to the
+objects table here. The endpoint's cursor then moves to the newest page timestamp seen (the
+remote's clock), never backwards, and only if no cache of it was abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from mim import canonical, pages
+from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
+from mim.errors import MimError
+from mim.signing import SigningKey
+from relay import RelayError, mining
+from relay.bus import Layout
+from relay.logging import get_logger
+from relay.submit import submit
+from services.store import repo
+from services.syncer import metrics
+from services.syncer.client import Client, FetchError, Tally
+from services.syncer.peers import STATIC_TYPES, Outcome, Remote, is_local
+from services.syncer.settings import SyncerSettings
+
+__all__ = ["ENDPOINTS", "Report", "SyncFailed", "Syncer"]
+
+#: The reference's fixed endpoint order (§13.4 step 5).
+ENDPOINTS: Final = ("addresses", "votes", "truststates", "posts", "threads", "boards", "keys")
+_KINDS: Final[dict[str, Kind]] = {plural: kind for kind, plural in PLURALS.items()}
+_CACHE_URL: Final = re.compile(r"^(cache|post)_[0-9a-f]{64}$")
+_PUBLISH_CHUNK: Final = 256  # objects awaiting their JetStream acks at once
+_BROKEN_CACHES_PER_ENDPOINT: Final = 3  # §13.4 step 7
+
+_log = get_logger(__name__)
+
+Progress = Callable[[str], None]
+"""Called with the stage a sync enters: ``check``, then each endpoint, then ``done``."""
+
+
+class SyncFailed(RelayError):
+    """The sync with a remote stopped; ``reason`` is a small closed label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Broken(Exception):
+    """A page that does not decode, verify, or come from the remote's key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Report:
+    """What one sync did."""
+
+    remote: str
+    node_id: str = ""
+    node_type: int = 0
+    ok: bool = False
+    reason: str = ""
+    tally: Tally = field(default_factory=Tally)
+    objects: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    broken: dict[str, int] = field(default_factory=dict)
+    cursors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(ok=self.ok, node_type=self.node_type)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "node_id": self.node_id,
+            "node_type": self.node_type,
+            "ok": self.ok,
+            "reason": self.reason,
+            "pages": dict(self.tally.pages),
+            "bytes": self.tally.bytes,
+            "objects": dict(self.objects),
+            "skipped_pages": self.skipped,
+            "broken_pages": dict(self.broken),
+            "duration_s": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Run:
+    """The state of one sync in progress."""
+
+    remote: Remote
+    report: Report
+    key: str = ""  # the remote's node public key
+    static: bool = False
+    cache_broken: bool = False
+    address: Address = field(default_factory=Address)  # what the remote says of itself
+
+
+class Syncer:
+    """Syncs with remotes; shares one client, pool and NATS connection between syncs."""
+
+    def __init__(
+        self,
+        settings: SyncerSettings,
+        client: Client,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        layout: Layout,
+        key: SigningKey,
+        *,
+        nc: NATS | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.pool = pool
+        self.js = js
+        self.layout = layout
+        self.key = key
+        self.nc = nc
+        self.node_id = pages.node_id(key.public_hex)
+
+    # ------------------------------------------------------------------ the whole sync
+
+    async def sync(self, remote: Remote, progress: Progress | None = None) -> Report:
+        """Sync with ``remote`` once; never raises for what the remote does."""
+        report = Report(remote=str(remote))
+        run = _Run(remote, report)
+        started = time.perf_counter()
+        metrics.SYNCS_STARTED.inc()
+        metrics.PEERS_ACTIVE.inc()
+        step = progress or (lambda _stage: None)
+        try:
+            step("check")
+            await self._check(run)
+            for endpoint in ENDPOINTS:
+                step(endpoint)
+                await self._endpoint(run, endpoint)
+            await self._record_remote(run, last_sync=int(time.time()))
+            report.ok = True
+        except SyncFailed as exc:
+            report.reason = exc.reason
+            _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
+        except FetchError as exc:
+            report.reason = exc.reason
+            _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
+        finally:
+            metrics.PEERS_ACTIVE.dec()
+            report.seconds = time.perf_counter() - started
+        metrics.SYNCS.labels("ok" if report.ok else report.reason).inc()
+        metrics.SYNC_SECONDS.observe(report.seconds)
+        step("done")
+        _log.info("peer_sync_finished", **report.summary())
+        return report
+
+    # ------------------------------------------------------------------ check (§13.4 step 2)
+
+    async def _check(self, run: _Run) -> None:
+        status, _ = await self._request(run, "GET", "v0/status", "status")
+        if not 200 <= status < 300:
+            raise SyncFailed("status", f"GET /v0/status answered {status}")
+        node = await self._node_page(run, "GET", None)
+        nid = pages.node_id(node.node_public_key)
+        if nid == self.node_id:
+            raise SyncFailed("self", "the remote is this node")
+        run.key = node.node_public_key
+        run.report.node_id = nid
+        run.static = run.remote.static or node.address.type in STATIC_TYPES
+        own = node.address
+        if not run.static:
+            answer = await self._node_page(run, "POST", await self._post_body(()))
+            if answer.node_public_key != node.node_public_key:
+                raise SyncFailed("node_key", "the POST answer is signed by another key")
+            own = answer.address
+        run.report.node_type = own.type if own.type else (255 if run.static else 2)
+        run.address = own if own.type else replace(own, type=run.report.node_type)
+        seen = node.timestamp if run.static else int(time.time())
+        await self._record_remote(run, last_ping=seen)
+
+    async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
+        status, data = await self._request(run, method, "v0/node", "node", body)
+        if status != 200:
+            raise SyncFailed("node_page", f"{method} /v0/node answered {status}")
+        try:
+            page = _decode(data, expect_key="")
+        except _Broken as exc:
+            raise SyncFailed("node_page", f"{method} /v0/node: {exc.reason}") from exc
+        protocol = page.address.protocol
+        if (protocol.version_major, protocol.version_minor) != (1, 0):
+            raise SyncFailed("protocol", "the node page does not declare protocol 1.0")
+        return page
+
+    async def _record_remote(self, run: _Run, *, last_ping: int = 0, last_sync: int = 0) -> None:
+        """Store the remote first-party, at the place we dialled (§13.4 step 3, §13.6)."""
+        remote = run.remote
+        stored = replace(
+            run.address,
+            location=remote.host,
+            sublocation=remote.sublocation,
+            port=remote.port,
+            location_type=remote.location_type,
+            entity_version=1,
+        )
+        await repo.upsert_first_party_address(
+            self.pool, stored, int(time.time()), last_ping=last_ping, last_sync=last_sync
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    async def _request(
+        self, run: _Run, method: str, path: str, page: str, body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        return await self.client.request(
+            run.remote, method, path, body=body, page=page, tally=run.report.tally
+        )
+
+    async def _post_body(self, filters: Sequence[Filter]) -> bytes:
+        """A signed request with fresh nonce and PoW (§11.4), minted by the miner if one answers."""
+        base = pages.prefill(
+            self.key.public_hex,
+            port=self.settings.public_port,
+            node_type=pages.NODE_TYPE_LIVE,
+            nonce=secrets.token_hex(32),
+            now=int(time.time()),
+        )
+        base = replace(base, filters=tuple(filters) or None)
+        signed = pages.sign_page(replace(base, proof_of_work=""), self.key)
+        text = canonical.dumps(signed)
+        difficulty = self.settings.request_pow
+        try:
+            mined = await mining.mine(
+                self.nc,
+                text,
+                difficulty,
+                timeout=self.settings.pow_timeout_seconds,
+                split=False,
+                layout=self.layout,
+            )
+        except mining.MiningError as exc:
+            raise SyncFailed("pow", str(exc)) from exc
+
+        def found(pow_text: str, _difficulty: int) -> str:
+            if pow_text != text:  # signing is deterministic: the same page, the same text
+                raise SyncFailed("pow", "the request changed between mining and signing")
+            return mined.unsigned_pow
+
+        return canonical.encode(pages.build_request(base, self.key, found, difficulty))
+
+    async def _page(self, run: _Run, path: str, page: str) -> ApiResponse | None:
+        """A verified page of the remote; None if it has none (204, 404); broken pages counted."""
+        status, data = await self._request(run, "GET", path, page)
+        if status in (204, 404):
+            return None
+        if status != 200:
+            raise _Broken("http")
+        return _decode(data, expect_key=run.key)
+
+    def _count_broken(self, run: _Run, reason: str, path: str) -> None:
+        metrics.PAGES_BROKEN.labels(reason).inc()
+        run.report.broken[reason] = run.report.broken.get(reason, 0) + 1
+        _log.warning("page_dropped", peer=str(run.remote), path=path, reason=reason)
+
+    # ------------------------------------------------------------------ endpoints (§13.4 6-7)
+
+    async def _endpoint(self, run: _Run, plural: str) -> None:
+        kind = _KINDS[plural]
+        cursor = await repo.get_cursor(self.pool, run.report.node_id, plural)
+        folder = "v0/addresses" if kind == "address" else f"v0/c0/{plural}"
+        run.cache_broken = False
+        newest = cursor
+        try:
+            index = await self._page(run, f"{folder}/index.json", "index")
+        except _Broken as exc:
+            self._count_broken(run, exc.reason, f"{folder}/index.json")
+            index, run.cache_broken = None, True
+        if index is not None:
+            newest = max(newest, index.timestamp)
+            await self._caches(run, kind, folder, index, cursor)
+        if not run.static:
+            newest = max(newest, await self._live_tail(run, kind, plural, cursor))
+        if run.cache_broken:
+            run.report.cursors[plural] = cursor
+            return
+        run.report.cursors[plural] = await repo.set_cursor(
+            self.pool, run.report.node_id, plural, newest
+        )
+        if newest:
+            metrics.REMOTE_LAG_SECONDS.observe(max(0, int(time.time()) - newest))
+
+    async def _caches(
+        self, run: _Run, kind: Kind, folder: str, index: ApiResponse, cursor: int
+    ) -> None:
+        failed = 0
+        for result in index.results or ():
+            if result.ends_at < cursor:
+                continue
+            if not _CACHE_URL.match(result.response_url):
+                self._count_broken(run, "index", f"{folder}/index.json")
+                run.cache_broken = True
+                continue
+            if not await self._container(run, kind, f"{folder}/{result.response_url}"):
+                failed += 1
+                run.cache_broken = True
+                if failed >= _BROKEN_CACHES_PER_ENDPOINT:
+                    return
+
+    async def _live_tail(self, run: _Run, kind: Kind, plural: str, cursor: int) -> int:
+        """POST for what arrived since ``cursor``; the newest page timestamp seen."""
+        path = "v0/addresses" if kind == "address" else f"v0/c0/{plural}"
+        body = await self._post_body(pages.timestamp_filter(cursor, 0))
+        status, data = await self._request(run, "POST", path, "post", body)
+        if status != 200:
+            self._count_broken(run, "http", path)
+            run.cache_broken = True
+            return 0
+        try:
+            face = _decode(data, expect_key=run.key)
+        except _Broken as exc:
+            self._count_broken(run, exc.reason, path)
+            run.cache_broken = True
+            return 0
+        await self._take(run, kind, face)
+        for result in face.results or ():
+            if result.ends_at <= cursor:
+                continue
+            if not _CACHE_URL.match(result.response_url):
+                self._count_broken(run, "index", path)
+                continue
+            if not await self._container(run, kind, f"v0/responses/{result.response_url}"):
+                run.cache_broken = True
+        return face.timestamp
+
+    # ------------------------------------------------------------------ one cache or container
+
+    async def _container(self, run: _Run, kind: Kind, base: str) -> bool:
+        """Fetch what we lack of one cache or POST container; False if it was abandoned."""
+        broken = 0
+        wanted: list[int] | None = None
+        if kind != "address":
+            try:
+                wanted = await self._wanted_pages(run, kind, base)
+            except _Broken as exc:
+                self._count_broken(run, exc.reason, f"{base}/manifest")
+                broken += 1
+        if wanted is None:  # no manifest: every page, as far as the first one says
+            try:
+                first = await self._page(run, f"{base}/0.json", "entity")
+            except _Broken as exc:
+                self._count_broken(run, exc.reason, f"{base}/0.json")
+                return False
+            if first is None:
+                return True
+            await self._take(run, kind, first)
+            wanted = list(range(1, first.pagination.pages + 1))
+        step = self.settings.page_concurrency
+        for at in range(0, len(wanted), step):
+            fetched = await asyncio.gather(
+                *(self._entity_page(run, kind, f"{base}/{n}.json") for n in wanted[at : at + step])
+            )
+            broken += fetched.count(False)
+            if broken >= self.settings.broken_pages_per_cache:
+                _log.warning("cache_abandoned", peer=str(run.remote), cache=base, broken=broken)
+                return False
+        return True
+
+    async def _wanted_pages(self, run: _Run, kind: Kind, base: str) -> list[int] | None:
+        """Entity pages whose manifest lists a version we lack; None if there is no manifest."""
+        plural = PLURALS[kind]
+        wanted: list[int] = []
+        number = 0
+        while True:
+            page = await self._page(run, f"{base}/manifest/{number}.json", "manifest")
+            if page is None:
+                return None if number == 0 else wanted
+            manifests = getattr(page.response, f"{plural}_manifest") or ()
+            pairs = {(e.fingerprint, e.last_update) for m in manifests for e in m.entities or ()}
+            have = await repo.have_versions(self.pool, kind, pairs)
+            for manifest in manifests:
+                listed = {(e.fingerprint, e.last_update) for e in manifest.entities or ()}
+                if listed - have:
+                    wanted.append(manifest.page_number)
+                else:
+                    metrics.PAGES_SKIPPED.inc()
+                    run.report.skipped += 1
+            if number >= page.pagination.pages:
+                return wanted
+            number += 1
+
+    async def _entity_page(self, run: _Run, kind: Kind, path: str) -> bool:
+        try:
+            page = await self._page(run, path, "entity")
+        except _Broken as exc:
+            self._count_broken(run, exc.reason, path)
+            return False
+        if page is not None:
+            await self._take(run, kind, page)
+        return True
+
+    # ------------------------------------------------------------------ into the ingest stream
+
+    async def _take(self, run: _Run, kind: Kind, page: ApiResponse) -> None:
+        """Publish the objects of ``kind`` a page carries; addresses only stripped, bounded."""
+        found: Sequence[Entity] = getattr(page.response, PLURALS[kind]) or ()
+        if kind == "address":
+            found = [a for a in found if isinstance(a, Address) and self._learnable(a)]
+            room = self.settings.addresses_per_sync - run.report.objects.get("address", 0)
+            found = found[: max(0, room)]
+        for at in range(0, len(found), _PUBLISH_CHUNK):
+            chunk = found[at : at + _PUBLISH_CHUNK]
+            try:
+                await asyncio.gather(
+                    *(
+                        submit(self.js, self.layout, kind, canonical.encode(obj), source="peer")
+                        for obj in chunk
+                    )
+                )
+            except RelayError as exc:
+                raise SyncFailed("ingest", str(exc)) from exc
+        if found:
+            metrics.OBJECTS_PULLED.labels(kind).inc(len(found))
+            run.report.objects[kind] = run.report.objects.get(kind, 0) + len(found)
+
+    def _learnable(self, address: Address) -> bool:
+        host = address.location.strip("[]")
+        if not host or not 0 < address.port < 65536:
+            return False
+        return self.settings.allow_local or not is_local(host)
+
+
+def _decode(data: bytes, *, expect_key: str) -> ApiResponse:
+    """The page in ``data``, verified, and signed by ``expect_key`` when one is given."""
+    try:
+        page = canonical.loads(ApiResponse, data)
+    except (MimError, ValueError, RecursionError) as exc:
+        raise _Broken("json") from exc
+    try:
+        pages.verify_page(page)
+    except MimError as exc:
+        raise _Broken("signature") from exc
+    if expect_key and page.node_public_key != expect_key:
+        raise _Broken("signer")
+    return page
