@@ -499,12 +499,22 @@ async def _serve(name: str, settings: ServiceSettings, main: Main) -> int:
             _log.warning("shutdown_hurried", signal=signum.name)
             ctx._hurry.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
     try:
         ctx.metrics = start_metrics_server(
             settings.metrics_host, settings.metrics_port, health=ctx.health
         )
+    except OSError as exc:
+        _log.error(
+            "service_failed",
+            reason="cannot serve metrics",
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            error=str(exc),
+        )
+        return EXIT_FAILED
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
         set_build_info(name)
         _log.info(
             "service_started",
@@ -534,7 +544,7 @@ async def _serve(name: str, settings: ServiceSettings, main: Main) -> int:
 
 async def _run_until_stopped(ctx: Context, main: Main) -> int:
     """Run ``main`` and wait for the stop; drain; return how many tasks were cancelled."""
-    main_task = ctx.spawn(_call_main(ctx, main), name=f"{ctx.name}-main")
+    ctx.spawn(_call_main(ctx, main), name=f"{ctx.name}-main")
     await ctx.stop.wait()
     grace = ctx.settings.shutdown_grace_seconds
     _log.info("shutdown_started", reason=ctx.stop_reason, grace_s=grace, in_flight=len(ctx.tasks))
@@ -543,7 +553,6 @@ async def _run_until_stopped(ctx: Context, main: Main) -> int:
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=_CANCEL_WAIT_SECONDS)
-    del main_task
     return len(pending)
 
 

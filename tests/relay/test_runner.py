@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -273,3 +274,16 @@ async def test_cpu_pool_close_kills_stuck_work() -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(Exception):  # noqa: B017 (BrokenProcessPool or cancellation)
         await stuck
+
+
+def test_metrics_port_in_use_fails_cleanly() -> None:
+    """A taken metrics port is one service_failed line naming it and exit 1, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with _tiny(metrics_port=port) as proc:
+            assert proc.wait() == 1
+    failed = proc.last("service_failed")
+    assert failed["port"] == port
+    assert "Traceback" not in proc.stderr
