@@ -232,7 +232,9 @@ def nodes(tmp_path: Path, node_env: dict[str, str]) -> Iterator[Callable[[], Nod
 
 
 @pytest.mark.slow
-def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(nodes):
+def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(
+    nodes: Callable[[], Node],
+) -> None:
     """Objects submitted to `mimrelay up` are stored and served, survive a kill -9 of a validator,
     Ctrl-C leaves no process behind, and a second `up` on the same data directory still has them.
     """
@@ -276,7 +278,7 @@ def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(nodes)
     assert node.interrupt() == 0
 
 
-def test_readme_commands_are_the_scripts_ci_and_run_use():
+def test_readme_commands_are_the_scripts_ci_and_run_use() -> None:
     """The README's first two commands are `./scripts/run` (which runs `mimrelay up`) and
     `./scripts/test`, and `.ci/run` runs exactly the latter."""
     readme = (REPO / "README.md").read_text()
