@@ -77,6 +77,7 @@ class Miner:
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._subs: list[Subscription] = []
         self._log = ctx.log
+        self.id = secrets.token_hex(4)
 
     async def start(self) -> None:
         """Warm every worker process up, then subscribe."""
@@ -92,7 +93,12 @@ class Miner:
         ]
         await self._nc.subscribe(layout.miner_cancel_subjects, cb=self._on_cancel)
         await self._nc.flush()
-        self._log.info("miner_listening", workers=self._lanes, subject=layout.miner_request_subject)
+        self._log.info(
+            "miner_listening",
+            miner=self.id,
+            workers=self._lanes,
+            subject=layout.miner_request_subject,
+        )
 
     async def stop_taking(self) -> None:
         """Stop taking jobs; requests already delivered are answered ``miner.shutdown``."""
@@ -193,7 +199,7 @@ class Miner:
             job.stop.set()
             if found is not None:
                 salt, counter = found
-                reply = encode_found(request.job, salt, counter, job.attempts, job.seconds)
+                reply = encode_found(request.job, salt, counter, job.attempts, job.seconds, self.id)
                 await self._send(job.reply, reply)
             await asyncio.gather(*pending)  # each ends after its current chunk
         finally:
@@ -233,7 +239,9 @@ class Miner:
     async def _heartbeat(self, job: _Job) -> None:
         while True:
             await asyncio.sleep(PROGRESS_SECONDS)
-            await self._send(job.reply, encode_progress(job.request.job, job.attempts, job.seconds))
+            await self._send(
+                job.reply, encode_progress(job.request.job, job.attempts, job.seconds, self.id)
+            )
 
     def _finish(self, job: _Job, outcome: str) -> None:
         metrics.JOBS.labels(outcome=outcome).inc()

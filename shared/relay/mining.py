@@ -4,15 +4,16 @@ The wire protocol (core NATS, subjects from ``relay.bus.Layout``) is defined her
 the miner service and its clients::
 
     request   {"job": id, "text": <exact PoW input>, "difficulty": N, "deadline_s": s, "split": b}
-    progress  {"job": id, "progress": {"attempts": n, "seconds": s}}    at least every second
-    found     {"job": id, "salt": s, "counter": c, "attempts": n, "seconds": s}
+    progress  {"job": id, "progress": {"attempts": n, "seconds": s, "miner": m}}    every second
+    found     {"job": id, "salt": s, "counter": c, "attempts": n, "seconds": s, "miner": m}
     error     {"job": id, "error": {"field": f, "rule": r, "detail": d}}
 
 A request goes to ``miner_request_subject`` (one miner of the queue group takes it) or, split, to
 ``miner_split_subject`` (every miner searches with its own salt). Replies go to the request's
 reply subject. The first ``found`` wins; for a split job the requester then publishes on
-``miner_cancel_subject(job)`` so every other miner stops. No private key is ever sent: the
-requester signs the found prefix itself (PROTOCOL.md §7.2 step 7).
+``miner_cancel_subject(job)`` so every other miner stops. ``miner`` is a random id of the
+answering miner process, so that the progress of a split job can be summed over miners. No private
+key is ever sent: the requester signs the found prefix itself (PROTOCOL.md §7.2 step 7).
 
 ``mine()`` is the client: it uses the service when one answers and searches in this process when
 none does (no responders, NATS unreachable, job too large for the bus), logging which. A miner
@@ -30,16 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import mim.errors
 import mim.pow
-from relay import RelayError
+from relay import DependencyUnavailable, RelayError
 from relay.bus import Layout
 from relay.logging import get_logger
+from relay.runner import connect_nats
 
 __all__ = [
     "CHUNK_ATTEMPTS",
@@ -51,6 +52,7 @@ __all__ = [
     "Progress",
     "Refusal",
     "Request",
+    "connect",
     "encode_error",
     "encode_found",
     "encode_progress",
@@ -96,7 +98,10 @@ class Refusal(MiningError):
 
 
 class Mined(NamedTuple):
-    """A found proof: the unsigned PoW string, the attempts it took, and where it was mined."""
+    """A found proof: the unsigned PoW string, the attempts it took, and where it was mined.
+
+    For a split job ``attempts`` counts every miner's work as last reported.
+    """
 
     unsigned_pow: str
     attempts: int
@@ -191,13 +196,23 @@ def job_of(data: bytes) -> str | None:
         return None
 
 
-def encode_found(job: str, salt: str, counter: int, attempts: int, seconds: float) -> bytes:
-    reply = {"job": job, "salt": salt, "counter": counter, "attempts": attempts, "seconds": seconds}
+def encode_found(
+    job: str, salt: str, counter: int, attempts: int, seconds: float, miner: str
+) -> bytes:
+    reply = {
+        "job": job,
+        "salt": salt,
+        "counter": counter,
+        "attempts": attempts,
+        "seconds": seconds,
+        "miner": miner,
+    }
     return json.dumps(reply).encode()
 
 
-def encode_progress(job: str, attempts: int, seconds: float) -> bytes:
-    return json.dumps({"job": job, "progress": {"attempts": attempts, "seconds": seconds}}).encode()
+def encode_progress(job: str, attempts: int, seconds: float, miner: str) -> bytes:
+    report = {"attempts": attempts, "seconds": seconds, "miner": miner}
+    return json.dumps({"job": job, "progress": report}).encode()
 
 
 def encode_error(job: str | None, error: MiningError) -> bytes:
@@ -281,6 +296,7 @@ async def _attempt(
     progress: Progress | None,
 ) -> Mined:
     """Send ``request`` once and wait for its answer; cancels the job on the way out."""
+    tally = _Tally(progress)
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     subject = layout.miner_split_subject if request.split else layout.miner_request_subject
@@ -298,7 +314,7 @@ async def _attempt(
                 if left > silence:
                     raise _Silent from None
                 continue
-            result = _reply(msg, request, progress)
+            result = _reply(msg, request, tally)
             if result is not None:
                 answered = not request.split  # the one miner of a plain job has stopped
                 return result
@@ -308,7 +324,25 @@ async def _attempt(
             await nc.publish(layout.miner_cancel_subject(request.job), b"")
 
 
-def _reply(msg: Msg, request: Request, progress: Progress | None) -> Mined | None:
+class _Tally:
+    """The attempts each miner reported on one job, summed for the caller's progress display."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._started = time.monotonic()
+        self._by_miner: dict[str, int] = {}
+
+    def report(self, miner: str, attempts: int) -> None:
+        self._by_miner[miner] = attempts
+        if self._progress is not None:
+            self._progress(self.others(""), time.monotonic() - self._started)
+
+    def others(self, winner: str) -> int:
+        """Attempts reported by miners other than ``winner``."""
+        return sum(n for miner, n in self._by_miner.items() if miner != winner)
+
+
+def _reply(msg: Msg, request: Request, tally: _Tally) -> Mined | None:
     """Act on one reply: a proof, progress (``None``), or an error raised."""
     if _is_no_responders(msg):
         raise _NoMiner("no miner is listening")
@@ -326,10 +360,14 @@ def _reply(msg: Msg, request: Request, progress: Progress | None) -> Mined | Non
         kind = MiningTimeout if rule == "miner.deadline" else MiningError
         raise kind(field, rule, detail)
     if isinstance(report := raw.get("progress"), dict):
-        if progress is not None:
-            progress(int(report.get("attempts", 0)), float(report.get("seconds", 0.0)))
+        attempts = report.get("attempts")
+        if isinstance(attempts, int):
+            tally.report(str(report.get("miner", "")), attempts)
         return None
-    return _found(raw, request.text, request.difficulty)
+    mined = _found(raw, request.text, request.difficulty)
+    if mined is None:
+        return None
+    return mined._replace(attempts=mined.attempts + tally.others(str(raw.get("miner", ""))))
 
 
 async def mine(
@@ -378,6 +416,22 @@ async def mine(
     return await mine_local(text, difficulty, timeout=left, progress=progress)
 
 
+async def connect(nats_url: str, *, connect_timeout: float = 2.0) -> NATS | None:
+    """A NATS connection for mining, or ``None`` (logged) when NATS does not answer at once."""
+    try:
+        return await connect_nats(
+            nats_url,
+            "mimrelay-mining",
+            attempts=1,
+            delay=0.1,
+            connect_timeout=connect_timeout,
+            log=_log,
+        )
+    except DependencyUnavailable as exc:
+        _log.info("pow_nats_unreachable", error=str(exc))
+        return None
+
+
 async def _mine_once(
     nats_url: str,
     text: str,
@@ -386,17 +440,12 @@ async def _mine_once(
     split: bool,
     layout: Layout,
 ) -> Mined:
-    try:
-        nc = await nats.connect(
-            nats_url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0
-        )
-    except (OSError, nats.errors.Error) as exc:
-        _log.info("pow_nats_unreachable", error=repr(exc))
-        return await mine(None, text, difficulty, timeout=timeout)
+    nc = await connect(nats_url)
     try:
         return await mine(nc, text, difficulty, timeout=timeout, split=split, layout=layout)
     finally:
-        await nc.close()
+        if nc is not None:
+            await nc.close()
 
 
 def service_minter(
