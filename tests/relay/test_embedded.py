@@ -7,6 +7,8 @@ import pwd
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -190,3 +192,32 @@ def test_postgres_as_root_runs_as_system_user(data_dir: Path) -> None:
         uid = os.stat(f"/proc/{server.pid}").st_uid
         assert pwd.getpwuid(uid).pw_name == "embedded_postgres"
         assert (data_dir / "pg" / "pgdata").stat().st_uid == uid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_servers_die_with_a_killed_parent(data_dir: Path) -> None:
+    """A launcher killed with SIGKILL (no atexit) still takes both servers down."""
+    code = (
+        "import sys, time\n"
+        "from relay.embedded import NatsServer, PostgresServer\n"
+        "n = NatsServer(sys.argv[1] + '/nats').start()\n"
+        "p = PostgresServer(sys.argv[1] + '/pg', fsync=False).start()\n"
+        "print(n.pid, p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert launcher.stdout is not None
+        nats_pid, pg_pid = (int(p) for p in launcher.stdout.readline().split())
+        assert _group_alive(nats_pid) and _group_alive(pg_pid)
+    finally:
+        launcher.kill()
+        launcher.wait()
+        if launcher.stdout is not None:
+            launcher.stdout.close()
+    assert _wait_group_gone(nats_pid, timeout=10) == []
+    assert _wait_group_gone(pg_pid, timeout=10) == []
+    with PostgresServer(data_dir / "pg", fsync=False) as again:
+        assert again.psql("select 1").strip() == "1"
