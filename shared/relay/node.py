@@ -17,6 +17,8 @@ Contract:
   is forwarded, which cuts the children's grace short.
 - ``<data_dir>/node.json`` describes the running node (pids, URLs, metrics endpoints) for
   ``mimrelay status``; it is rewritten on every change and marked ``stopped`` at the end.
+  ``<data_dir>/prometheus-targets.json`` lists the metrics endpoints for Prometheus' file discovery
+  (``deploy/prometheus/prometheus-up.yml``).
 
 ``python -m relay.node gateway`` runs the gateway with the metrics and health server every other
 service gets from ``relay.runner`` (the gateway runs under uvicorn, not the runner).
@@ -51,6 +53,7 @@ from relay.settings import NodeSettings, redact_url
 __all__ = [
     "EXIT_BAD_SETTINGS",
     "STATE_FILE",
+    "TARGETS_FILE",
     "NodeSupervisor",
     "NodeSupervisorSettings",
     "ServiceSpec",
@@ -59,6 +62,7 @@ __all__ = [
 ]
 
 STATE_FILE: Final = "node.json"
+TARGETS_FILE: Final = "prometheus-targets.json"
 EXIT_BAD_SETTINGS: Final = 2  # relay.runner's exit status for invalid settings
 _TICK_SECONDS: Final = 0.1
 _PR_SET_PDEATHSIG: Final = 1
@@ -427,9 +431,24 @@ class NodeSupervisor:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.state(status), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
+        self._write_targets()
         if status == "running" and not getattr(self, "_announced", False):
             self._announced = True
             self._announce_endpoints()
+
+    def _write_targets(self) -> None:
+        """``prometheus-targets.json``: every metrics endpoint, for Prometheus' file discovery."""
+        groups = [
+            {
+                "targets": [f"127.0.0.1:{c.spec.metrics_port}"],
+                "labels": {"job": f"mim-{c.spec.service}", "replica": c.spec.name},
+            }
+            for c in self.children
+        ]
+        path = self.data_dir / TARGETS_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
     def _announce_endpoints(self) -> None:
         self._announce(f"mimrelay node up; data in {self.data_dir}")

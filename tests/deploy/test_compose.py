@@ -1,0 +1,134 @@
+"""docker-compose.yml and deploy/Dockerfile, checked against the code (no Docker engine here)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from relay.settings import load
+from tests.deploy.manifests import (
+    env_names,
+    load_yaml,
+    node_env_names,
+    runnable,
+    settings_class,
+)
+from tests.helpers.procs import REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+OURS = ("store", "validator", "miner", "gateway")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?]))?([^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(COMPOSE)
+    return data
+
+
+def _resolve(value: str) -> str:
+    """``value`` as compose would expand it with defaults used and required secrets set."""
+
+    def sub(match: re.Match[str]) -> str:
+        op, rest = match.group(2), match.group(3)
+        return rest if op == "-" else "secret"
+
+    return _INTERPOLATION.sub(sub, value)
+
+
+def _module(service: dict[str, Any]) -> str:
+    command = service["command"]
+    assert command[:2] == ["python", "-m"], command
+    return str(command[2])
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", text)
+    assert match, text
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def test_every_service_command_is_a_runnable_entry_point(compose: dict[str, Any]) -> None:
+    """Each mimrelay service in compose runs `python -m <module>` that exists in this code."""
+    services = compose["services"]
+    assert set(OURS) <= set(services)
+    for name in OURS:
+        module = _module(services[name])
+        assert runnable(module), f"{name}: python -m {module} has nothing to run"
+    assert services["gateway"]["command"][3:] == ["gateway"]
+
+
+def test_every_environment_variable_is_a_real_setting_with_a_valid_value(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every MIM_* variable compose sets is read by that service's settings, and loads cleanly."""
+    for name in OURS:
+        service = compose["services"][name]
+        cls = settings_class(_module(service))
+        known = env_names(cls) | node_env_names() | {"PYTHONUNBUFFERED"}
+        env = {k: _resolve(str(v)) for k, v in service["environment"].items()}
+        unknown = sorted(set(env) - known)
+        assert unknown == [], f"{name} sets variables no setting reads: {unknown}"
+        for key in env_names(cls) | node_env_names():
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        load(cls)  # raises SettingsError naming the variable if a value is invalid
+
+
+def test_ports_healthchecks_and_scrape_targets_agree(compose: dict[str, Any]) -> None:
+    """Each service's metrics port is the one its healthcheck probes and Prometheus scrapes."""
+    prometheus = load_yaml(REPO / "deploy" / "prometheus" / "prometheus.yml")
+    scraped = {
+        job["job_name"]: (sd["names"][0], sd["port"])
+        for job in prometheus["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+    }
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    exposed = {
+        int(p) for line in re.findall(r"^EXPOSE (.+)$", dockerfile, re.M) for p in line.split()
+    }
+    for name in OURS:
+        service = compose["services"][name]
+        port = int(service["environment"][f"MIM_{name.upper()}_METRICS_PORT"])
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
+        assert scraped[f"mim-{name}"] == (name, port)
+        assert port in exposed
+    gateway = compose["services"]["gateway"]
+    api_port = int(gateway["environment"]["MIM_GATEWAY_PORT"])
+    assert [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]] == [str(api_port)]
+    assert api_port in exposed
+
+
+def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, Any]) -> None:
+    """Every container has a healthcheck and waits on healthy dependencies, data sits on named
+    volumes, secrets are required, validators and miners can be scaled, and stop waits for the
+    drain."""
+    services = compose["services"]
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            assert dependency in services
+    for name in ("validator", "miner"):
+        assert "container_name" not in services[name]
+        assert "ports" not in services[name]
+    for name in OURS:
+        service = services[name]
+        grace = float(service["environment"][f"MIM_{name.upper()}_SHUTDOWN_GRACE_SECONDS"])
+        # the runner may take grace + 5 s cancelling + 10 s closing
+        assert _seconds(service["stop_grace_period"]) > grace + 15, name
+    named = set(compose["volumes"])
+    assert {"nats-data:/data"} <= set(services["nats"]["volumes"])
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+    assert {"nats-data", "postgres-data"} <= named
+    text = COMPOSE.read_text()
+    for secret in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        uses = re.findall(r"\$\{" + secret + r"(:?[-?]?)", text)
+        assert uses and set(uses) == {":?"}, f"{secret} must be required everywhere: {uses}"
+    assert "--jetstream" in services["nats"]["command"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
+        "${POSTGRES_PASSWORD:?"
+    )
