@@ -1,0 +1,50 @@
+"""Fixtures of the syncer tests: a migrated template and a factory of running nodes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import asyncpg
+import pytest
+from services.store.migrate import migrate
+
+from tests.helpers.servers import DatabaseTemplates, TemplateSetup
+from tests.services.syncer.node import Node, start_node
+
+Nodes = Callable[[str], Awaitable[Node]]
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_template_setup() -> TemplateSetup | None:
+    return _migrate
+
+
+@pytest.fixture
+async def nodes(
+    database_url: str,
+    database_templates: DatabaseTemplates,
+    nats_url: str,
+    tmp_path: Path,
+) -> AsyncIterator[Nodes]:
+    """Starts nodes by name; every node started is stopped and dropped after the test."""
+    template = await database_templates.template_for(_migrate)
+    async with AsyncExitStack() as stack:
+
+        async def start(name: str) -> Node:
+            data = tmp_path / name
+            data.mkdir()
+            return await stack.enter_async_context(
+                start_node(name, database_url, template, nats_url, data)
+            )
+
+        yield start

@@ -1,0 +1,53 @@
+"""One sync with a remote: live gateways on loopback, objects through the real pipeline."""
+
+from __future__ import annotations
+
+import time
+
+from services.syncer.peers import parse_remote
+
+from mim import canonical
+from mim.entities import Address
+from tests.services.syncer.conftest import Nodes
+from tests.services.syncer.node import change, forum
+
+
+async def test_objects_and_updates_flow_from_a_to_b(nodes: Nodes) -> None:
+    """Objects created on A appear on B after B syncs from A, an update on A replaces B's older
+    copy, and a sync with nothing new fetches no entity page (only index, manifest, the address
+    cache, which has no manifest, and the POSTs)."""
+    a, b = await nodes("A"), await nodes("B")
+    now = int(time.time())
+    objects = forum(now, "a")
+    await a.submit(objects)
+    await a.wait_holding(objects)
+    async with b.syncer() as syncer:
+        first = await syncer.sync(parse_remote(a.address))
+        assert first.ok, first.summary()
+        await b.wait_holding(objects)
+        pulled = {k: n for k, n in first.objects.items() if k != "address"}
+        assert pulled == {"key": 1, "board": 1, "thread": 1, "post": 2}
+
+        updated = change(objects[1], {"description": "now described"}, now + 1)
+        await a.submit([updated])
+        await a.wait_holding([updated])
+        second = await syncer.sync(parse_remote(a.address))
+        assert second.ok, second.summary()
+        await b.wait_holding([updated])
+
+        idle = await syncer.sync(parse_remote(a.address))
+    assert idle.ok, idle.summary()
+    assert idle.tally.pages.get("entity", 0) == 0
+    assert set(idle.tally.pages) <= {"status", "node", "index", "manifest", "address", "post"}
+    assert {k: n for k, n in idle.objects.items() if k != "address"} == {}
+    # B stored A first-party, with what A says of itself, at the place B dialled
+    body = await b.fetchval(
+        "SELECT body FROM addresses WHERE location = '127.0.0.1' AND port = $1 AND first_party",
+        a.port,
+    )
+    stored = canonical.loads(Address, body)
+    assert stored.type == 2 and stored.client.name == "Aether"
+    # and A stored B, from B's POST, as first-party
+    assert await a.fetchval(
+        "SELECT count(*) FROM addresses WHERE first_party AND port = $1", b.port
+    )
