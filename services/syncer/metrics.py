@@ -33,7 +33,7 @@ SYNC_SECONDS = Histogram(
 )
 PAGES_FETCHED = Counter(
     "mim_syncer_pages_fetched_total",
-    "Pages fetched from remotes, by page type (node, index, manifest, entity, post).",
+    "Pages fetched from remotes, by type (status, node, index, manifest, entity, address, post).",
     ["page"],
 )
 BYTES_FETCHED = Counter("mim_syncer_bytes_fetched_total", "Body bytes received from remotes.")

@@ -122,6 +122,7 @@ class _Run:
     static: bool = False
     cache_broken: bool = False
     address: Address = field(default_factory=Address)  # what the remote says of itself
+    seen: set[tuple[str, str, int]] = field(default_factory=set)  # published in this sync
 
 
 class Syncer:
@@ -369,9 +370,10 @@ class Syncer:
             except _Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/manifest")
                 broken += 1
+        label = "address" if kind == "address" else "entity"  # address caches have no manifest
         if wanted is None:  # no manifest: every page, as far as the first one says
             try:
-                first = await self._page(run, f"{base}/0.json", "entity")
+                first = await self._page(run, f"{base}/0.json", label)
             except _Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/0.json")
                 return False
@@ -382,7 +384,10 @@ class Syncer:
         step = self.settings.page_concurrency
         for at in range(0, len(wanted), step):
             fetched = await asyncio.gather(
-                *(self._entity_page(run, kind, f"{base}/{n}.json") for n in wanted[at : at + step])
+                *(
+                    self._entity_page(run, kind, f"{base}/{n}.json", label)
+                    for n in wanted[at : at + step]
+                )
             )
             broken += fetched.count(False)
             if broken >= self.settings.broken_pages_per_cache:
@@ -413,9 +418,9 @@ class Syncer:
                 return wanted
             number += 1
 
-    async def _entity_page(self, run: _Run, kind: Kind, path: str) -> bool:
+    async def _entity_page(self, run: _Run, kind: Kind, path: str, label: str) -> bool:
         try:
-            page = await self._page(run, path, "entity")
+            page = await self._page(run, path, label)
         except _Broken as exc:
             self._count_broken(run, exc.reason, path)
             return False
@@ -432,6 +437,11 @@ class Syncer:
             found = [a for a in found if isinstance(a, Address) and self._learnable(a)]
             room = self.settings.addresses_per_sync - run.report.objects.get("address", 0)
             found = found[: max(0, room)]
+        else:  # publish a version once per sync, and never one we hold already
+            fresh = [o for o in found if _version(o) not in run.seen]
+            run.seen.update(_version(o) for o in fresh)
+            held = await repo.have_versions(self.pool, kind, [_version(o)[1:] for o in fresh])
+            found = [o for o in fresh if _version(o)[1:] not in held]
         for at in range(0, len(found), _PUBLISH_CHUNK):
             chunk = found[at : at + _PUBLISH_CHUNK]
             try:
@@ -452,6 +462,10 @@ class Syncer:
         if not host or not 0 < address.port < 65536:
             return False
         return self.settings.allow_local or not is_local(host)
+
+
+def _version(obj: Entity) -> tuple[str, str, int]:
+    return (obj.kind, getattr(obj, "fingerprint", ""), getattr(obj, "last_update", 0))
 
 
 def _decode(data: bytes, *, expect_key: str) -> ApiResponse:
