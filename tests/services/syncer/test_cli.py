@@ -1,0 +1,53 @@
+"""``mimrelay sync HOST:PORT`` and ``mimrelay peers`` against live nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from tests.services.syncer.conftest import Nodes
+from tests.services.syncer.node import Node, forum
+
+
+async def _cli(node: Node, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "MIM_DATABASE_URL": node.database_url,
+        "MIM_NATS_URL": node.nats_url,
+        "MIM_STREAM_PREFIX": node.layout.prefix,
+        "MIM_SYNCER_PUBLIC_PORT": str(node.port),
+        "MIM_CONNECT_ATTEMPTS": "3",
+        "MIM_LOG_LEVEL": "warning",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> None:
+    """``mimrelay sync`` from B pulls A's objects and prints a summary; ``mimrelay peers`` then
+    shows A first-party with B's cursors for it."""
+    a, b = await nodes("A"), await nodes("B")
+    objects = forum(int(time.time()), "cli")
+    await a.submit(objects)
+    await a.wait_holding(objects)
+    code, out, err = await _cli(b, "sync", f"http://{a.address}")
+    assert code == 0, err
+    assert out.startswith("ok"), out
+    assert "8/8" in err
+    await b.wait_holding(objects)
+    code, out, err = await _cli(b, "peers", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    mine = [x for x in listed["addresses"] if x["port"] == a.port]
+    assert mine and mine[0]["first_party"] and mine[0]["type"] == 2
+    assert {c["endpoint"] for c in listed["cursors"]} >= {"posts", "boards", "keys"}
+    code, _, err = await _cli(b, "sync", "not-an-address")
+    assert code == 2 and "HOST:PORT" in err
