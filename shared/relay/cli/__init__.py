@@ -23,6 +23,8 @@ _COMMANDS: dict[str, str] = {
     "blocks": "relay.cli.ingest:blocks",
     "export-static": "relay.cli.export:export_static",
     "mine": "relay.cli.mine:mine_command",
+    "peers": "relay.cli.sync:peers",
+    "sync": "relay.cli.sync:sync",
     "up": "relay.cli.node:up",
     "status": "relay.cli.node:status",
 }
