@@ -1,0 +1,81 @@
+"""Remote parsing, the neighbour schedule, and the retention run."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import pytest
+from services.syncer.__main__ import collect_once
+from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap
+from services.syncer.settings import SyncerSettings
+
+from relay.settings import load
+from services.store import persist
+from tests.services.syncer.node import forum
+
+
+def test_bootstrap_list_reads_ipv4_ipv6_names_and_schemes() -> None:
+    """``MIM_BOOTSTRAP`` takes IPv4, bracketed IPv6 (Yggdrasil too), names and explicit schemes."""
+    remotes = parse_bootstrap("1.2.3.4:5, [200:1::2]:443 ,node.example:8090,,http://[::1]:9/sub")
+    assert [(r.host, r.port, r.scheme) for r in remotes] == [
+        ("1.2.3.4", 5, ""),
+        ("200:1::2", 443, ""),
+        ("node.example", 8090, ""),
+        ("::1", 9, "http"),
+    ]
+    assert [r.location_type for r in remotes] == [4, 6, 3, 6]
+    assert remotes[1].netloc == "[200:1::2]:443" and remotes[3].sublocation == "sub"
+    for bad in ("1.2.3.4", "[::1]", "host:0", "host:70000", "ftp://h:1", "::1:80"):
+        with pytest.raises(ValueError, match=r"port|IPv6|scheme|expected"):
+            parse_bootstrap(bad)
+
+
+async def test_failed_neighbour_rests_and_a_scout_replaces_it() -> None:
+    """A neighbour whose sync fails is excluded and scouting finds a stored address that works;
+    the working one is synced again on the next tick, the failed one is not."""
+    good, bad, spare = Remote("10.0.0.1", 1), Remote("10.0.0.2", 1), Remote("10.0.0.3", 1)
+    calls: list[str] = []
+
+    async def sync(remote: Remote) -> Outcome:
+        calls.append(remote.host)
+        return Outcome(ok=remote is not bad, node_type=2)
+
+    async def known() -> list[Remote]:
+        return [bad, spare]
+
+    clock = [0.0]
+    scheduler = Scheduler(
+        sync, known, bootstrap=[good, bad], max_concurrent=2,
+        exclusions=Exclusions(300.0, 3600.0), clock=lambda: clock[0],
+    )  # fmt: skip
+    assert await scheduler.tick() == 2  # good succeeds, bad fails and spare is scouted
+    assert calls == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    clock[0] = 301.0  # past the live exclusion window
+    calls.clear()
+    await scheduler.tick()
+    assert sorted(calls) == ["10.0.0.1", "10.0.0.3"]
+
+
+async def test_retention_removes_only_what_left_the_memory_window(fresh_database: str) -> None:
+    """Objects last referenced before the memory window are removed and counted; one inside the
+    network head stays, as does an old key that recent objects reference."""
+    now = int(time.time())
+    old, recent = forum(now - 400 * 86400, "old"), forum(now, "recent")
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        async with conn.transaction():
+            await persist.store_objects(conn, old, now - 300 * 86400)
+            await persist.store_objects(conn, recent, now - 60)
+    finally:
+        await conn.close()
+    settings = load(SyncerSettings, database_url=fresh_database, network_memory_days=180)
+    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=2)
+    try:
+        removed = await collect_once(pool, settings)
+        left = {r["fingerprint"] for r in await pool.fetch("SELECT fingerprint FROM objects")}
+    finally:
+        await pool.close()
+    # the old key is still referenced: the recent objects it signed bumped it (§14)
+    assert removed == {"board": 1, "thread": 1, "post": 2}
+    assert left == {o.fingerprint for o in recent} | {old[0].fingerprint}
