@@ -22,6 +22,8 @@ _COMMANDS: dict[str, str] = {
     "unblock": "relay.cli.ingest:unblock",
     "blocks": "relay.cli.ingest:blocks",
     "export-static": "relay.cli.export:export_static",
+    "export": "relay.cli.backup:export",
+    "import": "relay.cli.backup:import_",
     "mine": "relay.cli.mine:mine_command",
     "peers": "relay.cli.sync:peers",
     "sync": "relay.cli.sync:sync",
