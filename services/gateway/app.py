@@ -21,6 +21,7 @@ import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NATS
+from starlette.exceptions import HTTPException
 
 from mim import canonical, pages
 from mim.entities import Address, Answer, ApiResponse
@@ -348,6 +349,12 @@ def create_app(settings: GatewaySettings, *, port: int | None = None) -> FastAPI
     @app.exception_handler(MimError)
     async def mim_error(request: Request, exc: MimError) -> Response:
         return refusal(exc.status, exc.field, exc.rule, exc.reason)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # FastAPI raises these itself, e.g. 400 for a body that is not UTF-8; answer in our shape
+        headers = exc.headers or {}
+        return refusal(exc.status_code, "request", "http.request", exc.detail, **headers)
 
     submissions.install(app, settings)
 
