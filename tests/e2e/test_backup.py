@@ -1,0 +1,245 @@
+"""`mimrelay export --jsonl`, then `mimrelay import` into a second node through its validator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from services.store.migrate import migrate
+
+from mim import pow as mim_pow
+from mim.create import create, update
+from mim.entities import Provable
+from mim.signing import SigningKey
+from relay.bus import Layout
+from services.store import persist
+from tests.helpers.procs import REPO, ServiceProcess
+from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
+
+DIFFICULTY = 6
+KEY = SigningKey.generate(bytes(range(120, 152)))
+NOW = 1_700_000_000
+MINT = mim_pow.local_minter(random.Random(7).randrange)
+VALUES: dict[str, dict[str, object]] = {
+    "board": {"name": "backups", "description": "<escaped> & kept", "language": "eng"},
+    "thread": {"board": "b" * 64, "name": "restore", "body": "line\u2028separator"},
+    "vote": {"board": "b" * 64, "thread": "c" * 64, "target": "d" * 64, "typeclass": 1, "type": 1},
+    "key": {"name": "operator", "info": "ünïcode"},
+    "truststate": {"target": "e" * 64, "typeclass": 1, "type": 1, "domain": "b" * 64},
+}
+
+
+async def _migrate_template(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_template_setup() -> TemplateSetup:
+    return _migrate_template
+
+
+@pytest.fixture
+async def target_database(database_url: str) -> AsyncIterator[str]:
+    """A database with no schema: the target node's store migrates it at start-up."""
+    name = unique_name("restore")
+    url = await create_database(database_url, name)
+    yield url
+    await drop_database(database_url, name)
+
+
+def _objects() -> list[Provable]:
+    made = [create(kind, values, KEY, DIFFICULTY, NOW, MINT) for kind, values in VALUES.items()]
+    made.append(update(made[1], {"body": "updated <body>"}, KEY, DIFFICULTY, NOW + 60, MINT))
+    posts = [
+        create(
+            "post",
+            {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64, "body": f"post {n} & <"},
+            KEY,
+            DIFFICULTY,
+            NOW + n,
+            MINT,
+        )
+        for n in range(40)
+    ]
+    return made + posts
+
+
+async def _seed(url: str, objects: list[Provable]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await persist.store_objects(conn, objects, NOW + 100)
+    finally:
+        await conn.close()
+
+
+async def _bodies(url: str) -> set[tuple[str, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT kind, body FROM objects")
+    finally:
+        await conn.close()
+    return {(r["kind"], r["body"]) for r in rows}
+
+
+def _read_export(path: Path) -> tuple[list[str], list[Path]]:
+    """The lines of an export file, and any partial file left beside it."""
+    return path.read_text(encoding="utf-8").splitlines(), list(path.parent.glob(".*.partial"))
+
+
+def _cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def target_node(
+    nats_url: str, target_database: str, stream_prefix: str
+) -> Iterator[dict[str, str]]:
+    """A validator and a store on the target database, running until the test ends."""
+    env = {
+        "MIM_NATS_URL": nats_url,
+        "MIM_DATABASE_URL": target_database,
+        "MIM_STREAM_PREFIX": stream_prefix,
+        "MIM_MIN_POW": str(DIFFICULTY),
+        "MIM_VALIDATOR_METRICS_PORT": "0",
+        "MIM_VALIDATOR_PROCESS_WORKERS": "1",
+        "MIM_STORE_METRICS_PORT": "0",
+    }
+    with ExitStack() as stack:
+        procs = [
+            stack.enter_context(ServiceProcess(["-m", f"services.{name}"], env))
+            for name in ("store", "validator")
+        ]
+        for proc in procs:
+            proc.wait_for("service_ready", timeout=60)
+        yield env
+        for proc in procs:
+            proc.terminate()
+        assert [proc.wait(30) for proc in procs] == [0, 0]
+
+
+async def _wait_restored(
+    env: Mapping[str, str], expected: int, *, rejected: int = 0, limit: float = 40.0
+) -> None:
+    """Until the target holds ``expected`` objects, has ``rejected`` rejections, and both work
+    streams are empty."""
+    layout = Layout(env["MIM_STREAM_PREFIX"])
+    nc = await nats.connect(env["MIM_NATS_URL"])
+    conn = await asyncpg.connect(env["MIM_DATABASE_URL"])
+    deadline = time.monotonic() + limit
+    try:
+        js = nc.jetstream()
+        while True:
+            stored = await conn.fetchval("SELECT count(*) FROM objects")
+            ingest = (await js.stream_info(layout.ingest_stream)).state.messages
+            accepted = (await js.stream_info(layout.accepted_stream)).state.messages
+            refused = (await js.stream_info(layout.rejected_stream)).state.messages
+            if stored >= expected and refused >= rejected and ingest == 0 and accepted == 0:
+                return
+            assert time.monotonic() < deadline, (
+                f"not restored in {limit}s: {stored}/{expected} stored, {refused} rejected, "
+                f"{ingest} ingest, {accepted} accepted pending"
+            )
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+        await nc.close()
+
+
+async def test_export_then_import_restores_the_same_objects_through_the_validators(
+    fresh_database: str, target_node: dict[str, str], tmp_path: Path
+) -> None:
+    """Every stored object is exported as one canonical line, and importing the file into an
+    empty node through its validator and store yields the identical set of canonical JSON, while
+    a tampered line is refused by the validator and a broken line is named by number."""
+    objects = _objects()
+    await _seed(fresh_database, objects)
+    source = await _bodies(fresh_database)
+    assert len(source) == len(objects) - 1  # the thread's update replaced the thread
+
+    backup = tmp_path / "backup.jsonl"
+    exported = await asyncio.to_thread(
+        _cli, ["export", "--jsonl", str(backup)], {"MIM_DATABASE_URL": fresh_database}
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == f"exported {len(source)} object(s) to {backup}"
+    lines, leftovers = await asyncio.to_thread(_read_export, backup)
+    assert {(json.loads(x)["kind"], x[x.index('"object":') + 9 : -1]) for x in lines} == source
+    assert leftovers == []
+
+    clean = await asyncio.to_thread(_cli, ["import", str(backup)], target_node)
+    assert clean.returncode == 0, clean.stderr
+    assert (
+        clean.stdout.strip()
+        == f"queued {len(source)} object(s), 0 already queued, 0 line(s) refused"
+    )
+    await _wait_restored(target_node, len(source))
+    assert await _bodies(target_node["MIM_DATABASE_URL"]) == source
+
+    original = next(x for x in lines if '"body":"post 39 ' in x)
+    forged = original.replace("post 39", "post 99")
+    mixed = tmp_path / "mixed.jsonl"
+    await asyncio.to_thread(
+        mixed.write_text, f"{lines[0]}\n\nnot json\n{forged}\n", encoding="utf-8"
+    )
+    again = await asyncio.to_thread(_cli, ["import", str(mixed)], target_node)
+    assert again.returncode == 1, again.stderr
+    assert again.stdout.strip() == "queued 1 object(s), 1 already queued, 1 line(s) refused"
+    assert "line 3: refused: not JSON" in again.stderr
+    await _wait_restored(target_node, len(source), rejected=1)
+    assert await _bodies(target_node["MIM_DATABASE_URL"]) == source
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_export_and_import_exit_1_when_the_node_is_unreachable_and_2_on_a_missing_file(
+    tmp_path: Path,
+) -> None:
+    """An unreachable database or NATS exits 1 with one line and no traceback; no export file is
+    left behind; a missing import file exits 2."""
+    port = _closed_port()
+    target = tmp_path / "out.jsonl"
+    down = _cli(
+        ["export", "--jsonl", str(target)],
+        {"MIM_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{port}/none"},
+    )
+    assert down.returncode == 1
+    assert down.stderr.startswith("error: ") and "Traceback" not in down.stderr
+    assert list(tmp_path.iterdir()) == []
+
+    target.write_text("{}\n", encoding="utf-8")
+    no_bus = _cli(["import", str(target)], {"MIM_NATS_URL": f"nats://127.0.0.1:{port}"})
+    assert no_bus.returncode == 1
+    assert "Traceback" not in no_bus.stderr
+
+    missing = _cli(["import", str(tmp_path / "absent.jsonl")], {})
+    assert missing.returncode == 2
+    assert "absent.jsonl" in missing.stderr
