@@ -37,39 +37,39 @@ def test_html_and_separators_escaped_slash_and_del_raw() -> None:
 def test_invalid_utf8_bytes_decode_to_one_replacement_each() -> None:
     """Raw bytes that are not UTF-8 decode to one U+FFFD per bad byte, as Go decodes them."""
     raw = b'{"body":"a\xe2\x82b\xffc","entity_version":1}'
-    post = entities.parse("post", raw)
+    post = canonical.loads(entities.Post, raw)
     assert post.body == "a\ufffd\ufffdb\ufffdc"
 
 
 def test_lone_surrogate_escape_becomes_replacement() -> None:
     """An escaped lone surrogate decodes to U+FFFD; a valid pair to the astral character."""
-    post = entities.parse("post", '{"body":"\\ud800x\\ud83d\\ude00"}')
+    post = canonical.loads(entities.Post, '{"body":"\\ud800x\\ud83d\\ude00"}')
     assert post.body == "\ufffdx😀"
 
 
 def test_keys_match_case_insensitively_with_go_folding() -> None:
     """Keys match regardless of case, and the Kelvin sign and long s fold to k and s."""
-    key = entities.parse("key", '{"KEY":"a","ſignature":"b","Name":"n"}')
+    key = canonical.loads(entities.Key, '{"KEY":"a","ſignature":"b","Name":"n"}')
     assert (key.key, key.signature, key.name) == ("a", "b", "n")
-    kelvin = entities.parse("key", '{"\u212aey":"k"}')
+    kelvin = canonical.loads(entities.Key, '{"\u212aey":"k"}')
     assert kelvin.key == "k"
 
 
 def test_last_duplicate_wins_across_spellings() -> None:
     """Of several keys naming one field, whatever their case, the last one wins."""
-    post = entities.parse("post", '{"body":"x","Body":"a","body":"b","BODY":"c"}')
+    post = canonical.loads(entities.Post, '{"body":"x","Body":"a","body":"b","BODY":"c"}')
     assert post.body == "c"
 
 
 def test_null_leaves_scalars_and_nils_slices() -> None:
     """null leaves a string as it was, and makes a slice nil (encoded null, not [])."""
-    board = entities.parse(
-        "board", '{"name":"x","name":null,"board_owners":[],"board_owners":null}'
+    board = canonical.loads(
+        entities.Board, '{"name":"x","name":null,"board_owners":[],"board_owners":null}'
     )
     assert board.name == "x"
     assert board.board_owners is None
     assert '"board_owners":null' in canonical.dumps(board)
-    empty = entities.parse("board", '{"board_owners":[]}')
+    empty = canonical.loads(entities.Board, '{"board_owners":[]}')
     assert '"board_owners":[]' in canonical.dumps(empty)
 
 
@@ -119,8 +119,9 @@ def test_not_an_object_is_refused(raw: str) -> None:
 
 def test_repeated_struct_key_merges_like_go() -> None:
     """Go decodes a repeated object key into the struct it already holds."""
-    address = entities.parse(
-        "address", '{"client":{"name":"Aether","version_major":2},"client":{"version_minor":3}}'
+    address = canonical.loads(
+        entities.Address,
+        '{"client":{"name":"Aether","version_major":2},"client":{"version_minor":3}}',
     )
     assert (address.client.name, address.client.version_major, address.client.version_minor) == (
         "Aether",
