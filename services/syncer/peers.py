@@ -201,7 +201,8 @@ class Scheduler:
         self._known = known
         self.bootstrap = list(bootstrap)
         self.neighbours: collections.deque[Remote] = collections.deque(maxlen=neighbour_count)
-        self.exclusions = exclusions or Exclusions(300.0, 72 * 3600.0)
+        # not `exclusions or ...`: an Exclusions with nobody resting is empty, hence falsy
+        self.exclusions = exclusions if exclusions is not None else Exclusions(300.0, 72 * 3600.0)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._max_concurrent = max_concurrent
         self._scout_attempts = scout_attempts
