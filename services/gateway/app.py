@@ -1,9 +1,11 @@
 """The public Mim API (PROTOCOL.md §11) and the local submission endpoint, as one FastAPI app.
 
-``create_app(settings)`` returns the app; its lifespan opens NATS and the pool, loads the node key,
-builds the first cache tree and keeps regenerating it in one tracked background task. GETs of the
-cache tree are dict lookups; POSTs are checked by :func:`mim.pages.check_request` and answered
-from the store. Every refusal is a 4xx with ``{"error": {"field", "rule", "reason"}}``.
+``create_app(settings)`` returns the app behind its :class:`~services.gateway.edge.Edge` (limits,
+request metrics, and cached GETs answered without the framework); the app's lifespan opens NATS and
+the pool, loads the node key, builds the first cache tree and keeps regenerating it in one tracked
+background task. GETs of the cache tree are dict lookups; POSTs are checked by
+:func:`mim.pages.check_request` and answered from the store. Every refusal is a 4xx with
+``{"error": {"field", "rule", "reason"}}``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import contextlib
 import gzip
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import asyncpg
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NATS
 from starlette.exceptions import HTTPException
 
@@ -31,6 +32,7 @@ from relay.bus import Layout
 from relay.logging import get_logger
 from relay.runner import close_nats, close_pool, connect_nats, connect_pool
 from services.gateway import caches, identity, metrics, posts, submissions
+from services.gateway.edge import Edge, refusal
 from services.gateway.settings import GatewaySettings
 from services.store import repo
 
@@ -39,20 +41,9 @@ __all__ = ["Gateway", "create_app", "refusal"]
 _log = get_logger(__name__)
 _NONCE_MEMORY_SECONDS: Final = 50 * 60  # §11.4, §16
 _NONCE_MAX_PER_KEY: Final = 358  # §16
-_MAIN_ROUTES: Final = {
-    "v0/status": "status",
-    "v0/node": "node",
-    "v0/bootstrappers": "bootstrappers",
-}
 _ENTITY_POSTS: Final = {f"v0/c0/{p}" for p in ("boards", "threads", "posts", "votes", "keys")} | {
     "v0/c0/truststates"
 }
-
-
-def refusal(status: int, field: str, rule: str, reason: str, **headers: str) -> JSONResponse:
-    """A 4xx answer whose body names the refused field and rule."""
-    body = {"error": {"field": field, "rule": rule, "reason": reason}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 class NonceMemory:
@@ -71,35 +62,6 @@ class NonceMemory:
             return True
         nonces[nonce] = now
         return False
-
-
-@dataclass
-class Leases:
-    """Per-remote leases of §11.2: at most ``max_remotes`` distinct remotes, each bounded."""
-
-    max_remotes: int
-    lease_seconds: float
-    max_inflight: int
-    _last: dict[str, float] = field(default_factory=dict)
-    _inflight: dict[str, int] = field(default_factory=dict)
-
-    def acquire(self, remote: str, now: float) -> bool:
-        for old in [r for r, t in self._last.items() if now - t > self.lease_seconds]:
-            if not self._inflight.get(old):
-                del self._last[old]
-        if remote not in self._last and len(self._last) >= self.max_remotes:
-            return False
-        if self._inflight.get(remote, 0) >= self.max_inflight:
-            return False
-        self._last[remote] = now
-        self._inflight[remote] = self._inflight.get(remote, 0) + 1
-        return True
-
-    def release(self, remote: str, now: float) -> None:
-        self._inflight[remote] -= 1
-        if not self._inflight[remote]:
-            del self._inflight[remote]
-        self._last[remote] = now
 
 
 @dataclass
@@ -160,20 +122,6 @@ class Gateway:
                 await self.regenerate()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("caches_generation_failed", error=repr(exc))
-
-
-def _route_of(method: str, path: str) -> str:
-    """A small closed set of route labels for metrics."""
-    clean = path.strip("/")
-    if clean.startswith("api/"):
-        return "submit"
-    if clean.startswith("v0/ping"):
-        return "ping"
-    if clean.startswith("v0/responses"):
-        return "responses"
-    if method == "POST":
-        return "post"
-    return _MAIN_ROUTES.get(clean, "cache" if clean.startswith("v0/") else "other")
 
 
 def _gzip_ok(request: Request) -> bool:
@@ -287,64 +235,14 @@ def _lifespan(settings: GatewaySettings, port: int) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
-def _limits(app: FastAPI, settings: GatewaySettings) -> None:
-    leases = Leases(
-        settings.max_remotes, settings.remote_lease_seconds, settings.max_requests_per_remote
-    )
-
-    @app.middleware("http")
-    async def limit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        route = _route_of(request.method, request.url.path)
-        started = time.perf_counter()
-        response = await _limited(request, call_next, leases, settings, route)
-        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
-        length = response.headers.get("content-length")
-        if length:
-            metrics.BYTES_OUT.labels(route).inc(int(length))
-        return response
-
-
-async def _limited(
-    request: Request,
-    call_next: Callable[[Request], Awaitable[Response]],
-    leases: Leases,
-    settings: GatewaySettings,
-    route: str,
-) -> Response:
-    path = request.url.path
-    if path.startswith("/v0/") and request.method not in ("GET", "HEAD", "POST"):
-        return refusal(405, "method", "http.method", f"{request.method} is not served here")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_body_bytes:
-        return refusal(413, "body", "http.body_size", f"over {settings.max_body_bytes} bytes")
-    leased = route not in ("responses", "ping", "submit", "other")
-    remote = request.client.host if request.client else "?"
-    if leased and not leases.acquire(remote, time.monotonic()):
-        return refusal(
-            429, "remote", "http.lease", "too many remotes or requests", **{"Retry-After": "10"}
-        )
-    try:
-        async with asyncio.timeout(settings.request_timeout_seconds):
-            return await call_next(request)
-    except TimeoutError:
-        return refusal(503, "request", "http.timeout", "took too long")
-    finally:
-        if leased:
-            leases.release(remote, time.monotonic())
-
-
-def create_app(settings: GatewaySettings, *, port: int | None = None) -> FastAPI:
-    """The gateway app; ``port`` is the one announced in our address."""
+def create_app(settings: GatewaySettings, *, port: int | None = None) -> Edge:
+    """The gateway app (the FastAPI app behind its edge); ``port`` is the one we announce."""
     announced = port or settings.public_port or settings.port
     app = FastAPI(
         title="mimrelay gateway",
         summary="The public Mim API of one relay node, and local submission of objects.",
         lifespan=_lifespan(settings, announced),
     )
-    _limits(app, settings)
 
     @app.exception_handler(MimError)
     async def mim_error(request: Request, exc: MimError) -> Response:
@@ -365,4 +263,4 @@ def create_app(settings: GatewaySettings, *, port: int | None = None) -> FastAPI
             return await _post(gw, request, "/" + path)
         return await _get(gw, request, "/" + path)
 
-    return app
+    return Edge(app, settings)

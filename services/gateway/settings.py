@@ -53,6 +53,9 @@ class GatewaySettings(ServiceSettings):
     max_requests_per_remote: int = Field(
         8, ge=1, description="Requests one remote may have in flight; more get 429."
     )
+    lease_retry_after_seconds: int = Field(
+        10, ge=1, description="`Retry-After` sent to a remote refused a lease (429)."
+    )
     request_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest time one request may take before it is answered 503."
     )

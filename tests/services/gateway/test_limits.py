@@ -110,10 +110,18 @@ async def test_one_remote_beyond_its_inflight_limit_gets_429(
 async def test_remotes_beyond_the_lease_limit_get_429(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
-    """With one remote leased at a time, a second address is refused 429 on the Mim API while
-    the first keeps being served; local submission is not leased."""
+    """With one remote leased at a time, a second address is refused 429 with the configured
+    Retry-After on the Mim API while the first keeps being served; local submission is not
+    leased."""
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_remotes=1) as (url, gw),
+        serving(
+            fresh_database,
+            nats_url,
+            stream_prefix,
+            tmp_path,
+            max_remotes=1,
+            lease_retry_after_seconds=3,
+        ) as (url, gw),
         httpx.AsyncClient(base_url=url, timeout=10) as first,
         httpx.AsyncClient(
             base_url=url,
@@ -126,7 +134,7 @@ async def test_remotes_beyond_the_lease_limit_get_429(
         assert (await first.get("/v0/node")).status_code == 200
         refused = await second.get("/v0/node")
         assert refused.status_code == 429
-        assert "retry-after" in refused.headers
+        assert refused.headers["retry-after"] == "3"
         assert _error(refused) == {
             "field": "remote",
             "rule": "http.lease",
