@@ -13,7 +13,9 @@ One run, everything on loopback, every child process stopped at the end:
 - GET: the same client (``wrk`` if installed, else an async httpx loop with bounded concurrency)
   loads the largest posts cache page from each server for ``--seconds``, gateway and nginx
   interleaved over three rounds, best round each; printed: requests/s and gateway/nginx (target
-  >= 0.5);
+  >= 0.5), and the HTTP parser and event loop uvicorn picked: the gateway answers cached GETs in
+  its ASGI edge, so what is left is mostly uvicorn's parsing and the socket writes, and h11 on the
+  stdlib loop reaches about half the rate that httptools on uvloop does;
 - POST: ``--objects`` posts are then copied into the store (``COPY``, rows from the store's own
   ``row_of``), and ``--queries`` signed entity POSTs (a fingerprint filter naming one stored post,
   and a timestamp filter over the last minutes) are timed one after the other; printed: p50 and
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import os
 import random
 import re
@@ -200,6 +203,13 @@ def _load(url: str, seconds: float, connections: int) -> float:
     return asyncio.run(_httpx_loop(url, seconds, connections))
 
 
+def _server_stack() -> str:
+    """The HTTP parser and event loop uvicorn's ``auto`` picks in this interpreter."""
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"uvicorn with {http} on {loop}"
+
+
 def _cache_page(base: str) -> str:
     """The path of the largest page of the first posts cache that ``base`` serves."""
     index = canonical.loads(
@@ -297,6 +307,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
         size = len(httpx.get(f"{gw_base}/{gw_page}").content)
         client = "wrk" if shutil.which("wrk") else "httpx"
         print(f"GET one cache page ({size} bytes), {client}, {args.connections} connections")
+        print(f"  gateway served by {_server_stack()}")
         best = {"gateway": 0.0, "nginx": 0.0}
         for _ in range(3):
             best["gateway"] = max(
