@@ -2,8 +2,8 @@
 
 Wire protocol and client: ``relay.mining``. One job runs one search *lane* per worker process,
 each lane with its own fresh salt, so a single proof uses every core this miner has. A lane runs
-``mim.pow.search`` in chunks of ``chunk_attempts`` (about 0.05 s each) in the pool and checks
-between chunks whether the job is over: found by another lane, cancelled by a message on
+``mim.pow.search`` in chunks of ``chunk_attempts`` (about 0.05 s each) in the ``SearchPool`` and
+checks between chunks whether the job is over: found by another lane, cancelled by a message on
 ``miner_cancel_subject(job)``, or past its deadline. The event loop only routes messages.
 
 Every job ends in exactly one ``job_finished`` line and one ``mim_miner_jobs_total{outcome}``:
@@ -43,6 +43,7 @@ from relay.mining import (
 )
 from relay.runner import Context
 from services.miner import metrics
+from services.miner.pool import SearchPool
 from services.miner.settings import MinerSettings
 
 __all__ = ["Miner", "main"]
@@ -67,12 +68,15 @@ class _Job:
 class Miner:
     """Serves the request (queue group), split and cancel subjects of one node's layout."""
 
-    def __init__(self, ctx: Context, nc: NATS, settings: MinerSettings, layout: Layout) -> None:
+    def __init__(
+        self, ctx: Context, nc: NATS, pool: SearchPool, settings: MinerSettings, layout: Layout
+    ) -> None:
         self._ctx = ctx
         self._nc = nc
+        self._pool = pool
         self._settings = settings
         self._layout = layout
-        self._lanes = ctx.cpu.workers
+        self._lanes = pool.workers
         self._jobs: dict[str, _Job] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._subs: list[Subscription] = []
@@ -81,9 +85,7 @@ class Miner:
 
     async def start(self) -> None:
         """Warm every worker process up, then subscribe."""
-        await asyncio.gather(
-            *(self._ctx.run_cpu(mim.pow.search, "", 1, "warm", 0, 1) for _ in range(self._lanes))
-        )
+        await asyncio.gather(*(self._pool.search("", 1, "warm", 0, 1) for _ in range(self._lanes)))
         metrics.WORKERS.set(self._lanes)
         layout = self._layout
         queue = layout.miner_queue_group
@@ -167,6 +169,7 @@ class Miner:
         request = job.request
         with bound_contextvars(job=request.job, difficulty=request.difficulty, split=request.split):
             metrics.JOBS_IN_FLIGHT.inc()
+            self._log.info("job_started", deadline_s=request.deadline_s, lanes=self._lanes)
             heartbeat = asyncio.create_task(self._heartbeat(job))
             try:
                 outcome = await self._search(job)
@@ -197,6 +200,8 @@ class Miner:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 found = next((r for t in done if (r := t.result()) is not None), None)
             job.stop.set()
+            if job.cancelled_at is not None:  # the requester has its answer from another miner
+                found = None
             if found is not None:
                 salt, counter = found
                 reply = encode_found(request.job, salt, counter, job.attempts, job.seconds, self.id)
@@ -224,8 +229,8 @@ class Miner:
         request, chunk = job.request, self._settings.chunk_attempts
         start = 0
         while not job.stop.is_set() and time.monotonic() < deadline:
-            counter, attempts = await self._ctx.run_cpu(
-                mim.pow.search, request.text, request.difficulty, salt, start, chunk
+            counter, attempts = await self._pool.search(
+                request.text, request.difficulty, salt, start, chunk
             )
             job.attempts += attempts
             metrics.ATTEMPTS.inc(attempts)
@@ -264,8 +269,10 @@ async def main(ctx: Context) -> None:
     """Serve mining jobs until SIGTERM; in-flight jobs then get the grace period to finish."""
     settings = ctx.settings
     assert isinstance(settings, MinerSettings)
+    pool = SearchPool(settings.process_workers)
+    ctx.stack.push_async_callback(pool.aclose, max(1.0, settings.shutdown_grace_seconds))
     nc = await ctx.nats()
-    miner = Miner(ctx, nc, settings, Layout.from_settings(settings))
+    miner = Miner(ctx, nc, pool, settings, Layout.from_settings(settings))
     await miner.start()
     ctx.mark_ready()
     await ctx.stop.wait()

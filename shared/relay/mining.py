@@ -321,7 +321,16 @@ async def _attempt(
     finally:
         await sub.unsubscribe()
         if not answered and not nc.is_closed:  # tell every miner still on the job to stop
-            await nc.publish(layout.miner_cancel_subject(request.job), b"")
+            await _cancel(nc, layout, request.job)
+
+
+async def _cancel(nc: NATS, layout: Layout, job: str) -> None:
+    """Publish the cancel and see it leave now: the caller may go on to block its loop."""
+    try:
+        await nc.publish(layout.miner_cancel_subject(job), b"")
+        await nc.flush(timeout=1)
+    except (nats.errors.Error, TimeoutError) as exc:
+        _log.warning("miner_cancel_failed", job=job, error=repr(exc))
 
 
 class _Tally:
