@@ -99,5 +99,128 @@ def main() -> None:
     )
 
 
+# --- Through the miner service ----------------------------------------------------------------
+#
+#     python bench/mine.py service [--proofs 40] [--difficulty 18] [--concurrency 2]
+#
+# A real nats-server and real miner processes (one search process each). For 1 and then 2 miners,
+# ``--concurrency`` requesters ask for split proofs until ``--proofs`` are made. Printed per run:
+# proofs per minute as measured, and attempts/s summed over the miners (from their
+# ``mim_miner_attempts_total``) with the proofs per minute it implies (attempts/s x 60 / 2^d):
+# the proof count is a sum of random waits, the attempt rate is not. Then the 2:1 ratios
+# (target >= 1.7).
+
+
+def _scrape_attempts(url: str) -> float:
+    import urllib.request  # noqa: PLC0415 (only the service bench needs it)
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("mim_miner_attempts_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _start_miners(count: int, nats_url: str, prefix: str, chunk: int) -> list[tuple[object, str]]:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    env = {
+        **os.environ,
+        "MIM_NATS_URL": nats_url,
+        "MIM_STREAM_PREFIX": prefix,
+        "MIM_MINER_WORKERS": "1",
+        "MIM_MINER_CHUNK_ATTEMPTS": str(chunk),
+        "MIM_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    miners = []
+    for _ in range(count):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.miner"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        url = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            record = json.loads(line) if line.startswith("{") else {}
+            url = record.get("metrics_url", url)
+            if record.get("event") == "service_ready":
+                break
+        miners.append((proc, url))
+    return miners
+
+
+async def _service_run(nats_url: str, prefix: str, args: argparse.Namespace) -> tuple[float, float]:
+    import asyncio  # noqa: PLC0415
+
+    import nats  # noqa: PLC0415
+
+    from relay.bus import Layout  # noqa: PLC0415
+    from relay.mining import mine  # noqa: PLC0415
+
+    layout = Layout(prefix)
+    nc = await nats.connect(nats_url)
+    left = args.proofs
+
+    async def requester() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            mined = await mine(nc, "x" * 750, args.difficulty, timeout=120, layout=layout)
+            assert mined.where == "service"
+
+    started = time.perf_counter()
+    await asyncio.gather(*(requester() for _ in range(args.concurrency)))
+    seconds = time.perf_counter() - started
+    await nc.close()
+    return seconds, args.proofs / seconds * 60
+
+
+def service_main(argv: list[str]) -> None:
+    import asyncio  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from relay.embedded import NatsServer  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="PoW through the miner service, 1 vs 2 miners")
+    parser.add_argument("--proofs", type=int, default=40, help="proofs per run")
+    parser.add_argument("--difficulty", type=int, default=18, help="bits per proof")
+    parser.add_argument("--concurrency", type=int, default=2, help="requesters at once")
+    parser.add_argument("--chunk", type=int, default=10_000, help="attempts per search call")
+    args = parser.parse_args(argv)
+    expected = 2.0**args.difficulty
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(tmp).start()
+        try:
+            for count in (1, 2):
+                prefix = f"BENCH{count}"
+                miners = _start_miners(count, server.url, prefix, args.chunk)
+                before = sum(_scrape_attempts(url) for _, url in miners)
+                seconds, per_minute = asyncio.run(_service_run(server.url, prefix, args))
+                rate = (sum(_scrape_attempts(url) for _, url in miners) - before) / seconds
+                for proc, _ in miners:
+                    proc.terminate()  # type: ignore[attr-defined]
+                    proc.wait(30)  # type: ignore[attr-defined]
+                results[count] = (per_minute, rate)
+                print(
+                    f"{count} miner(s): {args.proofs} proofs of d={args.difficulty} in "
+                    f"{seconds:.1f} s = {per_minute:.1f}/min measured; {rate:,.0f} attempts/s "
+                    f"= {rate * 60 / expected:.1f}/min expected"
+                )
+        finally:
+            server.stop()
+    (one, one_rate), (two, two_rate) = results[1], results[2]
+    print(f"2 miners / 1 miner: proofs/min {two / one:.2f}, attempts/s {two_rate / one_rate:.2f}")
+    print("(target >= 1.7)")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["service"]:
+        service_main(sys.argv[2:])
+    else:
+        main()
