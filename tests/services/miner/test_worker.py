@@ -70,7 +70,7 @@ async def test_proofs_verify_at_the_asked_difficulty(
     assert len(finished) == 3
     metrics = metrics_of(miner)
     assert sample(metrics, "mim_miner_jobs_total", outcome="found") == 3
-    assert sample(metrics, "mim_miner_attempts_total") >= 3
+    assert (sample(metrics, "mim_miner_attempts_total") or 0) >= 3
     assert sample(metrics, "mim_miner_job_duration_seconds_count", difficulty_bucket="1-16") == 3
     assert sample(metrics, "mim_miner_jobs_in_flight") == 0
     assert sample(metrics, "mim_miner_workers") == 2
