@@ -235,6 +235,7 @@ async def test_metrics_count_requests_by_route_and_status(
     )
     with ServiceProcess(["-m", "relay.node", "gateway"], env=env) as gateway:
         gateway.wait_for("gateway_ready", timeout=30)
+        await _listening(port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             for _ in range(3):
                 assert (await client.get("/v0/node")).status_code == 200
@@ -253,6 +254,22 @@ async def test_metrics_count_requests_by_route_and_status(
     assert sample(text, "mim_gateway_posts_rejected_total", reason="json") == 1
 
 
+async def _listening(port: int, within: float = 30.0) -> None:
+    """Wait until the port accepts connections: the app is ready before uvicorn binds it."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
 async def test_tls_serves_https_with_a_self_signed_certificate(
     nats_url: str, fresh_database: str, tmp_path: Path
 ) -> None:
@@ -269,6 +286,7 @@ async def test_tls_serves_https_with_a_self_signed_certificate(
     )
     with ServiceProcess(["-m", "services.gateway"], env=env) as gateway:
         gateway.wait_for("gateway_ready", timeout=30)
+        await _listening(port)
         async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=False) as client:
             node = await client.get("/v0/node", timeout=10)
         pem = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", port), timeout=10)
