@@ -1,0 +1,301 @@
+"""Sync speed: node B pulls node A's objects on loopback, beside B's own ingest rate.
+
+    python bench/sync.py [--objects 50000] [--resync-percent 1]
+
+One run, everything on loopback, every child process stopped at the end:
+
+- embedded nats-server and PostgreSQL (``relay.embedded``, fsync off) in a temporary directory;
+- node A: a key, a board, a thread and ``--objects`` posts made at difficulty 1 (``mim.create``
+  with ``mim.pow.local_minter``), copied straight into A's ``objects`` table (rows from the
+  store's own ``row_of``); A's gateway (``python -m services.gateway``) on a free port;
+- ingest: B's validator and store (``python -m services.validator``, ``services.store``, minimum
+  PoW 1) over an empty database; the same objects are published to its ingest stream and timed
+  until all are committed. Printed: objects/s;
+- sync: the same two services over another empty database and stream prefix; one
+  ``services.syncer`` sync of A, in this process, is timed until every object is committed.
+  Printed: objects/s, bytes fetched, and sync/ingest (target >= 0.80);
+- re-sync: ``--resync-percent`` more posts are copied into A and B syncs again. Printed: bytes
+  fetched as a percentage of the full pull (target <= 5%).
+
+Request proof of work stays at the protocol's 15. Nothing is asserted: the machine is shared and
+noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import nats
+from services.store.migrate import migrate
+from services.syncer.client import Client
+from services.syncer.peers import parse_remote
+from services.syncer.settings import SyncerSettings
+from services.syncer.sync import Report, Syncer
+
+from mim import canonical, create
+from mim import pow as mim_pow
+from mim.entities import Provable
+from mim.signing import SigningKey
+from relay.bus import Layout
+from relay.embedded import NatsServer, PostgresServer, free_port
+from relay.settings import load
+from relay.submit import submit
+from services.gateway import identity
+from services.store import persist
+
+REPO = Path(__file__).resolve().parents[1]
+MINT = mim_pow.local_minter(random.Random(11).randrange)
+AUTHOR = SigningKey.generate(bytes(range(2, 34)))
+DIFFICULTY = 1
+COLUMNS = (
+    "kind", "fingerprint", "body", "creation", "last_update", "board", "thread", "parent",
+    "target", "owner", "owner_publickey", "signed", "local_arrival", "last_referenced",
+)  # fmt: skip
+WAIT_SECONDS = float(os.environ.get("BENCH_WAIT", "600"))  # longest wait for the stores to commit
+PUBLISH_AT_ONCE = 512  # publishes awaiting their acks together
+
+
+def _forum(count: int, now: int, label: str) -> list[Provable]:
+    """A key, a board and a thread, then ``count`` posts in the thread."""
+    key = create.create("key", {"name": label}, AUTHOR, DIFFICULTY, now - 900, MINT)
+    board = create.create("board", {"name": label}, AUTHOR, DIFFICULTY, now - 800, MINT)
+    thread = create.create(
+        "thread", {"board": board.fingerprint, "name": label}, AUTHOR, DIFFICULTY, now - 700, MINT
+    )
+    return [key, board, thread, *_posts(board, thread, count, now - 600, label)]
+
+
+def _posts(board: Provable, thread: Provable, count: int, now: int, label: str) -> list[Provable]:
+    values = {"board": board.fingerprint, "thread": thread.fingerprint}
+    return [
+        create.create("post", {**values, "body": f"{label} {n}"}, AUTHOR, DIFFICULTY, now, MINT)
+        for n in range(count)
+    ]
+
+
+async def _copy(url: str, objects: Sequence[Provable], when: int) -> None:
+    """COPY ``objects`` into ``objects``, arrived and last referenced at ``when``."""
+    records = [(*dataclasses.astuple(persist.row_of(o)), when, when) for o in objects]
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.copy_records_to_table("objects", records=records, columns=COLUMNS)
+        await conn.execute("ANALYZE objects")
+    finally:
+        await conn.close()
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM objects"))
+    finally:
+        await conn.close()
+
+
+async def _wait_count(url: str, want: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while (held := await _count(url)) < want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {held} of {want} objects committed after {within:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+def _env(nats_url: str, url: str, prefix: str, root: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MIM_NATS_URL": nats_url,
+        "MIM_DATABASE_URL": url,
+        "MIM_STREAM_PREFIX": prefix,
+        "MIM_DATA_DIR": str(root / prefix),
+        "MIM_LOG_LEVEL": os.environ.get("MIM_LOG_LEVEL", "warning"),
+        "MIM_MIN_POW": str(DIFFICULTY),
+        "MIM_GATEWAY_HOST": "127.0.0.1",
+        "MIM_GATEWAY_PORT": str(port),
+        "MIM_GATEWAY_METRICS_PORT": "0",
+        "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "3600",
+        "MIM_VALIDATOR_METRICS_PORT": "0",
+        "MIM_STORE_METRICS_PORT": "0",
+    }
+
+
+@asynccontextmanager
+async def _services(env: dict[str, str], names: Sequence[str]) -> AsyncIterator[None]:
+    """The named services running with ``env`` until the block ends (SIGTERM, then kill)."""
+    children = []
+    try:
+        for name in names:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - started once; waits run off the loop
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                cwd=REPO,
+                stdout=None if env["MIM_LOG_LEVEL"] != "warning" else subprocess.DEVNULL,
+            )
+            children.append(proc)
+            await _wait_ready(env, name, proc)
+        yield
+    finally:
+        for proc in reversed(children):
+            proc.terminate()
+        for proc in children:
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _wait_ready(env: dict[str, str], name: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the service's streams or port answer: a fixed settle for workers, TCP for HTTP."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode}")
+        if name != "gateway":
+            await asyncio.sleep(2.0)  # the worker binds its consumer within its first second
+            return
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", int(env["MIM_GATEWAY_PORT"]))
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise SystemExit(f"{name} not ready within 60 s")
+
+
+async def _ingest(nats_url: str, url: str, prefix: str, objects: Sequence[Provable]) -> float:
+    """Publish ``objects`` to ``prefix``'s ingest stream; seconds until all are committed."""
+    nc = await nats.connect(nats_url)
+    started = time.perf_counter()
+    try:
+        js, layout = nc.jetstream(), Layout(prefix)
+        raws = [(o.kind, canonical.encode(o)) for o in objects]
+        for at in range(0, len(raws), PUBLISH_AT_ONCE):
+            chunk = raws[at : at + PUBLISH_AT_ONCE]
+            await asyncio.gather(*(submit(js, layout, kind, raw) for kind, raw in chunk))
+    finally:
+        await nc.close()
+    await _wait_count(url, len(objects), within=WAIT_SECONDS)
+    return time.perf_counter() - started
+
+
+async def _sync(
+    nats_url: str, url: str, prefix: str, remote: str, want: int
+) -> tuple[float, Report]:
+    """One sync of ``remote`` into ``url``; seconds until ``want`` objects are committed."""
+    settings = load(
+        SyncerSettings,
+        nats_url=nats_url,
+        database_url=url,
+        stream_prefix=prefix,
+        scheme="http",
+        allow_local=True,
+        request_timeout_seconds=300.0,
+    )
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    nc = await nats.connect(nats_url)
+    client = Client(request_timeout=300.0, scheme="http", max_page_bytes=settings.max_page_bytes)
+    try:
+        key = await identity.load_or_create(pool)
+        syncer = Syncer(settings, client, pool, nc.jetstream(), Layout(prefix), key, nc=nc)
+        started = time.perf_counter()
+        report = await syncer.sync(parse_remote(remote))
+        if not report.ok:
+            raise SystemExit(f"sync failed: {report.summary()}")
+        await _wait_count(url, want, within=WAIT_SECONDS)
+        return time.perf_counter() - started, report
+    finally:
+        await client.aclose()
+        await nc.close()
+        await pool.close()
+
+
+async def _run(args: argparse.Namespace, root: Path, nats_url: str, pg: PostgresServer) -> None:
+    now = int(time.time())
+    made = time.perf_counter()
+    objects = _forum(args.objects, now, "bench sync")
+    made = time.perf_counter() - made
+    urls = {name: pg.create_database(name) for name in ("node_a", "ingest_b", "sync_b")}
+    for url in urls.values():
+        await _migrate(url)
+    await _copy(urls["node_a"], objects, now - 60)
+    size = sum(len(canonical.encode(o)) for o in objects)
+    print(f"{len(objects)} objects ({size / 1e6:.1f} MB canonical) made in {made:.1f} s")
+
+    worker = ("store", "validator")
+    ingest_env = _env(nats_url, urls["ingest_b"], "BENCHI", root, free_port())
+    async with _services(ingest_env, worker):
+        ingest_s = await _ingest(nats_url, urls["ingest_b"], "BENCHI", objects)
+    ingest_rate = len(objects) / ingest_s
+    print(f"ingest   {ingest_rate:10.0f} objects/s   ({ingest_s:.1f} s)")
+
+    a_port = free_port()
+    a_env = _env(nats_url, urls["node_a"], "BENCHA", root, a_port)
+    b_env = _env(nats_url, urls["sync_b"], "BENCHS", root, free_port())
+    remote = f"127.0.0.1:{a_port}"
+    async with _services(a_env, ("gateway",)), _services(b_env, worker):
+        sync_s, full = await _sync(nats_url, urls["sync_b"], "BENCHS", remote, len(objects))
+        sync_rate = len(objects) / sync_s
+        print(
+            f"sync     {sync_rate:10.0f} objects/s   ({sync_s:.1f} s, {full.tally.bytes / 1e6:.1f}"
+            f" MB fetched, pages {full.tally.pages})"
+        )
+        print(f"sync/ingest {sync_rate / ingest_rate:.2f}   (target >= 0.80)")
+
+        more = max(1, args.objects * args.resync_percent // 100)
+        board, thread = objects[1], objects[2]
+        extra = _posts(board, thread, more, now - 30, "bench resync")
+        await _copy(urls["node_a"], extra, int(time.time()))
+        total = len(objects) + more
+        _, again = await _sync(nats_url, urls["sync_b"], "BENCHS", remote, total)
+        share = 100 * again.tally.bytes / full.tally.bytes
+        print(
+            f"re-sync  {more} new objects: {again.tally.bytes / 1e6:.2f} MB fetched,"
+            f" pages {again.tally.pages}"
+        )
+        print(f"re-sync/full bytes {share:.1f}%   (target <= 5%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objects", type=int, default=50_000)
+    parser.add_argument("--resync-percent", type=int, default=1)
+    args = parser.parse_args()
+    logging.getLogger().setLevel(logging.WARNING)  # the syncer logs each request otherwise
+    root = Path(tempfile.mkdtemp(prefix="mimrelay-bench-sync-"))
+    nats_server = NatsServer(root / "nats").start()
+    postgres = PostgresServer(root / "pg", fsync=False).start()
+    try:
+        asyncio.run(_run(args, root, nats_server.url, postgres))
+    finally:
+        postgres.stop()
+        nats_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
