@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from structlog.testing import capture_logs
 
@@ -14,7 +16,15 @@ from mim import pow as mim_pow
 from relay.bus import Layout
 from relay.cli.mine import _Display
 from relay.embedded import free_port
-from relay.mining import MiningError, MiningTimeout, mine, service_minter
+from relay.mining import (
+    MiningError,
+    MiningTimeout,
+    Refusal,
+    Request,
+    mine,
+    parse_request,
+    service_minter,
+)
 from tests.helpers.procs import REPO
 from tests.services.miner.conftest import StartMiner
 
@@ -86,3 +96,21 @@ def test_cli_progress_line_shows_attempts_rate_and_expected_time(
     assert "2,097,152 attempts" in line
     assert "1,048,576/s" in line
     assert "expected 1.0 s per proof" in line
+
+
+@given(st.one_of(st.binary(max_size=200), st.from_regex(rb'\{"job": "[a-z0-9]{1,8}".*\}')))
+def test_any_request_bytes_parse_or_are_refused_with_a_named_rule(data: bytes) -> None:
+    """Whatever bytes arrive, parsing gives a request or a `Refusal` naming field and rule."""
+    try:
+        request = parse_request(data, max_text_bytes=100, limit_seconds=600)
+    except Refusal as exc:
+        assert exc.field and exc.rule.startswith("request.")
+    else:
+        assert 1 <= request.difficulty <= 256 and 0 < request.deadline_s <= 600
+
+
+def test_a_valid_request_round_trips() -> None:
+    """A request encoded by the client parses back to itself, its deadline capped by the miner."""
+    request = Request("job-1", "t\u00e9xt", 21, 900.0, split=True)
+    parsed = parse_request(request.encode(), max_text_bytes=100, limit_seconds=600)
+    assert parsed == Request("job-1", "t\u00e9xt", 21, 600.0, split=True)
