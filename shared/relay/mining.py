@@ -312,6 +312,8 @@ async def _attempt(
                 msg = await sub.next_msg(timeout=min(left, silence))
             except nats.errors.TimeoutError:
                 if left > silence:
+                    if tally.refused:  # the only miners that spoke turned the job away
+                        raise _NoMiner(tally.refused) from None
                     raise _Silent from None
                 continue
             result = _reply(msg, request, tally)
@@ -340,6 +342,7 @@ class _Tally:
         self._progress = progress
         self._started = time.monotonic()
         self._by_miner: dict[str, int] = {}
+        self.refused = ""  # the last "busy" or "shutdown" answer to a split job
 
     def report(self, miner: str, attempts: int) -> None:
         self._by_miner[miner] = attempts
@@ -365,7 +368,10 @@ def _reply(msg: Msg, request: Request, tally: _Tally) -> Mined | None:
         field, rule = str(error.get("field", "?")), str(error.get("rule", "?"))
         detail = str(error.get("detail", ""))
         if rule in _RETRYABLE:
-            raise _NoMiner(f"{rule}: {detail}")
+            if not request.split:
+                raise _NoMiner(f"{rule}: {detail}")
+            tally.refused = f"{rule}: {detail}"  # other miners may still be searching
+            return None
         kind = MiningTimeout if rule == "miner.deadline" else MiningError
         raise kind(field, rule, detail)
     if isinstance(report := raw.get("progress"), dict):

@@ -228,3 +228,29 @@ async def test_sigterm_mid_job_tells_the_requester_and_exits_zero(
     assert reply["error"]["rule"] == "miner.shutdown"
     assert await asyncio.to_thread(miner.wait, 15) == 0
     assert miner.last("shutdown_complete")["exit_code"] == 0
+
+
+async def test_a_busy_miner_does_not_stop_a_split_job_the_others_can_take(
+    nc: NATS, layout: Layout, start_miner: StartMiner
+) -> None:
+    """A miner at its job limit answers `miner.busy`; a split job is still answered by a free
+    miner, and with only busy miners it is mined in-process."""
+    busy = start_miner(MIM_MINER_MAX_JOBS="1")
+    hog = {"job": secrets.token_hex(4), "text": "x", "difficulty": 60, "deadline_s": 20}
+    hogging = asyncio.create_task(ask(nc, layout, json.dumps(hog).encode(), wait=30))
+    await asyncio.to_thread(busy.wait_for, "job_started", 5)
+    with capture_logs() as logs:
+        alone = await mine(nc, "busy", 12, timeout=20, split=True, layout=layout, silence=1.0)
+    assert alone.where == "local"
+    assert any("miner.busy" in e.get("reason", "") for e in logs)
+    start_miner()
+    mined = await mine(nc, "busy", 12, timeout=20, split=True, layout=layout, silence=1.0)
+    assert mined.where == "service"
+    assert mim_pow.verify("busy", mined.unsigned_pow, "") == 12
+    for _ in range(50):  # its log lines are read by another thread
+        if len(busy.events("job_refused")) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["outcome"] for r in busy.events("job_refused")] == ["busy", "busy"]
+    hogging.cancel()
+    await asyncio.gather(hogging, return_exceptions=True)
