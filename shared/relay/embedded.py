@@ -304,8 +304,10 @@ class NatsServer(_ChildServer):
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         server_name: str = "mimrelay",
         binary: Path | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         super().__init__(data_dir)
+        self.max_file_store = max_file_store
         self.host = host
         self._port = port
         self._monitor_port = monitor_port
@@ -345,6 +347,9 @@ class NatsServer(_ChildServer):
                 f"ports_file_dir: {json.dumps(str(self.data_dir))}",
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.data_dir))}",
+                # Streams reserve their max_bytes against this at creation; unset, the server
+                # takes a share of the free disk.
+                *([f"  max_file_store: {self.max_file_store}"] if self.max_file_store else []),
                 "}",
                 "",
             ]

@@ -46,9 +46,19 @@ def _temp_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: Reservable JetStream file storage of test servers: 64 TiB of limits, megabytes of data.
+TEST_MAX_FILE_STORE = 64 << 40
+
+
 @contextmanager
 def running_nats(**kwargs: Any) -> Iterator[NatsServer]:
-    """A nats-server with JetStream on a free port, in a temporary directory removed after."""
+    """A nats-server with JetStream on a free port, in a temporary directory removed after.
+
+    Every test makes its own streams, and each stream reserves its byte limit (over 1 GiB with the
+    defaults) against the server's file store at creation, so the test server allows far more
+    reservation than the few megabytes the tests write; otherwise a long run runs out of it.
+    """
+    kwargs.setdefault("max_file_store", TEST_MAX_FILE_STORE)
     with _temp_dir("mimrelay-nats-") as path:
         server = NatsServer(path / "nats", **kwargs).start()
         try:
