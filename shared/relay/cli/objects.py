@@ -28,6 +28,14 @@ from mim.create import create as create_object
 from mim.create import update as update_object
 from mim.errors import MimError
 from mim.signing import SigningKey
+from relay import RelayError
+from relay import logging as relay_logging
+from relay.bus import Layout
+from relay.mining import service_minter
+from relay.settings import NodeSettings, load
+
+#: The reference's proof-of-work bailout (PROTOCOL.md §7.2 step 6).
+POW_DEADLINE_SECONDS = 600.0
 
 KIND = click.Choice([k for k in entities.PROVABLE_KINDS], case_sensitive=False)
 USAGE_ERROR = 2
@@ -119,7 +127,18 @@ def _typed_values(kind: str, assignments: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _minter() -> mim_pow.Minter:
-    return mim_pow.local_minter(secrets.randbelow)
+    """The miner service when one answers on ``MIM_NATS_URL``, else a search in this process.
+
+    Which one did the work is logged on stderr (``pow_mined`` where=service, or
+    ``pow_mining_in_process`` with the reason); stdout stays the object.
+    """
+    try:
+        settings = load(NodeSettings)
+    except RelayError as exc:
+        _fail(str(exc))
+    relay_logging.configure("cli", settings, stream=sys.stderr)
+    layout = Layout(settings.stream_prefix)
+    return service_minter(settings.nats_url, timeout=POW_DEADLINE_SECONDS, layout=layout)
 
 
 def _emit(obj: entities.Provable) -> None:
