@@ -1,10 +1,7 @@
 """The miner's search processes: a process pool whose workers never outlive the miner.
 
-``relay.runner.CpuPool`` workers block on a queue whose both ends they hold, so a service killed
-with -9 leaves them behind (holding its stdout, and for a miner maybe mid-search). Here each worker
-also runs a watchdog thread that exits the process once its parent is gone; a killed miner's
-search processes stop within ``_WATCH_SECONDS``. Workers are spawned (never forked from a process
-with threads and an event loop) and ignore SIGINT, so Ctrl-C reaches only the miner.
+Workers share ``relay.runner``'s initializer: spawned, deaf to SIGINT, and gone within
+``PARENT_WATCH_SECONDS`` of a miner killed with -9 (never left searching on their own).
 """
 
 from __future__ import annotations
@@ -13,28 +10,12 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
-import signal
-import threading
 import time
-from typing import Final
 
 import mim.pow
+from relay.runner import pool_worker_init
 
 __all__ = ["SearchPool"]
-
-_WATCH_SECONDS: Final = 0.2
-
-
-def _watch_parent(parent: int) -> None:
-    """Worker initializer: ignore SIGINT, and exit as soon as ``parent`` is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_WATCH_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class SearchPool:
@@ -46,7 +27,7 @@ class SearchPool:
         self._executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_watch_parent,
+            initializer=pool_worker_init,
             initargs=(os.getpid(),),
         )
 

@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -65,6 +66,7 @@ __all__ = [
     "EXIT_BAD_SETTINGS",
     "EXIT_FAILED",
     "EXIT_OK",
+    "PARENT_WATCH_SECONDS",
     "Context",
     "CpuPool",
     "Main",
@@ -73,6 +75,7 @@ __all__ = [
     "connect_nats",
     "connect_pool",
     "health_url",
+    "pool_worker_init",
     "probe",
     "run_service",
 ]
@@ -248,12 +251,34 @@ async def close_pool(pool: asyncpg.Pool, wait_seconds: float = 10.0) -> None:
 # --- CPU-bound work -------------------------------------------------------------------------
 
 
+#: How often a pool worker checks that the process that started it is still there.
+PARENT_WATCH_SECONDS: Final = 0.2
+
+
+def pool_worker_init(parent: int) -> None:
+    """Initializer of every worker process: ignore SIGINT, and exit once ``parent`` is gone.
+
+    A worker blocks on a queue whose both ends it holds, so it would never notice its service being
+    killed with -9 and would linger, holding the service's stdout; the watchdog thread ends it
+    within ``PARENT_WATCH_SECONDS`` instead.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class CpuPool:
     """A bounded process pool for CPU-bound work (PoW minting, bulk signature checks).
 
     Workers are started with ``spawn`` (never forked from a process running threads and an event
-    loop) and ignore SIGINT, so Ctrl-C reaches only the service. At most ``max_pending`` calls are
-    submitted at once; further callers wait their turn. ``fn`` and its arguments must pickle.
+    loop), ignore SIGINT so Ctrl-C reaches only the service, and exit by themselves when the
+    service is gone (:func:`pool_worker_init`). At most ``max_pending`` calls are submitted at
+    once; further callers wait their turn. ``fn`` and its arguments must pickle.
     """
 
     def __init__(self, workers: int = 0, *, max_pending: int | None = None) -> None:
@@ -267,8 +292,8 @@ class CpuPool:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=signal.signal,
-                initargs=(signal.SIGINT, signal.SIG_IGN),
+                initializer=pool_worker_init,
+                initargs=(os.getpid(),),
             )
         return self._executor
 

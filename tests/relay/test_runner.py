@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -28,7 +30,7 @@ from relay.runner import (
 )
 from relay.settings import ServiceSettings
 from tests.helpers.metrics import sample, scrape
-from tests.helpers.procs import ServiceProcess
+from tests.helpers.procs import REPO, ServiceProcess
 from tests.helpers.servers import with_database
 
 TINY = ["-m", "tests.helpers.tiny_service"]
@@ -287,3 +289,47 @@ def test_metrics_port_in_use_fails_cleanly() -> None:
     failed = proc.last("service_failed")
     assert failed["port"] == port
     assert "Traceback" not in proc.stderr
+
+
+_POOL_SCRIPT = """
+import asyncio, os, sys
+from relay.runner import CpuPool
+
+async def main():
+    pool = CpuPool(2)
+    pids = await asyncio.gather(*(pool.run(os.getpid) for _ in range(8)))
+    print(" ".join(str(p) for p in sorted(set(pids))), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_pool_workers_do_not_outlive_a_killed_service() -> None:
+    """When a service holding a CPU pool is killed with -9, its worker processes exit too."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _POOL_SCRIPT], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited; only its parent has not reaped it
+        return fh.read().split(")")[-1].split()[0] != "Z"
