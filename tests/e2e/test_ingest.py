@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import nats
@@ -67,13 +67,14 @@ def _update_cases() -> list[tuple[str, bytes]]:
     thread = create("thread", {"board": "b" * 64, "name": "updates"}, KEY, DIFFICULTY, NOW, mint)
     older = update(thread, {"body": "older"}, KEY, DIFFICULTY, NOW + 10, mint)
     newer = update(thread, {"body": "newer"}, KEY, DIFFICULTY, NOW + 20, mint)
-    as_other = dataclasses.replace(thread, owner_publickey=OTHER.public_hex)
+    thread_any: Any = thread
+    as_other = dataclasses.replace(thread_any, owner_publickey=OTHER.public_hex)
     forged = update(as_other, {"body": "forged"}, OTHER, DIFFICULTY, NOW + 30, mint)
-    forged = dataclasses.replace(forged, owner_publickey=thread.owner_publickey)
+    forged = dataclasses.replace(cast(Any, forged), owner_publickey=thread_any.owner_publickey)
     anonymous = create("post", {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64,
                                 "body": "anon"}, None, DIFFICULTY, NOW, mint)  # fmt: skip
     anon_update = dataclasses.replace(
-        anonymous, body="changed", last_update=NOW + 5,
+        cast(Any, anonymous), body="changed", last_update=NOW + 5,
         update_proof_of_work=newer.update_proof_of_work, update_signature="ab" * 64,
     )  # fmt: skip
     made = [thread, newer, older, forged, anon_update]
@@ -98,7 +99,7 @@ def _expected(cases: list[tuple[str, bytes]]) -> tuple[dict[tuple[str, str], int
             stages[(kind, verdict.stage)] += 1
             continue
         entity = verdict.entity
-        assert entity is not None and not isinstance(entity, type(None))
+        assert entity is not None
         creation = getattr(entity, "creation", 0)
         key = (kind, verdict.fingerprint)
         lu = verdict.last_update
@@ -236,8 +237,8 @@ async def _run(node: Node, nats_url: str, db: str, prefix: str, cases: Any, kill
         else:
             await _submit_all(js, layout, bad[:1] + cases + bad[1:])
             await js.publish(layout.ingest_subject("nonsense"), b"{}")
-        extra = 0 if kill else 4
-        await _wait_done(js, layout, db, len(held), sum(stages.values()) + extra, 120)
+        bad_count = 0 if kill else 4
+        await _wait_done(js, layout, db, len(held), sum(stages.values()) + bad_count, 120)
         stored = await _held(db)
         missing = {k: v for k, v in held.items() if stored.get(k) != v}
         extra = {k: v for k, v in stored.items() if k not in held}
