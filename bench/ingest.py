@@ -1,0 +1,159 @@
+"""End-to-end ingest rate (publish → validated → committed) beside the bare verification rate.
+
+Starts a nats-server and a PostgreSQL (``relay.embedded``), makes ``--objects`` posts at
+difficulty 10 (cheap to mint, a realistic verification cost: the work of checking a proof does
+not depend on its difficulty, and the node's minimum is set to 10 to match), then:
+
+1. bare: ``mim.verify.verify`` on those objects in this one process;
+2. for 1 and 2 validator processes plus one store: submit everything, time until the last
+   object is committed in PostgreSQL.
+
+Prints objects/s and the ratios (targets: 1 validator ≥ 60% of bare; 2 validators > 1).
+Run: ``python bench/ingest.py [--objects 5000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import nats
+
+from mim import canonical, verify
+from mim import pow as mim_pow
+from mim.create import create
+from mim.signing import SigningKey
+from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.embedded import NatsServer, PostgresServer
+from relay.submit import submit
+
+DIFFICULTY = 10
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make(count: int) -> list[bytes]:
+    key = SigningKey.generate(bytes(range(32)))
+    mint = mim_pow.local_minter(random.Random(3).randrange)
+    values = {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64}
+    return [
+        canonical.encode(
+            create(
+                "post", {**values, "body": f"bench {n}"}, key, DIFFICULTY, 1_700_000_000 + n, mint
+            )
+        )
+        for n in range(count)
+    ]
+
+
+def bare_rate(objects: list[bytes]) -> float:
+    policy = verify.Policy.uniform(DIFFICULTY)
+    started = time.perf_counter()
+    for raw in objects:
+        assert verify.verify("post", raw, policy).ok
+    return len(objects) / (time.perf_counter() - started)
+
+
+def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_ready(db: str, conn_attempts: int = 200) -> None:
+    for _ in range(conn_attempts):
+        try:
+            conn = await asyncpg.connect(db)
+            try:
+                await conn.fetchval("SELECT count(*) FROM objects")
+                return
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError):
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the store did not create its schema")
+
+
+async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: str) -> float:
+    prefix = f"B{validators}{random.randrange(10**6)}"
+    db = f"bench_{prefix.lower()}"
+    admin = await asyncpg.connect(pg)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    db_url = pg.rsplit("/", 1)[0] + "/" + db
+    env = {
+        "MIM_NATS_URL": nats_url,
+        "MIM_DATABASE_URL": db_url,
+        "MIM_STREAM_PREFIX": prefix,
+        "MIM_MIN_POW": str(DIFFICULTY),
+        "MIM_VALIDATOR_METRICS_PORT": "0",
+        "MIM_STORE_METRICS_PORT": "0",
+        "MIM_LOG_LEVEL": "warning",
+        "MIM_VALIDATOR_PROCESS_WORKERS": "1" if validators > 1 else "2",
+    }
+    procs = [spawn("services.store", env)] + [
+        spawn("services.validator", env) for _ in range(validators)
+    ]
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        layout = Layout(prefix)
+        await ensure_streams(js, layout, StreamLimits())
+        await wait_ready(db_url)
+        await asyncio.sleep(3)  # validators' pools up
+        conn = await asyncpg.connect(db_url)
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(512)
+
+        async def one(raw: bytes) -> None:
+            async with sem:
+                await submit(js, layout, "post", raw, ack_wait_seconds=60)
+
+        await asyncio.gather(*(one(r) for r in objects))
+        while await conn.fetchval("SELECT count(*) FROM objects") < len(objects):  # noqa: ASYNC110 - polls another process's commits
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        await conn.close()
+    finally:
+        await nc.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    return len(objects) / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--objects", type=int, default=5000)
+    args = parser.parse_args()
+    objects = make(args.objects)
+    with tempfile.TemporaryDirectory() as tmp:
+        nats_server = NatsServer(Path(tmp) / "nats").start()
+        postgres = PostgresServer(Path(tmp) / "pg", fsync=False).start()
+        try:
+            bare = bare_rate(objects)
+            one = await end_to_end(objects, 1, nats_server.url, postgres.dsn)
+            two = await end_to_end(objects, 2, nats_server.url, postgres.dsn)
+        finally:
+            postgres.stop()
+            nats_server.stop()
+    print(f"objects                 {args.objects} posts at difficulty {DIFFICULTY}")
+    print(f"bare verify (1 process) {bare:8.0f} objects/s")
+    print(f"end to end, 1 validator {one:8.0f} objects/s  ({one / bare:.0%} of bare; target 60%)")
+    print(f"end to end, 2 validators{two:8.0f} objects/s  ({two / one:.2f}x one validator)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
