@@ -139,7 +139,10 @@ async def _select(gw: Gateway, kind: Kind, query: pages.Query) -> list[Entity]:
         )
         rows = await _fetch(gw, sql, kind, list(query.fingerprints), head_start)
     else:
-        start = max(query.start, head_start, gw.tree.generated_at)
+        # The caches hold what was committed when they were read; an object stamped earlier but
+        # committed later is in no cache, so the live tail reaches back over that gap.
+        tail_start = gw.tree.generated_at - gw.settings.live_tail_overlap_seconds
+        start = max(query.start, head_start, tail_start)
         sql = (
             f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
             " AND last_referenced BETWEEN $2 AND $3 ORDER BY last_referenced, fingerprint"

@@ -33,6 +33,14 @@ class GatewaySettings(ServiceSettings):
         validation_alias="MIM_NETWORK_HEAD_DAYS",
         description="Days of the network head that caches and POST answers cover.",
     )
+    live_tail_overlap_seconds: int = Field(
+        default=120,
+        ge=0,
+        description=(
+            "POST time ranges start this long before the last cache generation: an object stamped"
+            " before it may commit after the caches were read, and must still be served."
+        ),
+    )
     tls: bool = Field(
         default=False,
         validation_alias="MIM_TLS",

@@ -36,6 +36,14 @@ class SyncerSettings(ServiceSettings):
         pattern="^(auto|http|https)$",
         description="Scheme for remotes that name none: `https`, `http`, or `auto` (https first).",
     )
+    cursor_overlap_seconds: int = Field(
+        default=120,
+        ge=0,
+        description=(
+            "Ask remotes again for this much before each cursor: an object stamped just before a"
+            " remote's page time may commit just after it, and is otherwise never seen."
+        ),
+    )
     tick_seconds: float = Field(
         60.0, gt=0, description="Pause between two neighbour ticks (§13.1 NeighbourWatch)."
     )

@@ -301,11 +301,14 @@ class Syncer:
         except _Broken as exc:
             self._count_broken(run, exc.reason, f"{folder}/index.json")
             index, run.cache_broken = None, True
+        # Ask from a little before the cursor: an object the remote stamped before its page time
+        # may have committed after it. What we already hold is filtered out by version.
+        since = max(0, cursor - self.settings.cursor_overlap_seconds) if cursor else 0
         if index is not None:
             newest = max(newest, index.timestamp)
-            await self._caches(run, kind, folder, index, cursor)
+            await self._caches(run, kind, folder, index, since)
         if not run.static:
-            newest = max(newest, await self._live_tail(run, kind, plural, cursor))
+            newest = max(newest, await self._live_tail(run, kind, plural, since))
         if run.cache_broken:
             run.report.cursors[plural] = cursor
             return

@@ -162,3 +162,25 @@ async def test_post_filters_and_embeds(running: Running, fresh_database: str) ->
         "SELECT count(*) FROM addresses WHERE first_party AND port = 7000"
     )
     assert stored == 1
+
+
+async def test_live_tail_serves_what_committed_after_the_caches_were_read(
+    running: Running, fresh_database: str
+) -> None:
+    """An object stamped before the last cache generation but committed after it (so in no
+    cache) is still answered by a time-range POST from before that generation."""
+    now = int(time.time())
+    await running.gateway.regenerate(now)
+    late = sample(now)
+    await store(fresh_database, late, now - 3)  # arrived "at now - 3", visible only now
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+        answer = await client.post(
+            "/v0/c0/posts",
+            content=request_page("posts", (Filter(type="timestamp", values=(str(now - 60), "0")),)),
+            headers=JSON,
+        )
+    page = canonical.loads(ApiResponse, answer.content)
+    pages.verify_page(page)
+    wanted = {o.fingerprint for o in late if o.kind == "post"}
+    assert wanted
+    assert {p.fingerprint for p in page.response.posts or ()} == wanted
