@@ -17,7 +17,6 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest
-from services.store.migrate import migrate
 
 from mim import pow as mim_pow
 from mim.create import create, update
@@ -27,6 +26,7 @@ from relay.bus import Layout
 from services.store import persist
 from tests.helpers.procs import REPO, ServiceProcess
 from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
+from tests.helpers.store import migrate_template
 
 DIFFICULTY = 6
 KEY = SigningKey.generate(bytes(range(120, 152)))
@@ -41,17 +41,9 @@ VALUES: dict[str, dict[str, object]] = {
 }
 
 
-async def _migrate_template(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_template_setup() -> TemplateSetup:
-    return _migrate_template
+    return migrate_template
 
 
 @pytest.fixture

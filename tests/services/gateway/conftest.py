@@ -15,7 +15,6 @@ import pytest
 import uvicorn
 from services.gateway.app import Gateway, create_app
 from services.gateway.settings import GatewaySettings
-from services.store.migrate import migrate
 
 from mim import create
 from mim import pow as mim_pow
@@ -24,23 +23,16 @@ from mim.signing import SigningKey
 from relay.settings import load
 from services.store import persist
 from tests.helpers.servers import TemplateSetup
+from tests.helpers.store import migrate_template
 
 AUTHOR = SigningKey.generate(bytes(range(7, 39)))
 MINT = mim_pow.local_minter(random.Random(11).randrange)
 DIFFICULTY = 2
 
 
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_template_setup() -> TemplateSetup | None:
-    return _migrate
+    return migrate_template
 
 
 def make(kind: str, values: dict[str, Any], now: int) -> Provable:

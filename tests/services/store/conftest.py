@@ -9,19 +9,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from services.store.migrate import migrate
 
 from relay.bus import Layout, ensure_streams
 from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
-
-
-async def migrate_template(url: str) -> None:
-    """Apply the store's migrations to the template every ``fresh_database`` is cloned from."""
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+from tests.helpers.store import migrate_template
 
 
 @pytest.fixture

@@ -6,27 +6,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import asyncpg
 import pytest
-from services.store.migrate import migrate
 
 from tests.helpers.servers import DatabaseTemplates, TemplateSetup
+from tests.helpers.store import migrate_template
 from tests.services.syncer.node import Node, start_node
 
 Nodes = Callable[[str], Awaitable[Node]]
 
 
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_template_setup() -> TemplateSetup | None:
-    return _migrate
+    return migrate_template
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ async def nodes(
     tmp_path: Path,
 ) -> AsyncIterator[Nodes]:
     """Starts nodes by name; every node started is stopped and dropped after the test."""
-    template = await database_templates.template_for(_migrate)
+    template = await database_templates.template_for(migrate_template)
     async with AsyncExitStack() as stack:
 
         async def start(name: str) -> Node:

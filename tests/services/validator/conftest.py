@@ -4,28 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import asyncpg
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from services.store.migrate import migrate
 
 from relay.bus import Layout, StreamLimits, ensure_blocklist, ensure_streams
 from tests.helpers.servers import TemplateSetup
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+from tests.helpers.store import migrate_template
 
 
 @pytest.fixture
 def database_template_setup() -> TemplateSetup | None:
     """Databases of these tests carry the store's schema (the ``blocks`` table)."""
-    return _migrate
+    return migrate_template
 
 
 @pytest.fixture
