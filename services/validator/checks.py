@@ -10,16 +10,17 @@ picklable; nothing touches the network.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from mim import canonical
 from mim.entities import Address, Entity, Key, Post, Thread, Truststate, Vote
 from mim.signing import key_fingerprint
 from mim.verify import Policy, verify
 
-__all__ = ["Outcome", "block_refs", "judge", "policy_spec"]
+__all__ = ["Outcome", "block_refs", "judge", "policy_spec", "warm"]
 
 
 class Outcome(NamedTuple):
@@ -131,6 +132,17 @@ def _one(kind: str, raw: bytes, policy: Policy) -> Outcome:
         canonical.encode(entity),
         time.perf_counter() - started,
     )
+
+
+#: How long :func:`warm` holds its worker, so each concurrent warm-up call lands on its own.
+WARM_HOLD_SECONDS: Final = 0.2
+
+
+def warm(spec: PolicySpec) -> int:
+    """Get a worker process ready to judge (modules imported, policy built); its pid."""
+    _policy(spec)
+    time.sleep(WARM_HOLD_SECONDS)
+    return os.getpid()
 
 
 def judge(items: Iterable[tuple[str, bytes]], spec: PolicySpec) -> list[Outcome]:

@@ -55,7 +55,7 @@ from relay.bus import (
 from relay.runner import Context, CpuPool
 from services.validator import metrics
 from services.validator.blocklist import BlockList
-from services.validator.checks import Outcome, PolicySpec, judge, policy_spec
+from services.validator.checks import Outcome, PolicySpec, judge, policy_spec, warm
 from services.validator.settings import ValidatorSettings
 
 __all__ = ["Item", "Validator", "main"]
@@ -64,6 +64,8 @@ _log = structlog.stdlib.get_logger("services.validator")
 
 #: Longest redelivery delay after repeated transient failures.
 MAX_RETRY_DELAY_SECONDS: Final = 60.0
+#: Batches a replica holds at once: one judged or published while the next is fetched and judged.
+BATCHES_IN_FLIGHT: Final = 2
 #: How long start-up waits for the block list to be read before refusing to start.
 BLOCKLIST_LOAD_SECONDS: Final = 30.0
 
@@ -118,6 +120,10 @@ class Validator:
     async def aclose(self) -> None:
         await self._cpu.aclose()
 
+    async def warm(self) -> None:
+        """Start the pool's worker processes before the first batch needs them."""
+        await self._cpu.warm(warm, self.spec)
+
     # ---------------------------------------------------------------- one batch
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
@@ -129,12 +135,13 @@ class Validator:
         metrics.CONSUMER_PENDING.set(msgs[-1].metadata.num_pending)
         to_judge = [i for i in items if not i.final and not self._screen(i)]
         if to_judge:
+            cpu = self._cpu
             try:
                 await self._judge(to_judge)
             except BrokenProcessPool as exc:
                 # a worker died under us; every message of the batch comes back later
                 _log.warning("process_pool_broken", error=repr(exc))
-                await self._replace_pool()
+                await self._replace_pool(cpu)
                 await self._retry(to_judge, "pool")
                 items = [i for i in items if i not in to_judge]
         started = time.perf_counter()
@@ -301,9 +308,11 @@ class Validator:
             except nats.errors.Error as exc:
                 _log.warning("nak_failed", seq=item.seq, error=repr(exc))
 
-    async def _replace_pool(self) -> None:
-        old, self._cpu = self._cpu, CpuPool(self.settings.process_workers)
-        await old.aclose()
+    async def _replace_pool(self, broken: CpuPool) -> None:
+        if self._cpu is not broken:
+            return  # another batch in flight has replaced it already
+        self._cpu = CpuPool(self.settings.process_workers)
+        await broken.aclose()
 
 
 def _content_id(data: bytes) -> str:
@@ -331,17 +340,56 @@ async def main(ctx: Context) -> None:
     )
     validator = Validator(nc, js, layout, settings, blocks, ctx.counters)
     ctx.stack.push_async_callback(validator.aclose)
+    await validator.warm()
     _log.info("validator_started", consumer=layout.validator_consumer,
               batch_size=settings.batch_size, workers=validator._cpu.workers,
               min_pow=settings.min_pow)  # fmt: skip
     ctx.mark_ready()
-    while not ctx.stop.is_set():
+    await _consume(ctx, sub, validator, settings)
+
+
+async def _consume(
+    ctx: Context,
+    sub: JetStreamContext.PullSubscription,
+    validator: Validator,
+    settings: ValidatorSettings,
+) -> None:
+    """Fetch and handle batches, up to ``BATCHES_IN_FLIGHT`` at once, until ``ctx.stop``.
+
+    While one batch waits for its publishes to be confirmed, the next is fetched and judged, so
+    the pool, the bus and the event loop are busy together. Each batch still acks only its own
+    confirmed messages; the consumer's ``max_ack_pending`` is far above the messages held.
+    """
+    slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+    running: set[asyncio.Task[None]] = set()
+
+    async def handle(msgs: list[Msg]) -> None:
         try:
-            msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
-        except (nats.errors.TimeoutError, TimeoutError):
-            continue
-        except nats.errors.Error as exc:
-            _log.warning("fetch_failed", error=repr(exc))
-            await asyncio.sleep(min(1.0, settings.fetch_timeout_seconds))
-            continue
-        await validator.handle(msgs)
+            await validator.handle(msgs)
+        finally:
+            slots.release()
+
+    try:
+        while not ctx.stop.is_set():
+            await slots.acquire()
+            msgs = await _fetch(sub, settings)
+            if not msgs:
+                slots.release()
+                continue
+            task = asyncio.create_task(handle(msgs), name="validator-batch")
+            running.add(task)
+            task.add_done_callback(running.discard)
+    finally:
+        # the batches in hand finish (the runner's grace bounds this); a failure surfaces here
+        await asyncio.gather(*running)
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, settings: ValidatorSettings) -> list[Msg]:
+    try:
+        return await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
+    except (nats.errors.TimeoutError, TimeoutError):
+        return []
+    except nats.errors.Error as exc:
+        _log.warning("fetch_failed", error=repr(exc))
+        await asyncio.sleep(min(1.0, settings.fetch_timeout_seconds))
+        return []

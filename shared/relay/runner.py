@@ -303,6 +303,16 @@ class CpuPool:
             future = self._ensure().submit(fn, *args)
             return await asyncio.wrap_future(future)
 
+    async def warm(self, fn: Callable[[*_Ts], object], *args: *_Ts) -> None:
+        """Start every worker now by running ``fn(*args)`` once per worker, all at once.
+
+        The executor starts a worker per call while none is idle, so ``workers`` concurrent calls
+        start them all; ``fn`` should take a moment (and import what the real work needs), so
+        one worker does not take every call. Otherwise the first real batch pays for starting
+        interpreters and importing modules.
+        """
+        await asyncio.gather(*(self.run(fn, *args) for _ in range(self.workers)))
+
     async def aclose(self, wait_seconds: float = 5.0) -> None:
         """Cancel queued calls, let running ones finish for ``wait_seconds``, then kill workers."""
         executor, self._executor = self._executor, None
