@@ -9,9 +9,10 @@ Rules for a provable object ``cand`` against the stored version ``ex`` (same kin
   ``ex.creation``, ``ex`` is signed, and ``cand`` is signed by ``ex``'s owner key (a Key's own
   ``key``). An equal ``last_update`` is a duplicate, an older one stale, another key refused.
 
-The check runs in the ``ON CONFLICT ... WHERE`` of one statement, so concurrent replicas writing
-the same object cannot interleave. A stored version refreshes ``last_referenced`` of its
-ancestors (§14), which brings old boards and threads back into the caches.
+The check runs in the ``ON CONFLICT ... WHERE`` of one multi-row statement per batch, so
+concurrent replicas writing the same object cannot interleave. A stored version refreshes
+``last_referenced`` of its ancestors (§14), which brings old boards and threads back into the
+caches.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def row_of(entity: Provable) -> ObjectRow:
 _UPSERT: Final = """
 INSERT INTO objects AS o (kind, fingerprint, body, creation, last_update, board, thread, parent,
                           target, owner, owner_publickey, signed, local_arrival, last_referenced)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+SELECT c.*, $13, $13
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::boolean[]) AS c
 ON CONFLICT (kind, fingerprint) DO UPDATE SET
     body = EXCLUDED.body, creation = EXCLUDED.creation, last_update = EXCLUDED.last_update,
     board = EXCLUDED.board, thread = EXCLUDED.thread, parent = EXCLUDED.parent,
@@ -113,37 +116,25 @@ WHERE EXCLUDED.last_update > o.last_update
   AND o.signed
   AND o.owner_publickey <> ''
   AND o.owner_publickey = EXCLUDED.owner_publickey
-RETURNING (xmax = 0) AS inserted
+RETURNING o.kind, o.fingerprint, (o.xmax = 0) AS inserted
 """
 
 _STORED: Final = """
-SELECT last_update, owner_publickey, signed, body FROM objects WHERE kind = $1 AND fingerprint = $2
+SELECT o.kind, o.fingerprint, o.last_update, o.owner_publickey, o.signed, o.body
+FROM objects o JOIN unnest($1::text[], $2::text[]) AS c (kind, fingerprint)
+  ON o.kind = c.kind AND o.fingerprint = c.fingerprint
 """
 
+_Key: TypeAlias = tuple[str, str]
 
-async def _store_one(conn: Conn, row: ObjectRow, now: int) -> Outcome:
-    first_ok = row.last_update == 0 or row.last_update > row.creation
-    if first_ok:
-        written = await conn.fetchrow(
-            _UPSERT,
-            row.kind,
-            row.fingerprint,
-            row.body,
-            row.creation,
-            row.last_update,
-            row.board,
-            row.thread,
-            row.parent,
-            row.target,
-            row.owner,
-            row.owner_publickey,
-            row.signed,
-            now,
-        )
-        if written is not None:
-            return "inserted" if written["inserted"] else "updated"
-    # Nothing written (or nothing may be, for 0 < last_update <= creation): say why.
-    stored = await conn.fetchrow(_STORED, row.kind, row.fingerprint)
+
+def _may_be_first(row: ObjectRow) -> bool:
+    """Whether ``row`` may be stored where nothing is: not ``0 < last_update <= creation``."""
+    return row.last_update == 0 or row.last_update > row.creation
+
+
+def _why_not(row: ObjectRow, stored: asyncpg.Record | None) -> Outcome:
+    """The outcome of ``row``, which was not written, against the ``stored`` version."""
     if stored is None:
         return "refused"
     if stored["body"] == row.body or stored["last_update"] == row.last_update:
@@ -153,21 +144,84 @@ async def _store_one(conn: Conn, row: ObjectRow, now: int) -> Outcome:
     return "stale"
 
 
+def _column(rows: Sequence[ObjectRow], name: str) -> list[Any]:
+    return [getattr(row, name) for row in rows]
+
+
+_COLUMNS: Final = (
+    "kind", "fingerprint", "body", "creation", "last_update", "board", "thread", "parent",
+    "target", "owner", "owner_publickey", "signed",
+)  # fmt: skip
+
+
+async def _store_round(conn: Conn, rows: Sequence[ObjectRow], now: int) -> list[Outcome]:
+    """Apply the rules to ``rows``, no two of the same object, in two statements; outcomes.
+
+    ``rows`` go in (kind, fingerprint) order, so replicas writing overlapping batches take their
+    row locks in the same order. The upsert's ``WHERE`` decides; the rows it did not write are
+    read back once to say why, and since nothing else in the round touched them, what is read is
+    what the upsert saw.
+    """
+    candidates = [row for row in rows if _may_be_first(row)]
+    written: dict[_Key, bool] = {}
+    if candidates:
+        records = await conn.fetch(_UPSERT, *(_column(candidates, name) for name in _COLUMNS), now)
+        written = {(r["kind"], r["fingerprint"]): r["inserted"] for r in records}
+    missed = [row for row in rows if (row.kind, row.fingerprint) not in written]
+    stored: dict[_Key, asyncpg.Record] = {}
+    if missed:
+        records = await conn.fetch(_STORED, _column(missed, "kind"), _column(missed, "fingerprint"))
+        stored = {(r["kind"], r["fingerprint"]): r for r in records}
+    outcomes: list[Outcome] = []
+    for row in rows:
+        key = (row.kind, row.fingerprint)
+        if key in written:
+            outcomes.append("inserted" if written[key] else "updated")
+        else:
+            outcomes.append(_why_not(row, stored.get(key)))
+    return outcomes
+
+
+def _rounds(rows: Sequence[ObjectRow]) -> list[list[int]]:
+    """Indexes of ``rows`` in rounds: the n-th version of each object in round n, keys sorted.
+
+    Versions of one object are applied in arrival order, one per round, exactly as if the batch
+    were written row by row; objects never affect one another's outcome.
+    """
+    rounds: list[list[int]] = []
+    seen: dict[_Key, int] = {}
+    for index, row in enumerate(rows):
+        key = (row.kind, row.fingerprint)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(index)
+    for indexes in rounds:
+        indexes.sort(key=lambda i: (rows[i].kind, rows[i].fingerprint))
+    return rounds
+
+
 async def store_objects(conn: Conn, entities: Sequence[Provable], now: int) -> list[Outcome]:
     """Apply the update rules to ``entities`` in order; one outcome per entity.
 
     Stored boards get their owners rewritten, and every stored object refreshes its ancestors'
-    ``last_referenced`` to ``now``. Run inside a transaction.
+    ``last_referenced`` to ``now``. Run inside a transaction. The batch takes two statements per
+    round (one round per version of the most repeated object, so normally one).
     """
-    outcomes: list[Outcome] = []
+    rows = [row_of(entity) for entity in entities]
+    outcomes: list[Outcome] = ["refused"] * len(rows)
     stored: list[Provable] = []
-    for entity in entities:
-        outcome = await _store_one(conn, row_of(entity), now)
-        outcomes.append(outcome)
-        if outcome in ("inserted", "updated"):
-            stored.append(entity)
-            if isinstance(entity, Board):
-                await _write_board_owners(conn, entity)
+    for indexes in _rounds(rows):
+        results = await _store_round(conn, [rows[i] for i in indexes], now)
+        for index, outcome in zip(indexes, results, strict=True):
+            outcomes[index] = outcome
+        for index in sorted(indexes):
+            entity = entities[index]
+            if outcomes[index] in ("inserted", "updated"):
+                stored.append(entity)
+                if isinstance(entity, Board):
+                    await _write_board_owners(conn, entity)
     if stored:
         await _refresh_ancestors(conn, stored, now)
     return outcomes
