@@ -185,6 +185,8 @@ def _excerpt(value: str, limit: int = 24) -> str:
 
 def _parse_int(text: str, name: str, field: str) -> int:
     """Go ``strconv.ParseInt(text, 10, 64)``, then the reference's "not negative" rule."""
+    if len(text) < 19 and text.isascii() and text.isdigit():
+        return int(text)  # plain digits, under 10**18: in range and not negative
     if _GO_DECIMAL.fullmatch(text) is None:
         raise _refuse(field, "pow.number", f"{name} {_excerpt(text)} is not a decimal integer")
     value = int(text)
