@@ -52,13 +52,10 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 WAIT_SECONDS = 60.0
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        PROMETHEUS_BIN is None,
-        reason="the prometheus binary is not installed (Debian: apt-get install prometheus)",
-    ),
-]
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS_BIN is None,
+    reason="the prometheus binary is not installed (Debian: apt-get install prometheus)",
+)
 
 # Panel queries that cannot have data on a healthy embedded node, and why.
 NO_DATA: dict[tuple[str, str], str] = {
@@ -100,6 +97,24 @@ def test_grafana_variables_become_promql() -> None:
     """Interval variables become a fixed range and template variables a match-all regex."""
     expr = 'rate(x{job=~"$job", i="${inst}", r="[[replica]]"}[$__rate_interval]) + y[${__interval}]'
     assert grafana_to_promql(expr) == 'rate(x{job=~".*", i=".*", r=".*"}[1m]) + y[1m]'
+
+
+def test_alert_rule_unit_tests_pass() -> None:
+    """`promtool test rules` passes on deploy/prometheus/alerts-test.yml: the sync alert waits 30
+    minutes on a new syncer, spares one that succeeds, and flags one that stopped succeeding."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    tests = DEPLOY / "prometheus" / "alerts-test.yml"
+    result = subprocess.run(
+        [promtool, "test", "rules", str(tests)],
+        cwd=tests.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 class Prometheus:
@@ -258,6 +273,8 @@ def rejected_post() -> Post:
     return replace(post, body="changed after signing")
 
 
+@pytest.mark.slow
+@needs_prometheus
 @pytest.mark.timeout(240)
 def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
     node_and_prometheus: tuple[Node, Prometheus],
