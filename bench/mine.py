@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -122,10 +123,11 @@ def _scrape_attempts(url: str) -> float:
     return 0.0
 
 
-def _start_miners(count: int, nats_url: str, prefix: str, chunk: int) -> list[tuple[object, str]]:
+def _start_miners(
+    count: int, nats_url: str, prefix: str, chunk: int
+) -> list[tuple[subprocess.Popen[str], str]]:
     import json  # noqa: PLC0415
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     env = {
@@ -219,8 +221,8 @@ def service_main(argv: list[str]) -> None:
                 seconds, per_minute = asyncio.run(_service_run(server.url, prefix, args))
                 rate = (sum(_scrape_attempts(url) for _, url in miners) - before) / seconds
                 for proc, _ in miners:
-                    proc.terminate()  # type: ignore[attr-defined]
-                    proc.wait(30)  # type: ignore[attr-defined]
+                    proc.terminate()
+                    proc.wait(30)
                 results[count] = (per_minute, rate)
                 print(
                     f"{count} miner(s): {args.proofs} proofs of d={args.difficulty} in "
