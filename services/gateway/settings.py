@@ -1,16 +1,21 @@
-"""Settings of the gateway (``MIM_GATEWAY_*`` plus the node-wide ``MIM_*``)."""
+"""Settings of the gateway (``MIM_GATEWAY_*`` plus the node-wide ``MIM_*``).
+
+The gateway judges submitted objects by the node's acceptance policy, the same
+:class:`relay.policy.PolicySettings` (``MIM_MIN_POW`` ...) the validators read.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from relay.policy import PolicySettings
 from relay.settings import ServiceSettings
 
 __all__ = ["GatewaySettings"]
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(PolicySettings, ServiceSettings):
     """What the public Mim API needs; service fields read ``MIM_GATEWAY_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_GATEWAY_")
