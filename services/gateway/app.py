@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import asyncpg
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NATS
 from starlette.exceptions import HTTPException
 
@@ -253,6 +254,14 @@ def create_app(settings: GatewaySettings, *, port: int | None = None) -> Edge:
         # FastAPI raises these itself, e.g. 400 for a body that is not UTF-8; answer in our shape
         headers = exc.headers or {}
         return refusal(exc.status_code, "request", "http.request", exc.detail, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> Response:
+        # a body or path that does not fit the documented schema is a malformed request: 400
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(part) for part in first.get("loc", ()) if part not in ("body", "path")]
+        rule = "request." + str(first.get("type", "invalid"))
+        return refusal(400, ".".join(where) or "request", rule, str(first.get("msg", "invalid")))
 
     submissions.install(app, settings)
 

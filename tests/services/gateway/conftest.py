@@ -114,6 +114,7 @@ async def running(
         port=port,
         max_body_bytes=1 << 20,
         connect_attempts=3,
+        min_pow=DIFFICULTY,  # what the test objects carry
     )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))

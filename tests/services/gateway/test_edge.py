@@ -22,7 +22,7 @@ from services.gateway.settings import GatewaySettings
 from mim import canonical
 from relay.bus import ensure_streams
 from relay.settings import load
-from tests.services.gateway.conftest import make, sample, store
+from tests.services.gateway.conftest import DIFFICULTY, make, sample, store
 
 JSON = {"Content-Type": "application/json"}
 _SERVER_HEADERS = {b"date", b"server"}  # uvicorn adds these to every answer it sends
@@ -44,6 +44,7 @@ async def serving(
         host="127.0.0.1",
         port=sock.getsockname()[1],
         connect_attempts=3,
+        min_pow=DIFFICULTY,  # what the test objects carry
         **overrides,
     )
     app = create_app(settings)

@@ -27,7 +27,7 @@ from relay.embedded import free_port
 from relay.settings import load
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procs import ServiceProcess
-from tests.services.gateway.conftest import make
+from tests.services.gateway.conftest import DIFFICULTY, make
 
 JSON = {"Content-Type": "application/json"}
 
@@ -49,6 +49,7 @@ async def serving(
         host="127.0.0.1",
         port=port,
         connect_attempts=3,
+        min_pow=DIFFICULTY,  # what the test objects carry
         **overrides,
     )
     app = create_app(settings)
