@@ -72,4 +72,5 @@ async def test_documented_operations_hold_to_the_openapi(running: Running) -> No
     # schemathesis blocks on each request; the gateway serves from this test's event loop
     ran = await asyncio.wait_for(asyncio.to_thread(_fuzz, document, running.url), timeout=80)
     assert "POST /api/submit positive" in ran
+    assert "GET /api/objects/{kind}/{fingerprint} negative" in ran
     assert len(ran) == 2 * sum(len(methods) for methods in document["paths"].values())
