@@ -33,5 +33,7 @@ POSTS_REJECTED = Counter(
     "mim_gateway_posts_rejected_total", "POST requests refused, by rule family.", ["reason"]
 )
 SUBMITTED = Counter(
-    "mim_gateway_submitted_total", "Objects handed to the ingest stream, by outcome.", ["outcome"]
+    "mim_gateway_submitted_total",
+    "Objects submitted locally, by outcome (queued, duplicate, rejected, full, unavailable).",
+    ["outcome"],
 )
