@@ -266,6 +266,16 @@ def mine_through_the_node(node: Node) -> dict[str, Any]:
     return mined
 
 
+def submit_to_ingest(node: Node, post: Post) -> None:
+    """``mimrelay submit``: onto the node's ingest stream, past the gateway's own check."""
+    argv = [sys.executable, "-m", "relay.cli", "submit", "--kind", "post", "-"]
+    env = {**node.env, "MIM_NATS_URL": node.state()["nats_url"]}
+    result = subprocess.run(
+        argv, input=canonical.encode(post), env=env, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def rejected_post() -> Post:
     """A signed post whose body was changed afterwards: its fingerprint no longer matches."""
     post = _posts(1, seed=9)[0]
@@ -290,11 +300,14 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
 
     # traffic: submissions, one tampered post, GETs, a proof from the miner, a sync (bootstrap)
     node.submit(_posts(5, seed=8))
+    # the gateway refuses a tampered post at once (422); straight onto the ingest stream, it
+    # reaches the validators, whose rejection metrics the dashboard shows
     status, answer = _post_json(
         f"{node.api}/api/submit",
         [{"kind": "post", "object": json.loads(canonical.encode(rejected_post()))}],
     )
-    assert status == 202, answer
+    assert status == 422, answer
+    submit_to_ingest(node, rejected_post())
     for path in ("/v0/status", "/v0/node", "/v0/c0/posts/index.json", "/v0/nonexistent"):
         _get(f"{node.api}{path}")
     assert mine_through_the_node(node)["where"].startswith("service")
