@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -151,6 +152,8 @@ def _start_miners(
             url = record.get("metrics_url", url)
             if record.get("event") == "service_ready":
                 break
+        # keep reading its log: a full pipe would block the miner on its next log line
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         miners.append((proc, url))
     return miners
 
