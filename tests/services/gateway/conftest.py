@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import uvicorn
 from services.gateway.app import Gateway, create_app
+from services.gateway.edge import Edge
 from services.gateway.settings import GatewaySettings
 
 from mim import create
@@ -96,38 +98,48 @@ class Running:
     settings: GatewaySettings
 
 
-@pytest.fixture
-async def running(
-    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Any
-) -> AsyncIterator[Running]:
-    """A gateway serving ``fresh_database`` on a free local port."""
+@asynccontextmanager
+async def serving(
+    database: str, nats_url: str, prefix: str, data_dir: Path, **overrides: Any
+) -> AsyncIterator[tuple[str, Edge]]:
+    """A gateway with ``overrides`` in its settings, on a free loopback port: its URL and the
+    app uvicorn serves (``app.state.gateway`` is the running gateway)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     settings = load(
         GatewaySettings,
         nats_url=nats_url,
-        database_url=fresh_database,
-        stream_prefix=stream_prefix,
-        data_dir=tmp_path,
+        database_url=database,
+        stream_prefix=prefix,
+        data_dir=data_dir,
         host="127.0.0.1",
-        port=port,
-        max_body_bytes=1 << 20,
+        port=sock.getsockname()[1],
         connect_attempts=3,
         min_pow=DIFFICULTY,  # what the test objects carry
+        **overrides,
     )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            task.cancel()
-            raise RuntimeError("the gateway did not start")
-        await asyncio.sleep(0.02)
     try:
-        yield Running(f"http://127.0.0.1:{port}", app.state.gateway, settings)
+        async with asyncio.timeout(20):
+            while not server.started:
+                assert not task.done(), "the gateway stopped while starting"
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{settings.port}", app
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
         sock.close()
+
+
+@pytest.fixture
+async def running(
+    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
+) -> AsyncIterator[Running]:
+    """A gateway serving ``fresh_database`` on a free local port."""
+    async with serving(
+        fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=1 << 20
+    ) as (url, app):
+        gateway: Gateway = app.state.gateway
+        yield Running(url, gateway, gateway.settings)

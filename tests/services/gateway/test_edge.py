@@ -3,63 +3,20 @@ answers them, and chunked bodies held to the size limit on every route."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
-from services.gateway.app import create_app
-from services.gateway.edge import Edge
-from services.gateway.settings import GatewaySettings
 
 from mim import canonical
 from relay.bus import ensure_streams
-from relay.settings import load
-from tests.services.gateway.conftest import DIFFICULTY, make, sample, store
+from tests.services.gateway.conftest import make, sample, serving, store
 
 JSON = {"Content-Type": "application/json"}
 _SERVER_HEADERS = {b"date", b"server"}  # uvicorn adds these to every answer it sends
-
-
-@asynccontextmanager
-async def serving(
-    database: str, nats_url: str, prefix: str, data_dir: Path, **overrides: Any
-) -> AsyncIterator[tuple[str, Edge]]:
-    """The gateway on a free loopback port: its URL and the app uvicorn serves."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    settings = load(
-        GatewaySettings,
-        nats_url=nats_url,
-        database_url=database,
-        stream_prefix=prefix,
-        data_dir=data_dir,
-        host="127.0.0.1",
-        port=sock.getsockname()[1],
-        connect_attempts=3,
-        min_pow=DIFFICULTY,  # what the test objects carry
-        **overrides,
-    )
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                assert not task.done(), "the gateway stopped while starting"
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{settings.port}", app
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
 
 
 async def _raw(

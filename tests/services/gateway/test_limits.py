@@ -6,65 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
 from cryptography import x509
-from services.gateway.app import Gateway, create_app
-from services.gateway.settings import GatewaySettings
+from services.gateway.app import Gateway
 
 from mim import canonical, pages
 from mim.entities import ApiResponse
 from relay.bus import StreamLimits, ensure_streams
 from relay.embedded import free_port
-from relay.settings import load
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procs import ServiceProcess
-from tests.services.gateway.conftest import DIFFICULTY, make
+from tests.services.gateway.conftest import make, serving
 
 JSON = {"Content-Type": "application/json"}
-
-
-@asynccontextmanager
-async def serving(
-    database: str, nats_url: str, prefix: str, data_dir: Path, **overrides: Any
-) -> AsyncIterator[tuple[str, Gateway]]:
-    """A gateway with ``overrides`` in its settings, on a free loopback port: its URL and state."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = load(
-        GatewaySettings,
-        nats_url=nats_url,
-        database_url=database,
-        stream_prefix=prefix,
-        data_dir=data_dir,
-        host="127.0.0.1",
-        port=port,
-        connect_attempts=3,
-        min_pow=DIFFICULTY,  # what the test objects carry
-        **overrides,
-    )
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                assert not task.done(), "the gateway stopped while starting"
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", app.state.gateway
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
 
 
 def _error(response: httpx.Response) -> dict[str, str]:
@@ -122,7 +81,7 @@ async def test_remotes_beyond_the_lease_limit_get_429(
             tmp_path,
             max_remotes=1,
             lease_retry_after_seconds=3,
-        ) as (url, gw),
+        ) as (url, edge),
         httpx.AsyncClient(base_url=url, timeout=10) as first,
         httpx.AsyncClient(
             base_url=url,
@@ -130,6 +89,7 @@ async def test_remotes_beyond_the_lease_limit_get_429(
             transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
         ) as second,
     ):
+        gw: Gateway = edge.state.gateway
         assert gw.nc is not None
         await ensure_streams(gw.nc.jetstream(), gw.layout)
         assert (await first.get("/v0/node")).status_code == 200
@@ -193,9 +153,10 @@ async def test_full_ingest_stream_gets_429_with_retry_after(
     async with (
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path, submit_retry_after_seconds=7
-        ) as (url, gw),
+        ) as (url, edge),
         httpx.AsyncClient(base_url=url, timeout=10) as client,
     ):
+        gw: Gateway = edge.state.gateway
         assert gw.nc is not None
         js = gw.nc.jetstream()
         await ensure_streams(js, gw.layout, StreamLimits(max_msgs=2))
