@@ -11,7 +11,6 @@ Everything is then asked through Prometheus' HTTP API, as Grafana and the alert 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -35,7 +34,6 @@ from relay.embedded import free_port
 from relay.node import TARGETS_FILE
 from tests.deploy.manifests import DEPLOY, load_yaml
 from tests.e2e.test_up import (
-    DIFFICULTY,
     Node,
     _alive,
     _get,
@@ -43,6 +41,7 @@ from tests.e2e.test_up import (
     _posts,
     _processes_mentioning,
     _wait,
+    node_environment,
 )
 from tests.services.syncer.node import forum
 from tests.services.syncer.test_static import static_node_files
@@ -218,22 +217,8 @@ def static_peer(tmp_path: Path) -> Iterator[str]:
 
 
 def node_env(peer: str) -> dict[str, str]:
-    """An embedded node's environment: low proof-of-work minimum, short pauses, one bootstrap."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MIM_NATS_URL", "MIM_DATABASE_URL")}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        MIM_LOG_FORMAT="json",
-        MIM_MIN_POW=str(DIFFICULTY),
-        MIM_NODE_STOP_TIMEOUT_SECONDS="20",
-        MIM_GATEWAY_CACHE_INTERVAL_SECONDS="1",
-        MIM_VALIDATOR_SHUTDOWN_GRACE_SECONDS="2",
-        MIM_VALIDATOR_PROCESS_WORKERS="1",
-        MIM_MINER_WORKERS="1",
-        MIM_STORE_SHUTDOWN_GRACE_SECONDS="2",
-        MIM_GATEWAY_SHUTDOWN_GRACE_SECONDS="2",
-        MIM_BOOTSTRAP=peer,
-    )
-    return env
+    """An embedded node's environment (as in the `up` test) with one bootstrap peer."""
+    return node_environment(MIM_BOOTSTRAP=peer)
 
 
 @pytest.fixture

@@ -192,15 +192,13 @@ class Node:
             pytest.fail(f"mimrelay up did not stop on SIGINT:\n{self.log.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def node_env(tmp_path: Path) -> dict[str, str]:
+def node_environment(**extra: str) -> dict[str, str]:
     """Environment of an embedded node with a low proof-of-work minimum and short pauses."""
     env = {k: v for k, v in os.environ.items() if k not in ("MIM_NATS_URL", "MIM_DATABASE_URL")}
     env.update(
         PYTHONUNBUFFERED="1",
         MIM_LOG_FORMAT="json",
         MIM_MIN_POW=str(DIFFICULTY),
-        MIM_NODE_RESTART_MIN_SECONDS="0.2",
         MIM_NODE_STOP_TIMEOUT_SECONDS="20",
         MIM_GATEWAY_CACHE_INTERVAL_SECONDS="1",
         MIM_VALIDATOR_SHUTDOWN_GRACE_SECONDS="2",
@@ -208,8 +206,14 @@ def node_env(tmp_path: Path) -> dict[str, str]:
         MIM_MINER_WORKERS="1",
         MIM_STORE_SHUTDOWN_GRACE_SECONDS="2",
         MIM_GATEWAY_SHUTDOWN_GRACE_SECONDS="2",
+        **extra,
     )
     return env
+
+
+@pytest.fixture
+def node_env(tmp_path: Path) -> dict[str, str]:
+    return node_environment(MIM_NODE_RESTART_MIN_SECONDS="0.2")
 
 
 @pytest.fixture
