@@ -9,7 +9,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout
 from services.store import persist
+from tests.helpers.pipeline import wait_drained
 from tests.helpers.procs import REPO, ServiceProcess
 from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
 from tests.helpers.store import migrate_template
@@ -139,26 +139,17 @@ async def _wait_restored(
 ) -> None:
     """Until the target holds ``expected`` objects, has ``rejected`` rejections, and both work
     streams are empty."""
-    layout = Layout(env["MIM_STREAM_PREFIX"])
     nc = await nats.connect(env["MIM_NATS_URL"])
-    conn = await asyncpg.connect(env["MIM_DATABASE_URL"])
-    deadline = time.monotonic() + limit
     try:
-        js = nc.jetstream()
-        while True:
-            stored = await conn.fetchval("SELECT count(*) FROM objects")
-            ingest = (await js.stream_info(layout.ingest_stream)).state.messages
-            accepted = (await js.stream_info(layout.accepted_stream)).state.messages
-            refused = (await js.stream_info(layout.rejected_stream)).state.messages
-            if stored >= expected and refused >= rejected and ingest == 0 and accepted == 0:
-                return
-            assert time.monotonic() < deadline, (
-                f"not restored in {limit}s: {stored}/{expected} stored, {refused} rejected, "
-                f"{ingest} ingest, {accepted} accepted pending"
-            )
-            await asyncio.sleep(0.2)
+        await wait_drained(
+            nc.jetstream(),
+            Layout(env["MIM_STREAM_PREFIX"]),
+            env["MIM_DATABASE_URL"],
+            stored=expected,
+            rejected=rejected,
+            limit=limit,
+        )
     finally:
-        await conn.close()
         await nc.close()
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -30,6 +29,7 @@ from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.submit import submit
+from tests.helpers.pipeline import wait_drained
 from tests.helpers.procs import ServiceProcess
 from tests.vectors import section
 
@@ -172,28 +172,6 @@ async def _submit_all(js: JetStreamContext, layout: Layout, cases: list[tuple[st
     await asyncio.gather(*(one(k, r) for k, r in cases))
 
 
-async def _wait_done(
-    js: JetStreamContext, layout: Layout, db: str, held: int, rejected: int, limit: float
-) -> None:
-    deadline = time.monotonic() + limit
-    conn = await asyncpg.connect(db)
-    try:
-        while True:
-            stored = await conn.fetchval("SELECT count(*) FROM objects")
-            rej = (await js.stream_info(layout.rejected_stream)).state.messages
-            ingest = (await js.stream_info(layout.ingest_stream)).state.messages
-            acc = (await js.stream_info(layout.accepted_stream)).state.messages
-            if stored >= held and rej >= rejected and ingest == 0 and acc == 0:
-                return
-            assert time.monotonic() < deadline, (
-                f"not done in {limit}s: stored {stored}/{held}, rejected {rej}/{rejected}, "
-                f"ingest {ingest}, accepted pending {acc}"
-            )
-            await asyncio.sleep(0.25)
-    finally:
-        await conn.close()
-
-
 async def _rejections(js: JetStreamContext, layout: Layout) -> list[dict[str, Any]]:
     sub = await js.pull_subscribe(layout.rejected_subjects, stream=layout.rejected_stream)
     out: list[dict[str, Any]] = []
@@ -245,7 +223,9 @@ async def _run(
             await _submit_all(js, layout, bad[:1] + cases + bad[1:])
             await js.publish(layout.ingest_subject("nonsense"), b"{}")
         bad_count = 0 if kill else 4
-        await _wait_done(js, layout, db, len(held), sum(stages.values()) + bad_count, 300)
+        await wait_drained(
+            js, layout, db, stored=len(held), rejected=sum(stages.values()) + bad_count, limit=300
+        )
         stored = await _held(db)
         missing = {k: v for k, v in held.items() if stored.get(k) != v}
         extra = {k: v for k, v in stored.items() if k not in held}
