@@ -50,7 +50,6 @@ __all__ = [
     "Vote",
     "VoteIndex",
     "entity_class",
-    "kind_of",
     "parse",
 ]
 
@@ -312,10 +311,6 @@ def entity_class(kind: str) -> type[Any]:
     if cls is None:
         raise KeyError(kind)
     return cls
-
-
-def kind_of(obj: Entity) -> Kind:
-    return obj.kind
 
 
 _SINGULAR: Final[dict[str, str]] = {plural: kind for kind, plural in PLURALS.items()}
