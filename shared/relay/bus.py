@@ -48,7 +48,7 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from relay import BusError, BusUnavailable, StreamFull
+from relay import BusError, BusUnavailable, RelayError, StreamFull
 from relay.settings import NodeSettings
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "headers",
     "msg_id",
     "publish",
+    "refusal",
     "stream_configs",
 ]
 
@@ -88,6 +89,7 @@ MAX_HEADER_VALUE: Final = 1024
 _ERR_STREAM_NAME_IN_USE: Final = 10058  # stream exists with a different configuration
 _ERR_STORE_FAILED: Final = 10077  # "maximum messages/bytes exceeded" under discard new
 _ERR_INSUFFICIENT_RESOURCES: Final = 10047  # account or server storage exhausted
+_CODE_UNAVAILABLE: Final = 503  # JetStream not ready or no quorum
 
 _PREFIX_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _TOKEN_RE: Final = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -379,6 +381,15 @@ async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int
     return await js.key_value(config.bucket)
 
 
+def refusal(subject: str, err_code: int, description: str, code: int = 0) -> RelayError:
+    """The error for JetStream refusing a publish to ``subject`` (its API error fields)."""
+    if err_code in (_ERR_STORE_FAILED, _ERR_INSUFFICIENT_RESOURCES):
+        return StreamFull(f"{subject}: {description or 'stream full'}")
+    if code == _CODE_UNAVAILABLE:
+        return BusUnavailable(f"{subject}: {description or 'JetStream unavailable'}")
+    return BusError(f"{subject}: {description or 'refused'} (error {err_code})", err_code)
+
+
 async def publish(
     js: JetStreamContext,
     subject: str,
@@ -398,11 +409,7 @@ async def publish(
             subject, payload, timeout=ack_wait_seconds, headers=dict(headers or {})
         )
     except nats.js.errors.APIError as exc:
-        if exc.err_code in (_ERR_STORE_FAILED, _ERR_INSUFFICIENT_RESOURCES):
-            raise StreamFull(f"{subject}: {exc.description or 'stream full'}") from exc
-        if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-            raise BusUnavailable(f"{subject}: {exc}") from exc
-        raise BusError(f"{subject}: {exc}", exc.err_code) from exc
+        raise refusal(subject, exc.err_code or 0, exc.description or "", exc.code or 0) from exc
     except nats.js.errors.NoStreamResponseError as exc:
         raise BusUnavailable(f"{subject}: no stream answered") from exc
     except (

@@ -1,10 +1,12 @@
 """The one way objects enter the node: publish them, unchecked, to the ingest stream.
 
 The gateway (objects posted to us), the syncer (objects fetched from peers) and ``mimrelay
-submit`` all call :func:`submit`. It does no verification (that is the validators' job) and only
-a cheap peek at the JSON for the dedupe id, ``Nats-Msg-Id = kind:fingerprint:last_update:<digest>``
-where the digest is the first 16 hex digits of the SHA-256 of the bytes, so the same bytes sent
-twice within the dedupe window are queued once. Bytes that do not decode (or an address, which
+submit`` all call :func:`submit`, or :func:`submit_many` for many objects at once (one round of
+acknowledgements instead of one per object). It does no verification (that is the validators'
+job) and only a cheap peek at the JSON for the dedupe id,
+``Nats-Msg-Id = kind:fingerprint:last_update:<digest>``, where the digest is the first 16 hex
+digits of the SHA-256 of the bytes, so the same bytes sent twice within the dedupe window are
+queued once. Bytes that do not decode (or an address, which
 has no fingerprint) are named by the full SHA-256 of the bytes.
 
 Why the digest: the id is taken before anything is verified, so without it a forged copy that
@@ -22,15 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Final
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from relay import StreamFull
+from relay import RelayError, StreamFull
 from relay.bus import KINDS, Layout, headers, msg_id, publish
+from relay.publisher import Confirmed, Outgoing, Publisher
 
-__all__ = ["SOURCES", "IngestFull", "dedupe_id", "submit"]
+__all__ = ["SOURCES", "IngestFull", "dedupe_id", "submit", "submit_many"]
 
 #: Where an object came from; carried in the ``Mim-Source`` header for logs and metrics.
 SOURCES: Final = ("local", "gateway", "peer")
@@ -77,12 +81,41 @@ async def submit(
 
     ``ack.duplicate`` is set when the same version was queued within the dedupe window.
     """
-    if kind not in KINDS:
-        raise ValueError(f"`kind`: {kind!r} is not one of {', '.join(KINDS)}")
-    hdrs = headers(kind=kind, source=source, message_id=dedupe_id(kind, raw))
+    hdrs = _headers(kind, raw, source)
     try:
         return await publish(
             js, layout.ingest_subject(kind), raw, headers=hdrs, ack_wait_seconds=ack_wait_seconds
         )
     except StreamFull as exc:
         raise IngestFull(f"the ingest stream is full, try again later ({exc})") from exc
+
+
+async def submit_many(
+    publisher: Publisher,
+    layout: Layout,
+    objects: Sequence[tuple[str, bytes]],
+    *,
+    source: str = "local",
+) -> list[Confirmed | RelayError]:
+    """Queue every ``(kind, raw)`` of ``objects`` at once; per object its ack or its error.
+
+    The errors are those :func:`submit` raises (``IngestFull``, ``BusUnavailable``, ``BusError``),
+    returned in the object's place so one refusal does not hide the others' fate.
+    """
+    messages = [
+        Outgoing(layout.ingest_subject(kind), raw, _headers(kind, raw, source))
+        for kind, raw in objects
+    ]
+    results = await publisher.publish(messages)
+    return [
+        IngestFull(f"the ingest stream is full, try again later ({r})")
+        if isinstance(r, StreamFull)
+        else r
+        for r in results
+    ]
+
+
+def _headers(kind: str, raw: bytes, source: str) -> dict[str, str]:
+    if kind not in KINDS:
+        raise ValueError(f"`kind`: {kind!r} is not one of {', '.join(KINDS)}")
+    return headers(kind=kind, source=source, message_id=dedupe_id(kind, raw))
