@@ -33,9 +33,13 @@ from mim.create import create
 from mim.signing import SigningKey
 from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.embedded import NatsServer, PostgresServer
-from relay.submit import submit
+from relay.publisher import Confirmed, Publisher
+from relay.submit import submit_many
 
 DIFFICULTY = 10
+#: Objects submitted at once, and chunks in flight, as a bulk source (import, syncer) does.
+CHUNK = 256
+CHUNKS_IN_FLIGHT = 4
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -85,6 +89,21 @@ async def wait_ready(db: str, conn_attempts: int = 200) -> None:
     raise RuntimeError("the store did not create its schema")
 
 
+async def publish_all(publisher: Publisher, layout: Layout, objects: list[bytes]) -> None:
+    """Submit ``objects`` in chunks of ``CHUNK``, ``CHUNKS_IN_FLIGHT`` chunks at a time."""
+    chunks = [objects[n : n + CHUNK] for n in range(0, len(objects), CHUNK)]
+    slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+    async def one(chunk: list[bytes]) -> None:
+        async with slots:
+            results = await submit_many(publisher, layout, [("post", raw) for raw in chunk])
+        refused = [r for r in results if not isinstance(r, Confirmed)]
+        if refused:
+            raise RuntimeError(f"{len(refused)} objects refused, first: {refused[0]}")
+
+    await asyncio.gather(*(one(c) for c in chunks))
+
+
 async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: str) -> float:
     prefix = f"B{validators}{random.randrange(10**6)}"
     db = f"bench_{prefix.lower()}"
@@ -100,7 +119,6 @@ async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: s
         "MIM_VALIDATOR_METRICS_PORT": "0",
         "MIM_STORE_METRICS_PORT": "0",
         "MIM_LOG_LEVEL": "warning",
-        "MIM_VALIDATOR_PROCESS_WORKERS": "1" if validators > 1 else "2",
     }
     procs = [spawn("services.store", env)] + [
         spawn("services.validator", env) for _ in range(validators)
@@ -113,14 +131,9 @@ async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: s
         await wait_ready(db_url)
         await asyncio.sleep(3)  # validators' pools up
         conn = await asyncpg.connect(db_url)
+        publisher = await Publisher(nc, timeout=60).start()
         started = time.perf_counter()
-        sem = asyncio.Semaphore(512)
-
-        async def one(raw: bytes) -> None:
-            async with sem:
-                await submit(js, layout, "post", raw, ack_wait_seconds=60)
-
-        await asyncio.gather(*(one(r) for r in objects))
+        await publish_all(publisher, layout, objects)
         while await conn.fetchval("SELECT count(*) FROM objects") < len(objects):  # noqa: ASYNC110 - polls another process's commits
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started

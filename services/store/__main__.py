@@ -22,7 +22,7 @@ async def main(ctx: Context) -> None:
     layout = Layout.from_settings(settings)
     await ensure_streams(js, layout, StreamLimits.from_settings(settings))
     writer = Writer(
-        js,
+        nc,
         pool,
         layout,
         batch_size=settings.batch_size,

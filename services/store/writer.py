@@ -24,13 +24,14 @@ from typing import Final
 
 import asyncpg
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from mim import MimError, parse
 from mim.entities import Address, Provable
 from relay import logging as relay_logging
 from relay.bus import HEADER_KIND, HEADER_SOURCE, KINDS, Layout
+from relay.puller import Puller
 from services.store import metrics, persist
 
 __all__ = ["FIRST_PARTY", "BatchResult", "Writer"]
@@ -75,7 +76,7 @@ class Writer:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         pool: asyncpg.Pool,
         layout: Layout,
         *,
@@ -86,7 +87,8 @@ class Writer:
         retry_max: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
         self._pool = pool
         self._layout = layout
         self._batch_size = batch_size
@@ -100,16 +102,17 @@ class Writer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished first."""
-        sub = await self._js.pull_subscribe_bind(
-            durable=self._layout.store_consumer, stream=self._layout.accepted_stream
-        )
+        layout = self._layout
+        puller = Puller(self._nc, layout.accepted_stream, layout.store_consumer,
+                        batch=self._batch_size)  # fmt: skip
+        await puller.start()
         self.ready = True
         delay = self._retry_min
         try:
             while not stop.is_set():
-                msgs = await self._fetch(sub)
+                msgs = await puller.take(self._batch_size, self._fetch_timeout)
                 if not msgs:
-                    await self._update_pending(sub)
+                    await self._update_pending()
                     continue
                 try:
                     await self.write_batch(msgs)
@@ -125,17 +128,13 @@ class Writer:
                 delay = self._retry_min
         finally:
             self.ready = False
-            await sub.unsubscribe()
+            await puller.close()
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _update_pending(self) -> None:
         try:
-            return await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-
-    async def _update_pending(self, sub: JetStreamContext.PullSubscription) -> None:
-        try:
-            info = await sub.consumer_info()
+            info = await self._js.consumer_info(
+                self._layout.accepted_stream, self._layout.store_consumer
+            )
         except (TimeoutError, nats.errors.Error):
             return
         metrics.PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0))
@@ -161,7 +160,7 @@ class Writer:
         metrics.WRITE_DURATION.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
         # Committed: from here on a crash only causes a harmless redelivery.
-        await _settle(m.ack() for m in (i.msg for i in items))
+        await _ack_all([i.msg for i in items])
         for entity, outcome in zip(provables, outcomes, strict=True):
             metrics.OBJECTS.labels(kind=entity.kind, outcome=outcome).inc()
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
@@ -213,6 +212,18 @@ async def _settle(calls: object) -> None:
     """Run acks/naks together; one that fails (NATS gone) only means a later redelivery."""
     results = await asyncio.gather(*calls, return_exceptions=True)  # type: ignore[misc]
     failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        _log.warning("acknowledgement_failed", count=len(failed), error=repr(failed[0]))
+
+
+async def _ack_all(msgs: list[Msg]) -> None:
+    """Ack ``msgs`` one after the other (each only queues a few bytes); failures are logged."""
+    failed: list[BaseException] = []
+    for msg in msgs:
+        try:
+            await msg.ack()
+        except nats.errors.Error as exc:
+            failed.append(exc)
     if failed:
         _log.warning("acknowledgement_failed", count=len(failed), error=repr(failed[0]))
 

@@ -1,30 +1,27 @@
-"""The CPU-bound part of validation, run in worker processes: verify a batch, say what it refers to.
+"""The CPU-bound part of validation, run in the verify threads: check a chunk, say what it names.
 
 ``judge`` takes ``(kind, raw)`` pairs and returns one :class:`Outcome` each. It runs
-``mim.verify.verify`` with the node policy (sent as plain values, :func:`policy_spec`, and
-rebuilt once per worker process) and, for an
-accepted object, adds what the block list is matched against (:func:`block_refs`) and the
-object's canonical bytes, which are what the accepted stream carries. Everything here is pure and
-picklable; nothing touches the network.
+``mim.verify.verify`` with the node policy and, for an accepted object, adds what the block list
+is matched against (:func:`block_refs`) and the object's canonical bytes, which are what the
+accepted stream carries. Everything here is pure; nothing touches the network or shared state.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from mim import canonical
 from mim.entities import Address, Entity, Key, Post, Thread, Truststate, Vote
 from mim.signing import key_fingerprint
 from mim.verify import Policy, verify
 
-__all__ = ["Outcome", "block_refs", "judge", "policy_spec", "warm"]
+__all__ = ["Outcome", "block_refs", "judge"]
 
 
 class Outcome(NamedTuple):
-    """One verdict in a form that pickles small and fast."""
+    """One verdict, with what the validator needs to publish it."""
 
     ok: bool
     kind: str
@@ -37,38 +34,6 @@ class Outcome(NamedTuple):
     refs: tuple[str, ...]
     canonical: bytes
     seconds: float
-
-
-PolicySpec = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], bool, int, bool]
-"""A ``Policy`` as plain hashable values: it crosses to the worker processes with each batch."""
-
-_policies: dict[PolicySpec, Policy] = {}
-
-
-def policy_spec(policy: Policy) -> PolicySpec:
-    """``policy`` as plain values (a ``Policy`` holds mapping proxies, which do not pickle)."""
-    return (
-        tuple(sorted(policy.min_pow.items())),
-        tuple(sorted(policy.min_update_pow.items())),
-        policy.allow_anonymous,
-        policy.anonymous_min_pow,
-        policy.allow_ecdsa,
-    )
-
-
-def _policy(spec: PolicySpec) -> Policy:
-    policy = _policies.get(spec)
-    if policy is None:
-        create, update, anonymous, anonymous_min, ecdsa = spec
-        policy = Policy(
-            min_pow=dict(create),
-            min_update_pow=dict(update),
-            allow_anonymous=anonymous,
-            anonymous_min_pow=anonymous_min,
-            allow_ecdsa=ecdsa,
-        )
-        _policies[spec] = policy
-    return policy
 
 
 def block_refs(entity: Entity) -> tuple[str, ...]:
@@ -134,18 +99,6 @@ def _one(kind: str, raw: bytes, policy: Policy) -> Outcome:
     )
 
 
-#: How long :func:`warm` holds its worker, so each concurrent warm-up call lands on its own.
-WARM_HOLD_SECONDS: Final = 0.2
-
-
-def warm(spec: PolicySpec) -> int:
-    """Get a worker process ready to judge (modules imported, policy built); its pid."""
-    _policy(spec)
-    time.sleep(WARM_HOLD_SECONDS)
-    return os.getpid()
-
-
-def judge(items: Iterable[tuple[str, bytes]], spec: PolicySpec) -> list[Outcome]:
-    """The outcome of each ``(kind, raw)`` under the policy ``spec``; never raises for bad input."""
-    policy = _policy(spec)
+def judge(items: Iterable[tuple[str, bytes]], policy: Policy) -> list[Outcome]:
+    """The outcome of each ``(kind, raw)`` under ``policy``; never raises for bad input."""
     return [_one(kind, raw, policy) for kind, raw in items]

@@ -6,15 +6,20 @@ work and any number of replicas may run. For each fetched batch:
 1. screen each message: its subject names a Mim kind, it is at most ``max_object_bytes``, and it
    has not already been delivered ``max_deliveries`` times (stages ``decode``, ``size``,
    ``delivery``);
-2. verify the rest in the process pool (``checks.judge``: ``mim.verify.verify`` with the node
-   policy), one chunk per worker process, so the event loop never does the CPU-bound work;
+2. verify the rest (``checks.judge``: ``mim.verify.verify`` with the node policy) on the event
+   loop, ``CHUNK`` objects at a time with a yield between chunks, so the other batch in hand
+   keeps publishing and acking. A replica is one process on one core: handing objects to other
+   processes costs about as much as checking them, and threads fight the checks for the GIL;
+   run one replica per core instead;
 3. refuse what the block list names (stage ``blocked``);
 4. publish accepted objects, as canonical JSON, to the accepted stream with
    ``Nats-Msg-Id = kind:fingerprint:last_update`` and rejections, with stage, reason and field,
    to the rejected stream with ``Nats-Msg-Id = rejected:<ingest sequence>``, so a redelivered
    message never doubles either;
-5. only once JetStream has confirmed that publish, ``ack`` (accepted) or ``term`` (rejected) the
-   ingest message, and flush, which waits for the server to have read the acks.
+5. only once JetStream has confirmed that publish (a batch is published at once and its
+   acknowledgements gathered, :class:`relay.publisher.Publisher`), ``ack`` (accepted) or
+   ``term`` (rejected) the ingest message, and flush, which waits for the server to have read
+   the acks.
 
 A publish that fails for a transient cause (stream full, JetStream unavailable) leaves the
 message for redelivery with a growing delay; after ``max_deliveries`` it is rejected at stage
@@ -28,7 +33,6 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -37,9 +41,8 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 
-from relay import BusError, TransientError
+from relay import RelayError, TransientError
 from relay.bus import (
     HEADER_SOURCE,
     KINDS,
@@ -50,12 +53,13 @@ from relay.bus import (
     ensure_streams,
     headers,
     msg_id,
-    publish,
 )
-from relay.runner import Context, CpuPool
+from relay.publisher import Confirmed, Outgoing, Publisher
+from relay.puller import Puller
+from relay.runner import Context
 from services.validator import metrics
 from services.validator.blocklist import BlockList
-from services.validator.checks import Outcome, PolicySpec, judge, policy_spec, warm
+from services.validator.checks import Outcome, judge
 from services.validator.settings import ValidatorSettings
 
 __all__ = ["Item", "Validator", "main"]
@@ -66,6 +70,8 @@ _log = structlog.stdlib.get_logger("services.validator")
 MAX_RETRY_DELAY_SECONDS: Final = 60.0
 #: Batches a replica holds at once: one judged or published while the next is fetched and judged.
 BATCHES_IN_FLIGHT: Final = 2
+#: Objects checked between two yields to the event loop (about 5 ms of work).
+CHUNK: Final = 32
 #: How long start-up waits for the block list to be read before refusing to start.
 BLOCKLIST_LOAD_SECONDS: Final = 30.0
 
@@ -80,7 +86,7 @@ class Item:
     delivered: int
     outcome: Outcome | None = None
     # set when the message is to be acked or termed
-    publish: tuple[str, bytes, dict[str, str]] | None = None
+    publish: Outgoing | None = None
     final: str = ""  # "accepted" or "rejected"
     stage: str = ""
     reason: str = ""
@@ -97,7 +103,7 @@ def _kind_of(subject: str) -> str:
 
 
 class Validator:
-    """Judges batches of ingest messages; holds no state across batches but the pool."""
+    """Judges batches of ingest messages; holds no state across batches but its threads."""
 
     def __init__(
         self,
@@ -113,16 +119,12 @@ class Validator:
         self.layout = layout
         self.settings = settings
         self.blocks = blocks
-        self.spec: PolicySpec = policy_spec(settings.policy())
+        self.policy = settings.policy()
         self.counters = counters if counters is not None else {}
-        self._cpu = CpuPool(settings.process_workers)
+        self.publisher = Publisher(nc, timeout=settings.publish_timeout_seconds)
 
     async def aclose(self) -> None:
-        await self._cpu.aclose()
-
-    async def warm(self) -> None:
-        """Start the pool's worker processes before the first batch needs them."""
-        await self._cpu.warm(warm, self.spec)
+        await self.publisher.close()
 
     # ---------------------------------------------------------------- one batch
 
@@ -135,20 +137,13 @@ class Validator:
         metrics.CONSUMER_PENDING.set(msgs[-1].metadata.num_pending)
         to_judge = [i for i in items if not i.final and not self._screen(i)]
         if to_judge:
-            cpu = self._cpu
-            try:
-                await self._judge(to_judge)
-            except BrokenProcessPool as exc:
-                # a worker died under us; every message of the batch comes back later
-                _log.warning("process_pool_broken", error=repr(exc))
-                await self._replace_pool(cpu)
-                await self._retry(to_judge, "pool")
-                items = [i for i in items if i not in to_judge]
+            await self._judge(to_judge)
         started = time.perf_counter()
-        results = await asyncio.gather(*(self._publish(i) for i in items), return_exceptions=True)
+        outgoing = [i for i in items if i.publish is not None]
+        results = await self.publisher.publish([i.publish for i in outgoing if i.publish])
         metrics.CHECK_DURATION.labels("publish").observe(time.perf_counter() - started)
         started = time.perf_counter()
-        await self._settle(items, results)
+        await self._settle(outgoing, results)
         metrics.CHECK_DURATION.labels("ack").observe(time.perf_counter() - started)
 
     def _item(self, msg: Msg) -> Item:
@@ -173,15 +168,11 @@ class Validator:
         return bool(item.final)
 
     async def _judge(self, items: list[Item]) -> None:
-        workers = self._cpu.workers
-        size = -(-len(items) // workers)
-        chunks = [items[n : n + size] for n in range(0, len(items), size)]
-        outcomes = await asyncio.gather(
-            *(
-                self._cpu.run(judge, [(i.kind, bytes(i.msg.data)) for i in chunk], self.spec)
-                for chunk in chunks
-            )
-        )
+        chunks = [items[n : n + CHUNK] for n in range(0, len(items), CHUNK)]
+        outcomes = []
+        for chunk in chunks:
+            outcomes.append(judge([(i.kind, i.msg.data) for i in chunk], self.policy))
+            await asyncio.sleep(0)  # let the other batch publish and ack
         verify_time = metrics.CHECK_DURATION.labels("verify")
         blocked_time = metrics.CHECK_DURATION.labels("blocked")
         for chunk, results in zip(chunks, outcomes, strict=True):
@@ -211,7 +202,7 @@ class Validator:
             message_id=msg_id(item.kind, ident, outcome.last_update),
         )
         item.final = "accepted"
-        item.publish = (self.layout.accepted_subject(item.kind), outcome.canonical, hdrs)
+        item.publish = Outgoing(self.layout.accepted_subject(item.kind), outcome.canonical, hdrs)
 
     def _reject(self, item: Item, stage: str, reason: str, field_: str, rule: str) -> None:
         outcome = item.outcome
@@ -243,41 +234,27 @@ class Validator:
         body = json.dumps(record, ensure_ascii=False).encode()
         item.final, item.stage, item.reason = "rejected", stage, reason
         item.extra = {"field": field_, "rule": rule, "fingerprint": record["fingerprint"]}
-        item.publish = (self.layout.rejected_subject(item.kind, stage), body, hdrs)
-
-    async def _publish(self, item: Item) -> PubAck | None:
-        if item.publish is None:
-            return None
-        subject, payload, hdrs = item.publish
-        return await publish(
-            self.js,
-            subject,
-            payload,
-            headers=hdrs,
-            ack_wait_seconds=self.settings.publish_timeout_seconds,
-        )
+        item.publish = Outgoing(self.layout.rejected_subject(item.kind, stage), body, hdrs)
 
     # ---------------------------------------------------------------- acks
 
-    async def _settle(self, items: list[Item], results: Sequence[object]) -> None:
+    async def _settle(self, items: list[Item], results: Sequence[Confirmed | RelayError]) -> None:
         retry: list[Item] = []
         for item, result in zip(items, results, strict=True):
-            if item.publish is None:
-                continue  # already left for redelivery
-            if isinstance(result, BaseException):
-                if not isinstance(result, TransientError | BusError):
-                    raise result
-                _log.warning("publish_failed", seq=item.seq, kind=item.kind, error=str(result))
+            if not isinstance(result, Confirmed):
+                if not isinstance(result, TransientError):
+                    # refused for good (too large for the server, say): say so, then redeliver
+                    # until the delivery budget rejects it, rather than acking what is not stored
+                    _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
+                else:
+                    _log.warning("publish_failed", seq=item.seq, kind=item.kind, error=str(result))
                 retry.append(item)
                 continue
-            ack = cast(PubAck, result)
+            ack = result
             if item.final == "accepted":
                 outcome = "duplicate" if ack.duplicate else "accepted"
                 metrics.OBJECTS.labels(item.kind, outcome).inc()
                 self.counters[outcome] = self.counters.get(outcome, 0) + 1
-                _log.debug("object_accepted", kind=item.kind, seq=item.seq,
-                           fingerprint=item.outcome.fingerprint if item.outcome else "",
-                           duplicate=ack.duplicate)  # fmt: skip
                 await item.msg.ack()
             else:
                 metrics.OBJECTS.labels(item.kind, "rejected").inc()
@@ -308,12 +285,6 @@ class Validator:
             except nats.errors.Error as exc:
                 _log.warning("nak_failed", seq=item.seq, error=repr(exc))
 
-    async def _replace_pool(self, broken: CpuPool) -> None:
-        if self._cpu is not broken:
-            return  # another batch in flight has replaced it already
-        self._cpu = CpuPool(self.settings.process_workers)
-        await broken.aclose()
-
 
 def _content_id(data: bytes) -> str:
     import hashlib  # noqa: PLC0415 - only addresses, which have no fingerprint, need it
@@ -335,29 +306,29 @@ async def main(ctx: Context) -> None:
     blocks = BlockList()
     ctx.spawn(blocks.run(kv, ctx.stop, settings.blocklist_refresh_seconds), name="blocklist")
     await asyncio.wait_for(blocks.loaded.wait(), BLOCKLIST_LOAD_SECONDS)
-    sub = await js.pull_subscribe_bind(
-        durable=layout.validator_consumer, stream=layout.ingest_stream
-    )
     validator = Validator(nc, js, layout, settings, blocks, ctx.counters)
     ctx.stack.push_async_callback(validator.aclose)
-    await validator.warm()
+    await validator.publisher.start()
+    puller = Puller(nc, layout.ingest_stream, layout.validator_consumer, batch=settings.batch_size)
+    ctx.stack.push_async_callback(puller.close)
+    await puller.start()
     _log.info("validator_started", consumer=layout.validator_consumer,
-              batch_size=settings.batch_size, workers=validator._cpu.workers,
+              batch_size=settings.batch_size,
               min_pow=settings.min_pow)  # fmt: skip
     ctx.mark_ready()
-    await _consume(ctx, sub, validator, settings)
+    await _consume(ctx, puller, validator, settings)
 
 
 async def _consume(
     ctx: Context,
-    sub: JetStreamContext.PullSubscription,
+    puller: Puller,
     validator: Validator,
     settings: ValidatorSettings,
 ) -> None:
     """Fetch and handle batches, up to ``BATCHES_IN_FLIGHT`` at once, until ``ctx.stop``.
 
-    While one batch waits for its publishes to be confirmed, the next is fetched and judged, so
-    the pool, the bus and the event loop are busy together. Each batch still acks only its own
+    While one batch waits for its publishes to be confirmed, the next is judged, so the checks
+    and the bus are busy together. Each batch still acks only its own
     confirmed messages; the consumer's ``max_ack_pending`` is far above the messages held.
     """
     slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
@@ -372,7 +343,7 @@ async def _consume(
     try:
         while not ctx.stop.is_set():
             await slots.acquire()
-            msgs = await _fetch(sub, settings)
+            msgs = await puller.take(settings.batch_size, settings.fetch_timeout_seconds)
             if not msgs:
                 slots.release()
                 continue
@@ -382,14 +353,3 @@ async def _consume(
     finally:
         # the batches in hand finish (the runner's grace bounds this); a failure surfaces here
         await asyncio.gather(*running)
-
-
-async def _fetch(sub: JetStreamContext.PullSubscription, settings: ValidatorSettings) -> list[Msg]:
-    try:
-        return await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
-    except (nats.errors.TimeoutError, TimeoutError):
-        return []
-    except nats.errors.Error as exc:
-        _log.warning("fetch_failed", error=repr(exc))
-        await asyncio.sleep(min(1.0, settings.fetch_timeout_seconds))
-        return []

@@ -76,7 +76,9 @@ class NodeSupervisorSettings(NodeSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIM_NODE_")
 
-    validators: int = Field(1, ge=0, le=64, description="Validator replicas.")
+    validators: int = Field(
+        1, ge=0, le=64, description="Validator replicas (each checks on one core)."
+    )
     miners: int = Field(1, ge=0, le=64, description="Miner replicas.")
     metrics_port_base: int = Field(
         9101,

@@ -355,7 +355,6 @@ class Context:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = False
         self._unready_reason = "starting"
-        self._cpu: CpuPool | None = None
 
     # readiness
     @property
@@ -483,18 +482,6 @@ class Context:
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
         return pool
-
-    @property
-    def cpu(self) -> CpuPool:
-        """The service's process pool (``process_workers`` processes), shut down on stop."""
-        if self._cpu is None:
-            self._cpu = CpuPool(self.settings.process_workers)
-            self.stack.push_async_callback(self._cpu.aclose, self._close_timeout)
-        return self._cpu
-
-    async def run_cpu(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
-        """Run ``fn(*args)`` in the service's process pool."""
-        return await self.cpu.run(fn, *args)
 
     @property
     def _close_timeout(self) -> float:

@@ -181,9 +181,6 @@ class ServiceSettings(NodeSettings):
         ge=0,
         description="On SIGTERM, how long in-flight work may finish before cancelling.",
     )
-    process_workers: int = Field(
-        default=0, ge=0, description="Processes for CPU-bound work (0: one per CPU)."
-    )
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

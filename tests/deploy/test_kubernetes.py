@@ -173,8 +173,8 @@ def test_every_deployment_has_resources_and_a_grace_longer_than_the_drain(
     objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each Deployment requests and limits CPU and memory, and the kubelet waits longer than the
-    service's shutdown grace plus the runner's closing time before it kills; CPU-bound services
-    run as many processes as their CPU limit allows."""
+    service's shutdown grace plus the runner's closing time before it kills; the miner runs as
+    many processes as its CPU limit allows, and a validator replica is given one core."""
     configmaps = _of_kind(objects, "ConfigMap")
     for name, deployment in _of_kind(objects, "Deployment").items():
         resources = _container(deployment)["resources"]
@@ -184,9 +184,11 @@ def test_every_deployment_has_resources_and_a_grace_longer_than_the_drain(
         grace = settings.shutdown_grace_seconds  # type: ignore[attr-defined]
         period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert period > grace + CLOSE_EXTRA_SECONDS, name
-        if name in ("validator", "miner"):
+        if name == "miner":
             workers = settings.process_workers  # type: ignore[attr-defined]
             assert workers == int(resources["limits"]["cpu"]), name
+        if name == "validator":  # one process on one core: replicas, not processes, scale it
+            assert int(resources["limits"]["cpu"]) == 1
     syncer = _of_kind(objects, "Deployment")["syncer"]["spec"]
     assert syncer["replicas"] == 1
     assert syncer["strategy"]["type"] == "Recreate"

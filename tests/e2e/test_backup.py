@@ -118,7 +118,6 @@ def target_node(
         "MIM_STREAM_PREFIX": stream_prefix,
         "MIM_MIN_POW": str(DIFFICULTY),
         "MIM_VALIDATOR_METRICS_PORT": "0",
-        "MIM_VALIDATOR_PROCESS_WORKERS": "1",
         "MIM_STORE_METRICS_PORT": "0",
     }
     with ExitStack() as stack:

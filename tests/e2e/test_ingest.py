@@ -121,7 +121,6 @@ class Node:
             "MIM_STREAM_PREFIX": prefix,
             "MIM_MIN_POW": str(DIFFICULTY),
             "MIM_VALIDATOR_METRICS_PORT": "0",
-            "MIM_VALIDATOR_PROCESS_WORKERS": "1",
             "MIM_VALIDATOR_RETRY_DELAY_SECONDS": "0.2",
             "MIM_STORE_METRICS_PORT": "0",
             "MIM_DEDUPE_WINDOW_SECONDS": "120",

@@ -151,7 +151,7 @@ def test_config_table_lists_each_variable_once() -> None:
     assert "| `MIM_EXAMPLE_METRICS_PORT` | `9199` | Port of /metrics. |" in table
     assert "| `MIM_EXAMPLE_SHUTDOWN_GRACE_SECONDS` | `10` |" in table
     assert table.count("`MIM_NATS_URL`") == 1
-    assert len(lines) == 2 + len(NodeSettings.model_fields) + 4
+    assert len(lines) == 2 + len(NodeSettings.model_fields) + 3  # port, grace, max_inflight
 
 
 def test_replace_config_table_keeps_the_rest() -> None:

@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Callable
 
 import asyncpg
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from services.store.migrate import migrate
 from services.store.writer import Writer
@@ -54,12 +55,12 @@ async def count_rows(url: str) -> int:
 
 
 async def test_writer_stores_published_objects_and_acks_them(
-    js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
+    nc: NATS, js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
 ) -> None:
     """Objects on the accepted stream become rows with their exact JSON; the stream drains."""
     objs = Factory(3).posts(40)
     await publish_objects(js, layout, objs)
-    writer = Writer(js, pool, layout, batch_size=16, fetch_timeout=0.2)
+    writer = Writer(nc, pool, layout, batch_size=16, fetch_timeout=0.2)
     stop = asyncio.Event()
     task = asyncio.create_task(writer.run(stop))
     try:
@@ -76,12 +77,12 @@ async def test_writer_stores_published_objects_and_acks_them(
 
 
 async def test_redelivered_batch_changes_nothing(
-    js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
+    nc: NATS, js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
 ) -> None:
     """An object published again (a new message id) leaves every row exactly as it was."""
     objs = Factory(4).posts(10)
     await publish_objects(js, layout, objs)
-    writer = Writer(js, pool, layout, batch_size=32, fetch_timeout=0.2)
+    writer = Writer(nc, pool, layout, batch_size=32, fetch_timeout=0.2)
     stop = asyncio.Event()
     task = asyncio.create_task(writer.run(stop))
     try:
@@ -98,7 +99,7 @@ async def test_redelivered_batch_changes_nothing(
 
 
 async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
-    js: JetStreamContext, layout: Layout, dedicated_postgres_server: PostgresServer
+    nc: NATS, js: JetStreamContext, layout: Layout, dedicated_postgres_server: PostgresServer
 ) -> None:
     """With PostgreSQL stopped mid-run the writer retries; afterwards every object is stored."""
     server = dedicated_postgres_server
@@ -111,7 +112,7 @@ async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
         await migrate(pool)
         errors_before = scrape(metrics.metrics_url, "mim_store_db_errors_total")
         objs = Factory(5).posts(120)
-        writer = Writer(js, pool, layout, batch_size=10, fetch_timeout=0.2, retry_min=0.1,
+        writer = Writer(nc, pool, layout, batch_size=10, fetch_timeout=0.2, retry_min=0.1,
                         retry_max=0.5)  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop))

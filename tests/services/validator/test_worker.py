@@ -42,7 +42,6 @@ def settings_for(layout: Layout, nats_url: str = "", **extra: Any) -> ValidatorS
     values: dict[str, Any] = {
         "stream_prefix": layout.prefix,
         "min_pow": DIFFICULTY,
-        "process_workers": 1,
         "retry_delay_seconds": 0,
         **extra,
     }
@@ -220,7 +219,6 @@ async def test_the_service_runs_as_a_process_and_drains_on_sigterm(
         "MIM_STREAM_PREFIX": layout.prefix,
         "MIM_MIN_POW": str(DIFFICULTY),
         "MIM_VALIDATOR_METRICS_PORT": "0",
-        "MIM_VALIDATOR_PROCESS_WORKERS": "1",
     }
     with ServiceProcess(["-m", "services.validator"], env=env) as proc:
         started = proc.wait_for("service_started")
