@@ -45,7 +45,7 @@ RETRIES = Counter(
 )
 CHECK_DURATION = Histogram(
     "mim_validator_check_duration_seconds",
-    "Time spent per step: verify and blocked per object, publish and ack per batch.",
+    "Time per step: verify per object; blocked (block list and verdicts), publish, ack per batch.",
     ["stage"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )

@@ -174,7 +174,7 @@ class Validator:
             outcomes.append(judge([(i.kind, i.msg.data) for i in chunk], self.policy))
             await asyncio.sleep(0)  # let the other batch publish and ack
         verify_time = metrics.CHECK_DURATION.labels("verify")
-        blocked_time = metrics.CHECK_DURATION.labels("blocked")
+        started = time.perf_counter()
         for chunk, results in zip(chunks, outcomes, strict=True):
             for item, outcome in zip(chunk, results, strict=True):
                 item.outcome = outcome
@@ -182,15 +182,14 @@ class Validator:
                 if not outcome.ok:
                     self._reject(item, outcome.stage, outcome.reason, outcome.field, outcome.rule)
                     continue
-                started = time.perf_counter()
                 hit = self.blocks.match(outcome.refs)
-                blocked_time.observe(time.perf_counter() - started)
                 if hit is not None:
                     why = self.blocks.reason(hit)
                     reason = f"`{hit}` is on the block list" + (f": {why}" if why else "")
                     self._reject(item, "blocked", reason, "fingerprint", "blocklist")
                 else:
                     self._accept(item, outcome)
+        metrics.CHECK_DURATION.labels("blocked").observe(time.perf_counter() - started)
 
     # ---------------------------------------------------------------- verdicts
 
