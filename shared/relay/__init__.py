@@ -6,8 +6,10 @@ so ``mimrelay --help`` stays fast::
     relay.settings   NodeSettings / ServiceSettings bases, load(), the README configuration table
     relay.logging    structlog set-up: one JSON object per line on stdout
     relay.metrics    the metrics and health HTTP server, mim_build_info
-    relay.runner     run_service(): signals, drain, readiness, retried connections, process pool
+    relay.runner     run_service(): signals, drain, readiness, retried connections; CpuPool
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
+    relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
+    relay.puller     a pull consumer that keeps messages coming
     relay.embedded   nats-server and PostgreSQL as child processes (``mimrelay up``, the tests)
     relay.cli        the ``mimrelay`` command
 

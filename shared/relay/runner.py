@@ -21,7 +21,7 @@ On SIGTERM (or SIGINT, or ``ctx.request_stop``) ``ctx.stop`` is set and ``/healt
 ``main`` and every task started with ``ctx.spawn`` get the service's ``shutdown_grace_seconds`` to
 finish; what is still running after that is cancelled (unacked JetStream messages are redelivered),
 and a second signal cuts the grace short. Then the exit stack unwinds (NATS drained, the pool
-closed with ``terminate()`` as fallback, the process pool shut down), the metrics server stops, and
+closed with ``terminate()`` as fallback), the metrics server stops, and
 one ``shutdown_complete`` line sums up: ``reason``, ``exit_code``, ``cancelled``, ``uptime_s`` and
 every counter the service added to ``ctx.counters`` (``handled=...``). A clean stop exits 0; an
 exception escaping ``main`` or a tracked task, or ``ctx.fail()``, exits 1.
@@ -273,7 +273,7 @@ def pool_worker_init(parent: int) -> None:
 
 
 class CpuPool:
-    """A bounded process pool for CPU-bound work (PoW minting, bulk signature checks).
+    """A bounded process pool for CPU-bound work (PoW minting).
 
     Workers are started with ``spawn`` (never forked from a process running threads and an event
     loop), ignore SIGINT so Ctrl-C reaches only the service, and exit by themselves when the
