@@ -32,16 +32,16 @@ from nats.js import JetStreamContext
 
 from mim import canonical, pages
 from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
-from mim.errors import MimError
 from mim.signing import SigningKey
 from relay import RelayError, mining
 from relay.bus import Layout
 from relay.logging import get_logger
 from relay.submit import submit
 from services.store import repo
-from services.syncer import metrics
+from services.syncer import check, metrics
+from services.syncer.check import Broken, SyncFailed, decode
 from services.syncer.client import Client, FetchError, Tally
-from services.syncer.peers import STATIC_TYPES, Outcome, Remote, is_local
+from services.syncer.peers import Outcome, Remote, is_local
 from services.syncer.settings import SyncerSettings
 
 __all__ = ["ENDPOINTS", "Report", "SyncFailed", "Syncer"]
@@ -57,23 +57,6 @@ _log = get_logger(__name__)
 
 Progress = Callable[[str], None]
 """Called with the stage a sync enters: ``check``, then each endpoint, then ``done``."""
-
-
-class SyncFailed(RelayError):
-    """The sync with a remote stopped; ``reason`` is a small closed label for metrics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class _Broken(Exception):
-    """A page that does not decode, verify, or come from the remote's key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -164,7 +147,7 @@ class Syncer:
             for endpoint in ENDPOINTS:
                 step(endpoint)
                 await self._endpoint(run, endpoint)
-            await self._record_remote(run, last_sync=int(time.time()))
+            await check.record(self.pool, run.remote, run.address, last_sync=int(time.time()))
             report.ok = True
         except SyncFailed as exc:
             report.reason = exc.reason
@@ -188,50 +171,25 @@ class Syncer:
         if not 200 <= status < 300:
             raise SyncFailed("status", f"GET /v0/status answered {status}")
         node = await self._node_page(run, "GET", None)
-        nid = pages.node_id(node.node_public_key)
-        if nid == self.node_id:
-            raise SyncFailed("self", "the remote is this node")
         run.key = node.node_public_key
-        run.report.node_id = nid
-        run.static = run.remote.static or node.address.type in STATIC_TYPES
+        run.report.node_id = pages.node_id(node.node_public_key)
+        run.static = check.is_static(run.remote, node)
         own = node.address
         if not run.static:
             answer = await self._node_page(run, "POST", await self._post_body(()))
             if answer.node_public_key != node.node_public_key:
                 raise SyncFailed("node_key", "the POST answer is signed by another key")
             own = answer.address
-        run.report.node_type = own.type if own.type else (255 if run.static else 2)
-        run.address = own if own.type else replace(own, type=run.report.node_type)
+        run.address = check.own_address(own, static=run.static)
+        run.report.node_type = run.address.type
         seen = node.timestamp if run.static else int(time.time())
-        await self._record_remote(run, last_ping=seen)
+        await check.record(self.pool, run.remote, run.address, last_ping=seen)
 
     async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
-        status, data = await self._request(run, method, "v0/node", "node", body)
-        if status != 200:
-            raise SyncFailed("node_page", f"{method} /v0/node answered {status}")
-        try:
-            page = _decode(data, expect_key="")
-        except _Broken as exc:
-            raise SyncFailed("node_page", f"{method} /v0/node: {exc.reason}") from exc
-        protocol = page.address.protocol
-        if (protocol.version_major, protocol.version_minor) != (1, 0):
-            raise SyncFailed("protocol", "the node page does not declare protocol 1.0")
-        return page
+        async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+            return await self._request(run, method, path, "node", body)
 
-    async def _record_remote(self, run: _Run, *, last_ping: int = 0, last_sync: int = 0) -> None:
-        """Store the remote first-party, at the place we dialled (§13.4 step 3, §13.6)."""
-        remote = run.remote
-        stored = replace(
-            run.address,
-            location=remote.host,
-            sublocation=remote.sublocation,
-            port=remote.port,
-            location_type=remote.location_type,
-            entity_version=1,
-        )
-        await repo.upsert_first_party_address(
-            self.pool, stored, int(time.time()), last_ping=last_ping, last_sync=last_sync
-        )
+        return await check.node_page(request, method, "v0/node", body, own_id=self.node_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -280,8 +238,8 @@ class Syncer:
         if status in (204, 404):
             return None
         if status != 200:
-            raise _Broken("http")
-        return _decode(data, expect_key=run.key)
+            raise Broken("http")
+        return decode(data, expect_key=run.key)
 
     def _count_broken(self, run: _Run, reason: str, path: str) -> None:
         metrics.PAGES_BROKEN.labels(reason).inc()
@@ -298,7 +256,7 @@ class Syncer:
         newest = cursor
         try:
             index = await self._page(run, f"{folder}/index.json", "index")
-        except _Broken as exc:
+        except Broken as exc:
             self._count_broken(run, exc.reason, f"{folder}/index.json")
             index, run.cache_broken = None, True
         # Ask from a little before the cursor: an object the remote stamped before its page time
@@ -345,8 +303,8 @@ class Syncer:
             run.cache_broken = True
             return 0
         try:
-            face = _decode(data, expect_key=run.key)
-        except _Broken as exc:
+            face = decode(data, expect_key=run.key)
+        except Broken as exc:
             self._count_broken(run, exc.reason, path)
             run.cache_broken = True
             return 0
@@ -370,14 +328,14 @@ class Syncer:
         if kind != "address":
             try:
                 wanted = await self._wanted_pages(run, kind, base)
-            except _Broken as exc:
+            except Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/manifest")
                 broken += 1
         label = "address" if kind == "address" else "entity"  # address caches have no manifest
         if wanted is None:  # no manifest: every page, as far as the first one says
             try:
                 first = await self._page(run, f"{base}/0.json", label)
-            except _Broken as exc:
+            except Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/0.json")
                 return False
             if first is None:
@@ -424,7 +382,7 @@ class Syncer:
     async def _entity_page(self, run: _Run, kind: Kind, path: str, label: str) -> bool:
         try:
             page = await self._page(run, path, label)
-        except _Broken as exc:
+        except Broken as exc:
             self._count_broken(run, exc.reason, path)
             return False
         if page is not None:
@@ -469,18 +427,3 @@ class Syncer:
 
 def _version(obj: Entity) -> tuple[str, str, int]:
     return (obj.kind, getattr(obj, "fingerprint", ""), getattr(obj, "last_update", 0))
-
-
-def _decode(data: bytes, *, expect_key: str) -> ApiResponse:
-    """The page in ``data``, verified, and signed by ``expect_key`` when one is given."""
-    try:
-        page = canonical.loads(ApiResponse, data)
-    except (MimError, ValueError, RecursionError) as exc:
-        raise _Broken("json") from exc
-    try:
-        pages.verify_page(page)
-    except MimError as exc:
-        raise _Broken("signature") from exc
-    if expect_key and page.node_public_key != expect_key:
-        raise _Broken("signer")
-    return page
