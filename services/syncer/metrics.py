@@ -14,6 +14,7 @@ __all__ = [
     "PAGES_SKIPPED",
     "PEERS_ACTIVE",
     "PEERS_KNOWN",
+    "PURGATORY",
     "REMOTE_LAG_SECONDS",
     "SYNCS",
     "SYNCS_STARTED",
@@ -60,4 +61,10 @@ REMOTE_LAG_SECONDS = Histogram(
 )
 COLLECTED = Counter(
     "mim_syncer_collected_total", "Objects removed by retention, by kind.", ["kind"]
+)
+PURGATORY = Counter(
+    "mim_syncer_purgatory_objects_total",
+    "Objects from beyond the event horizon, by kind and outcome: `held` during a sync, then"
+    " `admitted` (a newer descendant came with them) or `dropped` (§13.5).",
+    ["kind", "outcome"],
 )

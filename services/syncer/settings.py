@@ -111,6 +111,14 @@ class SyncerSettings(ServiceSettings):
         validation_alias="MIM_NETWORK_HEAD_DAYS",
         description="Days of the network head; retention never reaches into it.",
     )
+    purgatory_max_held: int = Field(
+        10_000,
+        ge=0,
+        description=(
+            "Objects from beyond the event horizon one sync holds until it knows their"
+            " descendants (§13.5); more are dropped."
+        ),
+    )
     collect_interval_seconds: float = Field(
         3600.0, gt=0, description="Pause between two retention runs."
     )

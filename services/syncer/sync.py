@@ -14,6 +14,9 @@ decode or verify is counted and dropped, and ``broken_pages_per_cache`` of them 
 Every object goes to the ingest stream (the validators judge it); nothing is written to the
 objects table here. The endpoint's cursor then moves to the newest page timestamp seen (the
 remote's clock), never backwards, and only if no cache of it was abandoned.
+
+Objects last modified before our event horizon wait in :mod:`~services.syncer.purgatory` until
+the sync ends (or fails), and only those with a newer descendant in the sync are then published.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from services.syncer import check, metrics
 from services.syncer.check import Broken, SyncFailed, decode
 from services.syncer.client import Client, FetchError, Tally
 from services.syncer.peers import Outcome, Remote, is_local
+from services.syncer.purgatory import Purgatory
 from services.syncer.settings import SyncerSettings
 
 __all__ = ["ENDPOINTS", "Report", "SyncFailed", "Syncer"]
@@ -73,6 +77,7 @@ class Report:
     skipped: int = 0
     broken: dict[str, int] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)
+    purgatory: dict[str, int] = field(default_factory=dict)  # held, admitted, dropped
     seconds: float = 0.0
 
     @property
@@ -91,6 +96,7 @@ class Report:
             "objects": dict(self.objects),
             "skipped_pages": self.skipped,
             "broken_pages": dict(self.broken),
+            "purgatory": dict(self.purgatory),
             "duration_s": round(self.seconds, 3),
         }
 
@@ -101,6 +107,7 @@ class _Run:
 
     remote: Remote
     report: Report
+    purgatory: Purgatory
     key: str = ""  # the remote's node public key
     static: bool = False
     cache_broken: bool = False
@@ -136,7 +143,11 @@ class Syncer:
     async def sync(self, remote: Remote, progress: Progress | None = None) -> Report:
         """Sync with ``remote`` once; never raises for what the remote does."""
         report = Report(remote=str(remote))
-        run = _Run(remote, report)
+        horizon = repo.memory_cutoff(
+            int(time.time()), self.settings.network_memory_days, self.settings.network_head_days
+        )
+        purgatory = Purgatory(horizon, max_held=self.settings.purgatory_max_held)
+        run = _Run(remote, report, purgatory)
         started = time.perf_counter()
         metrics.SYNCS_STARTED.inc()
         metrics.PEERS_ACTIVE.inc()
@@ -147,14 +158,13 @@ class Syncer:
             for endpoint in ENDPOINTS:
                 step(endpoint)
                 await self._endpoint(run, endpoint)
+            await self._settle(run)
             await check.record(self.pool, run.remote, run.address, last_sync=int(time.time()))
             report.ok = True
-        except SyncFailed as exc:
+        except (SyncFailed, FetchError) as exc:
             report.reason = exc.reason
             _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
-        except FetchError as exc:
-            report.reason = exc.reason
-            _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
+            await self._settle_anyway(run)
         finally:
             metrics.PEERS_ACTIVE.dec()
             report.seconds = time.perf_counter() - started
@@ -163,6 +173,19 @@ class Syncer:
         step("done")
         _log.info("peer_sync_finished", **report.summary())
         return report
+
+    async def _settle_anyway(self, run: _Run) -> None:
+        """After a failed sync, still settle what purgatory holds.
+
+        Endpoints run children first (posts before threads before boards before keys), so the
+        descendants of whatever was held have arrived already unless the failure cut them off.
+        """
+        if not len(run.purgatory):
+            return
+        try:
+            await self._settle(run)
+        except SyncFailed as exc:
+            _log.warning("purgatory_not_settled", peer=str(run.remote), detail=exc.detail)
 
     # ------------------------------------------------------------------ check (§13.4 step 2)
 
@@ -392,17 +415,23 @@ class Syncer:
     # ------------------------------------------------------------------ into the ingest stream
 
     async def _take(self, run: _Run, kind: Kind, page: ApiResponse) -> None:
-        """Publish the objects of ``kind`` a page carries; addresses only stripped, bounded."""
+        """Publish the objects of ``kind`` a page carries; addresses only stripped, bounded.
+
+        Objects from beyond the event horizon are held in purgatory until the sync ends.
+        """
         found: Sequence[Entity] = getattr(page.response, PLURALS[kind]) or ()
         if kind == "address":
             found = [a for a in found if isinstance(a, Address) and self._learnable(a)]
             room = self.settings.addresses_per_sync - run.report.objects.get("address", 0)
             found = found[: max(0, room)]
         else:  # publish a version once per sync, and never one we hold already
-            fresh = [o for o in found if _version(o) not in run.seen]
+            fresh = [o for o in found if not isinstance(o, Address) and _version(o) not in run.seen]
             run.seen.update(_version(o) for o in fresh)
             held = await repo.have_versions(self.pool, kind, [_version(o)[1:] for o in fresh])
-            found = [o for o in fresh if _version(o)[1:] not in held]
+            found = run.purgatory.sort(o for o in fresh if _version(o)[1:] not in held)
+        await self._publish(run, kind, found)
+
+    async def _publish(self, run: _Run, kind: Kind, found: Sequence[Entity]) -> None:
         for at in range(0, len(found), _PUBLISH_CHUNK):
             chunk = found[at : at + _PUBLISH_CHUNK]
             try:
@@ -417,6 +446,22 @@ class Syncer:
         if found:
             metrics.OBJECTS_PULLED.labels(kind).inc(len(found))
             run.report.objects[kind] = run.report.objects.get(kind, 0) + len(found)
+
+    async def _settle(self, run: _Run) -> None:
+        """Publish what purgatory admits, count what it held (§13.4 step 8, §13.5)."""
+        settled = run.purgatory.settle()
+        by_kind: dict[Kind, list[Entity]] = {}
+        for obj in settled.admitted:
+            by_kind.setdefault(obj.kind, []).append(obj)
+        for outcome in ("admitted", "dropped"):
+            for kind, count in settled.counts.get(outcome, {}).items():
+                metrics.PURGATORY.labels(kind, "held").inc(count)
+                metrics.PURGATORY.labels(kind, outcome).inc(count)
+        run.report.purgatory = {
+            outcome: settled.total(outcome) for outcome in ("held", "admitted", "dropped")
+        }
+        for kind, objects in by_kind.items():
+            await self._publish(run, kind, objects)
 
     def _learnable(self, address: Address) -> bool:
         host = address.location.strip("[]")
