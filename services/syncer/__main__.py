@@ -3,7 +3,8 @@
 Opens NATS, the pool and one HTTP client pool, loads the node key (made by the gateway if it did
 not exist yet), then runs two tracked tasks: the scheduler (:mod:`services.syncer.peers`) and the
 collector, which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside
-the network head) every ``collect_interval_seconds``.
+the network head) every ``collect_interval_seconds``. Request proofs of work go to the miners, or
+to the service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ async def main(ctx: Context) -> None:
     key = await identity.load_or_create(pool)
     client = make_client(settings)
     ctx.stack.push_async_callback(client.aclose)
-    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc)
+    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=ctx.cpu)
 
     async def sync(remote: Remote) -> Outcome:
         report = await syncer.sync(remote)

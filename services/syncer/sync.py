@@ -39,6 +39,7 @@ from mim.signing import SigningKey
 from relay import RelayError, mining
 from relay.bus import Layout
 from relay.logging import get_logger
+from relay.runner import CpuPool
 from relay.submit import submit
 from services.store import repo
 from services.syncer import check, metrics
@@ -128,6 +129,7 @@ class Syncer:
         key: SigningKey,
         *,
         nc: NATS | None = None,
+        cpu: CpuPool | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -136,6 +138,8 @@ class Syncer:
         self.layout = layout
         self.key = key
         self.nc = nc
+        # without a miner, request PoW is searched in a worker process when we have a pool
+        self._local_pow = mining.in_pool(cpu) if cpu is not None else None
         self.node_id = pages.node_id(key.public_hex)
 
     # ------------------------------------------------------------------ the whole sync
@@ -224,7 +228,8 @@ class Syncer:
         )
 
     async def _post_body(self, filters: Sequence[Filter]) -> bytes:
-        """A signed request with fresh nonce and PoW (§11.4), minted by the miner if one answers."""
+        """A signed request with fresh nonce and PoW (§11.4), minted by the miner if one answers,
+        else off the event loop (a worker of ``cpu`` when given, else a thread)."""
         base = pages.prefill(
             self.key.public_hex,
             port=self.settings.public_port,
@@ -244,6 +249,7 @@ class Syncer:
                 timeout=self.settings.pow_timeout_seconds,
                 split=False,
                 layout=self.layout,
+                local=self._local_pow,
             )
         except mining.MiningError as exc:
             raise SyncFailed("pow", str(exc)) from exc
