@@ -6,10 +6,11 @@ list of them (``MIM_BOOTSTRAP``).
 
 The :class:`Scheduler` runs the neighbour loop: each tick takes the oldest neighbours that are not
 resting (up to ``max_concurrent_syncs``, each remote one sync at a time), syncs them in parallel,
-puts those that succeeded back at the front, and scouts for each that failed (tries stored
-addresses, newest first, until one sync succeeds). Every ``explore_every_ticks`` ticks it also
-visits known static nodes; when it has no neighbour it goes back to the bootstrap remotes. After
-every attempt a remote rests for the exclusion window of its class (live 5 min, static 72 h).
+puts those that succeeded back at the front, and scouts for each that failed (a network scan
+first if the last is stale, then stored addresses, newest first, until one sync succeeds). Every
+``explore_every_ticks`` ticks it also visits known static nodes; when it has no neighbour it goes
+back to the bootstrap remotes. After every attempt a remote rests for the exclusion window of its
+class (live 5 min, static 72 h).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Remote:
     sublocation: str = ""
     scheme: str = ""  # "" lets the client choose (settings `scheme`)
     static: bool = False  # known static before we ask (types 253-255)
+    node_type: int = 0  # as stored (0: not known, e.g. learned from a third party)
 
     @property
     def netloc(self) -> str:
@@ -139,6 +141,7 @@ def remote_of(address: Address, *, allow_local: bool = False) -> Remote | None:
         port=address.port,
         sublocation=address.sublocation,
         static=address.type in STATIC_TYPES,
+        node_type=address.type,
     )
 
 
@@ -179,10 +182,14 @@ class Exclusions:
 
 Sync = Callable[[Remote], Awaitable[Outcome]]
 Known = Callable[[], Awaitable[list[Remote]]]
+Scan = Callable[[], Awaitable[object]]
 
 
 class Scheduler:
-    """The neighbour loop; ``sync`` does one sync, ``known`` lists stored addresses newest first."""
+    """The neighbour loop; ``sync`` does one sync, ``known`` lists stored addresses newest first.
+
+    ``scan`` (a network scan when the last one is stale) runs before each scout.
+    """
 
     def __init__(
         self,
@@ -194,6 +201,7 @@ class Scheduler:
         max_concurrent: int = 4,
         scout_attempts: int = 50,
         explore_every: int = 6,
+        scan: Scan | None = None,
         exclusions: Exclusions | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -207,6 +215,7 @@ class Scheduler:
         self._max_concurrent = max_concurrent
         self._scout_attempts = scout_attempts
         self._explore_every = explore_every
+        self._scan = scan
         self._clock = clock
         self._busy: set[tuple[str, str, int]] = set()
         self.ticks = 0
@@ -263,7 +272,10 @@ class Scheduler:
         return succeeded
 
     async def scout(self) -> int:
-        """Try stored addresses, newest first, until one sync succeeds; 1 if one did."""
+        """Scan first if the last scan is stale, then try stored addresses, newest first, until
+        one sync succeeds; 1 if one did."""
+        if self._scan is not None:
+            await self._scan()
         tried = 0
         held = {r.key for r in self.neighbours}
         for remote in await self._known():

@@ -57,6 +57,22 @@ class SyncerSettings(ServiceSettings):
     explore_every_ticks: int = Field(
         6, ge=1, description="Every this many ticks, also sync with known static nodes (§13.2)."
     )
+    scan_interval_seconds: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Pause between two network scans (ping every stored address); a scout scans first"
+            " when the last scan is older (§13.1, §13.2)."
+        ),
+    )
+    scan_page_size: int = Field(
+        100, ge=1, description="Addresses pinged at once during a network scan (§16)."
+    )
+    scan_skip_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="A scan does not ping again an address pinged (answered or not) this recently.",
+    )
     exclusion_live_seconds: float = Field(
         300.0, ge=0, description="After a sync attempt, live remotes rest this long (§13.2)."
     )
