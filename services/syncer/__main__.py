@@ -2,11 +2,11 @@
 
 Opens NATS, the pool, one HTTP client pool for syncs and one for pings, loads the node key (made
 by the gateway if it did not exist yet), then runs until SIGTERM: the scheduler
-(:mod:`services.syncer.peers`), the network scan (:mod:`services.syncer.scan`) every
-``scan_interval_seconds``, and the collector, which forgets objects last referenced before
-``MIM_NETWORK_MEMORY_DAYS`` (never inside the network head) every ``collect_interval_seconds``.
-Request proofs of work go to the miners, or to the service's process pool
-(``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
+(:mod:`services.syncer.peers`, with the bootstrap check of :mod:`services.syncer.bootstrap`), the
+network scan (:mod:`services.syncer.scan`) every ``scan_interval_seconds``, and the collector,
+which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside the network
+head) every ``collect_interval_seconds``. Request proofs of work go to the miners, or to the
+service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from relay.runner import Context, run_service
 from services.gateway import identity
 from services.store import repo
 from services.syncer import metrics
+from services.syncer.bootstrap import Bootstrap
 from services.syncer.client import Client
 from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap, remote_of
 from services.syncer.scan import Pinger, Scanner
@@ -105,13 +106,26 @@ async def main(ctx: Context) -> None:
     ping_client = make_client(settings, for_pings=True)
     ctx.stack.push_async_callback(ping_client.aclose)
     syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=ctx.cpu)
+    pinger = Pinger(ping_client, pool, node_id)
     scanner = Scanner(
-        Pinger(ping_client, pool, node_id),
+        pinger,
         pool,
         table_max=settings.address_read_max,
         page_size=settings.scan_page_size,
         skip_seconds=settings.scan_skip_seconds,
         interval_seconds=settings.scan_interval_seconds,
+        allow_local=settings.allow_local,
+    )
+    bootstrapper = Bootstrap(
+        bootstrap,
+        client,
+        pool,
+        js,
+        layout,
+        pinger,
+        interval_seconds=settings.bootstrap_interval_seconds,
+        retry_seconds=settings.bootstrap_retry_seconds,
+        page_size=settings.scan_page_size,
         allow_local=settings.allow_local,
     )
 
@@ -132,11 +146,16 @@ async def main(ctx: Context) -> None:
         max_concurrent=settings.max_concurrent_syncs,
         scout_attempts=settings.scout_attempts,
         explore_every=settings.explore_every_ticks,
+        bootstrap_every=settings.bootstrap_explore_every_ticks,
+        ca_nodes=parse_bootstrap(settings.ca_nodes),
         scan=scanner.scan_if_stale,
+        bootstrapper=bootstrapper if bootstrap else None,
         exclusions=Exclusions(settings.exclusion_live_seconds, settings.exclusion_static_seconds),
     )
     ctx.log.info("syncer_started", node_id=node_id,
                  bootstrap=[str(r) for r in bootstrap],
+                 last_bootstrap=await bootstrapper.last(),
+                 ca_nodes=[str(r) for r in scheduler.ca_nodes],
                  max_concurrent=settings.max_concurrent_syncs)  # fmt: skip
     ctx.mark_ready()
     ctx.spawn(_collector(ctx, pool, settings), name="collector")
