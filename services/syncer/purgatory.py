@@ -15,8 +15,9 @@ truststates have no descendants, so old ones are always dropped. Addresses never
 The reference looks one step down only (its descendant lists hold newer objects alone), so an old
 board whose only newer descendant is a post in an old thread is lost there; here the search goes
 through held objects too. Memory is bounded: only objects from beyond the horizon are held (at
-most ``max_held`` of them; more are dropped at once and counted), plus the ``(kind, fingerprint)``
-of each object that newer objects name as their ancestor.
+most ``max_held`` of them; more are dropped at once and counted), plus a 64-bit hash of each
+``(kind, fingerprint)`` that newer objects name as their ancestor (about 80 bytes each, a third of
+the pair itself; a collision could only admit an old object nothing asked for).
 
 Pure: no I/O, no clock; the horizon is given.
 """
@@ -77,7 +78,7 @@ class Purgatory:
         self._max_held = max_held
         self._max_depth = max_depth
         self._held: dict[Ref, Provable] = {}
-        self._wanted: set[Ref] = set()
+        self._wanted: set[int] = set()  # hash() of the refs newer objects descend from
         self._overflow: dict[str, int] = {}
 
     def sort(self, objects: Iterable[Provable]) -> list[Provable]:
@@ -87,7 +88,7 @@ class Purgatory:
             ref = (obj.kind, obj.fingerprint)
             if last_modified(obj) >= self.horizon:
                 passing.append(obj)
-                self._wanted.update(ancestors(obj))
+                self._wanted.update(hash(ref) for ref in ancestors(obj))
                 self._held.pop(ref, None)  # a newer version passed: the held one is moot
                 continue
             kept = self._held.get(ref)
@@ -106,7 +107,7 @@ class Purgatory:
     def settle(self) -> Settled:
         """Admit the held objects with a newer descendant within ``max_depth``; drop the rest."""
         admitted: set[Ref] = set()
-        frontier = [ref for ref in self._held if ref in self._wanted]
+        frontier = [ref for ref in self._held if hash(ref) in self._wanted]
         depth = 1
         while frontier and depth <= self._max_depth:
             upward: list[Ref] = []
