@@ -32,6 +32,7 @@ __all__ = [
     "have_versions",
     "list_addresses",
     "list_blocks",
+    "memory_cutoff",
     "objects_by_fingerprints",
     "objects_referenced_between",
     "remove_block",
@@ -186,12 +187,17 @@ async def export_all(pool: asyncpg.Pool, *, chunk: int = 500) -> AsyncIterator[t
         last = (rows[-1]["kind"], rows[-1]["fingerprint"])
 
 
+def memory_cutoff(now: int, memory_days: int, head_days: int) -> int:
+    """The event horizon: the start of the memory window, never inside the network head (§20.6)."""
+    return now - max(memory_days, head_days) * DAY_SECONDS
+
+
 async def collect(db: Executor, now: int, memory_days: int, head_days: int) -> dict[str, int]:
     """Forget objects last referenced before the memory window; return removed counts per kind.
 
     Nothing inside the network head is ever removed, whatever ``memory_days`` says (§20.6).
     """
-    cutoff = now - max(memory_days, head_days) * DAY_SECONDS
+    cutoff = memory_cutoff(now, memory_days, head_days)
     rows = await db.fetch(
         "WITH gone AS (DELETE FROM objects WHERE last_referenced < $1 RETURNING kind, fingerprint),"
         " owners AS (DELETE FROM board_owners WHERE board IN"

@@ -1,9 +1,12 @@
-"""``python -m services.syncer``: the neighbour loop and the retention collector until SIGTERM.
+"""``python -m services.syncer``: the neighbour loop, the network scan and the retention collector.
 
-Opens NATS, the pool and one HTTP client pool, loads the node key (made by the gateway if it did
-not exist yet), then runs two tracked tasks: the scheduler (:mod:`services.syncer.peers`) and the
-collector, which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside
-the network head) every ``collect_interval_seconds``.
+Opens NATS, the pool, one HTTP client pool for syncs and one for pings, loads the node key (made
+by the gateway if it did not exist yet), then runs until SIGTERM: the scheduler
+(:mod:`services.syncer.peers`, with the bootstrap check of :mod:`services.syncer.bootstrap`), the
+network scan (:mod:`services.syncer.scan`) every ``scan_interval_seconds``, and the collector,
+which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside the network
+head) every ``collect_interval_seconds``. Request proofs of work go to the miners, or to the
+service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
 """
 
 from __future__ import annotations
@@ -17,25 +20,31 @@ import asyncpg
 from mim import canonical, pages
 from mim.entities import Address
 from relay.bus import Layout, StreamLimits, ensure_streams
-from relay.runner import Context, run_service
+from relay.runner import Context, CpuPool, run_service
 from services.gateway import identity
 from services.store import repo
 from services.syncer import metrics
+from services.syncer.bootstrap import Bootstrap
 from services.syncer.client import Client
 from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap, remote_of
+from services.syncer.scan import Pinger, Scanner
 from services.syncer.settings import SyncerSettings
 from services.syncer.sync import Syncer
 
 __all__ = ["collect_once", "known_remotes", "main", "make_client"]
 
 
-def make_client(settings: SyncerSettings) -> Client:
-    """The HTTP client pool the settings describe."""
+def make_client(settings: SyncerSettings, *, for_pings: bool = False) -> Client:
+    """The HTTP client pool the settings describe: for syncs, or for a scan's pings.
+
+    Pings get a pool of their own, as wide as a scan page, so a scan never waits for (nor starves)
+    the syncs' connections; a node page is small, and one remote is rarely pinged twice in a row.
+    """
     return Client(
         connect_timeout=settings.connect_timeout_seconds,
         request_timeout=settings.request_timeout_seconds,
-        idle_seconds=settings.idle_seconds,
-        max_connections=settings.max_connections,
+        idle_seconds=5.0 if for_pings else settings.idle_seconds,
+        max_connections=settings.scan_page_size if for_pings else settings.max_connections,
         max_page_bytes=settings.max_page_bytes,
         scheme=settings.scheme,
     )
@@ -82,7 +91,7 @@ async def _collector(ctx: Context, pool: asyncpg.Pool, settings: SyncerSettings)
 
 
 async def main(ctx: Context) -> None:
-    """Run the scheduler and the collector until ``ctx.stop`` is set."""
+    """Run the scheduler, the network scan and the collector until ``ctx.stop`` is set."""
     settings = cast(SyncerSettings, ctx.settings)
     bootstrap = parse_bootstrap(settings.bootstrap)
     pool = await ctx.pool(min_size=1, max_size=settings.pool_size)
@@ -91,9 +100,36 @@ async def main(ctx: Context) -> None:
     layout = Layout.from_settings(settings)
     await ensure_streams(js, layout, StreamLimits.from_settings(settings))
     key = await identity.load_or_create(pool)
+    node_id = pages.node_id(key.public_hex)
     client = make_client(settings)
     ctx.stack.push_async_callback(client.aclose)
-    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc)
+    ping_client = make_client(settings, for_pings=True)
+    ctx.stack.push_async_callback(ping_client.aclose)
+    cpu = CpuPool(settings.process_workers)
+    ctx.stack.push_async_callback(cpu.aclose)
+    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=cpu)
+    pinger = Pinger(ping_client, pool, node_id)
+    scanner = Scanner(
+        pinger,
+        pool,
+        table_max=settings.address_read_max,
+        page_size=settings.scan_page_size,
+        skip_seconds=settings.scan_skip_seconds,
+        interval_seconds=settings.scan_interval_seconds,
+        allow_local=settings.allow_local,
+    )
+    bootstrapper = Bootstrap(
+        bootstrap,
+        client,
+        pool,
+        js,
+        layout,
+        pinger,
+        interval_seconds=settings.bootstrap_interval_seconds,
+        retry_seconds=settings.bootstrap_retry_seconds,
+        page_size=settings.scan_page_size,
+        allow_local=settings.allow_local,
+    )
 
     async def sync(remote: Remote) -> Outcome:
         report = await syncer.sync(remote)
@@ -112,13 +148,20 @@ async def main(ctx: Context) -> None:
         max_concurrent=settings.max_concurrent_syncs,
         scout_attempts=settings.scout_attempts,
         explore_every=settings.explore_every_ticks,
+        bootstrap_every=settings.bootstrap_explore_every_ticks,
+        ca_nodes=parse_bootstrap(settings.ca_nodes),
+        scan=scanner.scan_if_stale,
+        bootstrapper=bootstrapper if bootstrap else None,
         exclusions=Exclusions(settings.exclusion_live_seconds, settings.exclusion_static_seconds),
     )
-    ctx.log.info("syncer_started", node_id=pages.node_id(key.public_hex),
+    ctx.log.info("syncer_started", node_id=node_id,
                  bootstrap=[str(r) for r in bootstrap],
+                 last_bootstrap=await bootstrapper.last(),
+                 ca_nodes=[str(r) for r in scheduler.ca_nodes],
                  max_concurrent=settings.max_concurrent_syncs)  # fmt: skip
     ctx.mark_ready()
     ctx.spawn(_collector(ctx, pool, settings), name="collector")
+    ctx.spawn(scanner.run(ctx.stop), name="network-scan")
     await scheduler.run(ctx.stop, settings.tick_seconds)
 
 

@@ -8,13 +8,17 @@ __all__ = [
     "BYTES_FETCHED",
     "COLLECTED",
     "EXCLUSIONS",
+    "LAST_SCAN",
     "OBJECTS_PULLED",
     "PAGES_BROKEN",
     "PAGES_FETCHED",
     "PAGES_SKIPPED",
     "PEERS_ACTIVE",
     "PEERS_KNOWN",
+    "PINGS",
+    "PURGATORY",
     "REMOTE_LAG_SECONDS",
+    "SCAN_SECONDS",
     "SYNCS",
     "SYNCS_STARTED",
     "SYNC_SECONDS",
@@ -60,4 +64,23 @@ REMOTE_LAG_SECONDS = Histogram(
 )
 COLLECTED = Counter(
     "mim_syncer_collected_total", "Objects removed by retention, by kind.", ["kind"]
+)
+PURGATORY = Counter(
+    "mim_syncer_purgatory_objects_total",
+    "Objects from beyond the event horizon, by kind and outcome: `held` during a sync, then"
+    " `admitted` (a newer descendant came with them) or `dropped` (§13.5).",
+    ["kind", "outcome"],
+)
+PINGS = Counter(
+    "mim_syncer_pings_total",
+    "Pings of remotes (network scan, bootstrap), by outcome (`ok` or the reason it failed).",
+    ["outcome"],
+)
+SCAN_SECONDS = Histogram(
+    "mim_syncer_scan_duration_seconds",
+    "Time of one network scan (every stored address pinged).",
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600),
+)
+LAST_SCAN = Gauge(
+    "mim_syncer_last_scan_timestamp_seconds", "Unix time the last network scan finished."
 )

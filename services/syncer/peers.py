@@ -4,12 +4,15 @@ A :class:`Remote` is where we dial: host, port, optional sublocation and scheme.
 reads ``host:port``, ``[v6]:port`` and ``scheme://host:port``; ``parse_bootstrap`` a comma-separated
 list of them (``MIM_BOOTSTRAP``).
 
-The :class:`Scheduler` runs the neighbour loop: each tick takes the oldest neighbours that are not
-resting (up to ``max_concurrent_syncs``, each remote one sync at a time), syncs them in parallel,
-puts those that succeeded back at the front, and scouts for each that failed (tries stored
-addresses, newest first, until one sync succeeds). Every ``explore_every_ticks`` ticks it also
-visits known static nodes; when it has no neighbour it goes back to the bootstrap remotes. After
-every attempt a remote rests for the exclusion window of its class (live 5 min, static 72 h).
+The :class:`Scheduler` runs the neighbour loop: each tick first bootstraps when the bootstrap check
+says it is due (§13.3), then takes the oldest neighbours that are not resting (up to
+``max_concurrent_syncs``, each remote one sync at a time), syncs them in parallel, puts those that
+succeeded back at the front, and scouts for each that failed (a network scan first if the last is
+stale, then stored addresses, newest first, until one sync succeeds). Every
+``bootstrap_explore_every_ticks`` ticks it also visits up to 3 live bootstrappers, 1 static
+bootstrapper and the CA nodes, and otherwise every ``explore_every_ticks`` ticks up to 4 static
+nodes (§13.2); when it has no neighbour it goes back to the bootstrap remotes. After every attempt
+a remote rests for the exclusion window of its class (live 5 min, static 72 h).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from mim.entities import Address
 from relay.logging import get_logger
@@ -29,6 +32,7 @@ from services.syncer import metrics
 __all__ = [
     "LIVE_TYPES",
     "STATIC_TYPES",
+    "Bootstrapping",
     "Exclusions",
     "Outcome",
     "Remote",
@@ -75,6 +79,7 @@ class Remote:
     sublocation: str = ""
     scheme: str = ""  # "" lets the client choose (settings `scheme`)
     static: bool = False  # known static before we ask (types 253-255)
+    node_type: int = 0  # as stored (0: not known, e.g. learned from a third party)
 
     @property
     def netloc(self) -> str:
@@ -139,6 +144,7 @@ def remote_of(address: Address, *, allow_local: bool = False) -> Remote | None:
         port=address.port,
         sublocation=address.sublocation,
         static=address.type in STATIC_TYPES,
+        node_type=address.type,
     )
 
 
@@ -179,10 +185,32 @@ class Exclusions:
 
 Sync = Callable[[Remote], Awaitable[Outcome]]
 Known = Callable[[], Awaitable[list[Remote]]]
+Scan = Callable[[], Awaitable[object]]
+
+
+class Bootstrapping(Protocol):
+    """What the scheduler asks of the bootstrap check (``services.syncer.bootstrap.Bootstrap``)."""
+
+    async def due(self) -> bool:
+        """Whether the last successful bootstrap is old enough to bootstrap again."""
+        ...
+
+    async def discover(self) -> list[Remote]:
+        """The bootstrappers that answer a ping now."""
+        ...
+
+    async def done(self, synced: int) -> None:
+        """Record a bootstrap round in which ``synced`` bootstrappers synced."""
+        ...
 
 
 class Scheduler:
-    """The neighbour loop; ``sync`` does one sync, ``known`` lists stored addresses newest first."""
+    """The neighbour loop; ``sync`` does one sync, ``known`` lists stored addresses newest first.
+
+    ``scan`` (a network scan when the last one is stale) runs before each scout; ``bootstrapper``
+    is asked at every tick whether to bootstrap (§13.3); ``ca_nodes`` are visited with the
+    bootstrappers every ``bootstrap_every`` ticks.
+    """
 
     def __init__(
         self,
@@ -194,12 +222,17 @@ class Scheduler:
         max_concurrent: int = 4,
         scout_attempts: int = 50,
         explore_every: int = 6,
+        bootstrap_every: int = 36,
+        ca_nodes: Iterable[Remote] = (),
+        scan: Scan | None = None,
+        bootstrapper: Bootstrapping | None = None,
         exclusions: Exclusions | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sync = sync
         self._known = known
         self.bootstrap = list(bootstrap)
+        self.ca_nodes = list(ca_nodes)
         self.neighbours: collections.deque[Remote] = collections.deque(maxlen=neighbour_count)
         # not `exclusions or ...`: an Exclusions with nobody resting is empty, hence falsy
         self.exclusions = exclusions if exclusions is not None else Exclusions(300.0, 72 * 3600.0)
@@ -207,6 +240,9 @@ class Scheduler:
         self._max_concurrent = max_concurrent
         self._scout_attempts = scout_attempts
         self._explore_every = explore_every
+        self._bootstrap_every = bootstrap_every
+        self._scan = scan
+        self._bootstrapper = bootstrapper
         self._clock = clock
         self._busy: set[tuple[str, str, int]] = set()
         self.ticks = 0
@@ -244,26 +280,61 @@ class Scheduler:
             picks.extend(r for r in self.bootstrap if self._free(r))
         return picks[: self._max_concurrent]
 
+    async def explore(self) -> list[Remote]:
+        """This tick's visits beyond the neighbours (§13.2).
+
+        Every ``bootstrap_every`` ticks: up to 3 live bootstrappers (type 3), 1 static
+        bootstrapper (254) and every CA node; otherwise every ``explore_every`` ticks: up to 4
+        static nodes (255). Remotes resting or being synced are passed over.
+        """
+        if self.ticks % self._bootstrap_every == 0:
+            known = [r for r in await self._known() if self._free(r)]
+            chosen = [r for r in known if r.node_type == 3][:3]
+            chosen += [r for r in known if r.node_type == 254][:1]
+            chosen += [r for r in self.ca_nodes if self._free(r)]
+        elif self.ticks % self._explore_every == 0:
+            known = [r for r in await self._known() if self._free(r)]
+            chosen = [r for r in known if r.node_type == 255][:4]
+        else:
+            return []
+        unique = list({r.key: r for r in chosen}.values())
+        if unique:
+            _log.info("explore", tick=self.ticks, remotes=[str(r) for r in unique])
+        return unique
+
+    async def bootstrap_check(self) -> int:
+        """When the last bootstrap is old, sync every online bootstrapper (§13.3); successes."""
+        if self._bootstrapper is None or not await self._bootstrapper.due():
+            return 0
+        online = await self._bootstrapper.discover()
+        outcomes = await asyncio.gather(*(self.attempt(r) for r in online))
+        synced = sum(1 for outcome in outcomes if outcome is not None and outcome.ok)
+        await self._bootstrapper.done(synced)
+        return synced
+
     async def tick(self) -> int:
-        """One round: sync the picked remotes in parallel, scout for each failure; successes."""
+        """One round: bootstrap if due, sync the picked neighbours and this tick's explore
+        visits in parallel, scout for each neighbour that failed; successes."""
         self.ticks += 1
+        succeeded = await self.bootstrap_check()
         picks = self._picks()
-        if self.ticks % self._explore_every == 0:
-            statics = [r for r in await self._known() if r.static and self._free(r)]
-            picks.extend(r for r in statics[:4] if r.key not in {p.key for p in picks})
-        outcomes = await asyncio.gather(*(self.attempt(r) for r in picks))
-        succeeded = 0
-        for remote, outcome in zip(picks, outcomes, strict=True):
+        taken = {p.key for p in picks}
+        visits = [r for r in await self.explore() if r.key not in taken]
+        outcomes = await asyncio.gather(*(self.attempt(r) for r in (*picks, *visits)))
+        for n, (remote, outcome) in enumerate(zip((*picks, *visits), outcomes, strict=True)):
             if outcome is not None and outcome.ok:
                 succeeded += 1
-                if not remote.static:
+                if n < len(picks) and not remote.static:
                     self._push_front(remote)
-            elif outcome is not None:
+            elif outcome is not None and n < len(picks):
                 succeeded += await self.scout()
         return succeeded
 
     async def scout(self) -> int:
-        """Try stored addresses, newest first, until one sync succeeds; 1 if one did."""
+        """Scan first if the last scan is stale, then try stored addresses, newest first, until
+        one sync succeeds; 1 if one did."""
+        if self._scan is not None:
+            await self._scan()
         tried = 0
         held = {r.key for r in self.neighbours}
         for remote in await self._known():

@@ -6,11 +6,22 @@ several remotes are synced at once (``max_concurrent_syncs``), and retention run
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
 from mim.pages import REQUEST_MIN_POW
 from relay.settings import ServiceSettings
+from services.syncer.peers import parse_bootstrap
+
+
+def _remotes(value: str) -> str:
+    parse_bootstrap(value)  # a ValueError names the remote that does not parse
+    return value
+
+
+Remotes = Annotated[str, AfterValidator(_remotes)]
 
 __all__ = ["SyncerSettings"]
 
@@ -23,10 +34,13 @@ class SyncerSettings(ServiceSettings):
     metrics_port: int = Field(
         9104, ge=0, le=65535, description="Port of `/metrics` and `/healthz` (0 picks a free one)."
     )
-    bootstrap: str = Field(
+    bootstrap: Remotes = Field(
         "",
         validation_alias="MIM_BOOTSTRAP",
-        description="Comma-separated `host:port` remotes to start from (IPv4, `[v6]:port`, names).",
+        description=(
+            "Comma-separated `host:port` remotes to start from (IPv4, `[v6]:port`, names);"
+            " also asked for `/v0/bootstrappers` (§13.3)."
+        ),
     )
     public_port: int = Field(
         8090, ge=1, le=65535, description="Port of our gateway, announced in our POST requests."
@@ -55,7 +69,47 @@ class SyncerSettings(ServiceSettings):
         50, ge=1, description="Addresses tried, newest first, when a neighbour fails (§13.2)."
     )
     explore_every_ticks: int = Field(
-        6, ge=1, description="Every this many ticks, also sync with known static nodes (§13.2)."
+        6, ge=1, description="Every this many ticks, also sync up to 4 known static nodes (§13.2)."
+    )
+    scan_interval_seconds: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Pause between two network scans (ping every stored address); a scout scans first"
+            " when the last scan is older (§13.1, §13.2)."
+        ),
+    )
+    scan_page_size: int = Field(
+        100, ge=1, description="Addresses pinged at once during a network scan (§16)."
+    )
+    scan_skip_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="A scan does not ping again an address pinged (answered or not) this recently.",
+    )
+    bootstrap_interval_seconds: float = Field(
+        360 * 60.0,
+        gt=0,
+        description=(
+            "Bootstrap again (ask `MIM_BOOTSTRAP` for bootstrappers, sync them) when the last"
+            " successful bootstrap is this old (§13.3)."
+        ),
+    )
+    bootstrap_retry_seconds: float = Field(
+        600.0, gt=0, description="After a bootstrap that synced no bootstrapper, wait this long."
+    )
+    bootstrap_explore_every_ticks: int = Field(
+        360,
+        ge=1,
+        description=(
+            "Every this many ticks (about 6 h at the default tick), also sync up to 3 live and 1"
+            " static bootstrapper and the CA nodes (§13.2)."
+        ),
+    )
+    ca_nodes: Remotes = Field(
+        "",
+        description="Comma-separated CA nodes (`host:port`, as `MIM_BOOTSTRAP`) visited with the"
+        " bootstrappers.",
     )
     exclusion_live_seconds: float = Field(
         300.0, ge=0, description="After a sync attempt, live remotes rest this long (§13.2)."
@@ -65,6 +119,14 @@ class SyncerSettings(ServiceSettings):
     )
     request_pow: int = Field(
         REQUEST_MIN_POW, ge=1, le=63, description="Proof of work of our POST requests (§11.4)."
+    )
+    process_workers: int = Field(
+        1,
+        ge=0,
+        description=(
+            "Processes minting request proofs of work when no miner answers (0: one per CPU);"
+            " one is plenty, about 30 ms per request."
+        ),
     )
     pow_timeout_seconds: float = Field(
         120.0, gt=0, description="Longest wait for the proof of work of one request."
@@ -110,6 +172,14 @@ class SyncerSettings(ServiceSettings):
         le=28,
         validation_alias="MIM_NETWORK_HEAD_DAYS",
         description="Days of the network head; retention never reaches into it.",
+    )
+    purgatory_max_held: int = Field(
+        10_000,
+        ge=0,
+        description=(
+            "Objects from beyond the event horizon one sync holds until it knows their"
+            " descendants (§13.5); more are dropped."
+        ),
     )
     collect_interval_seconds: float = Field(
         3600.0, gt=0, description="Pause between two retention runs."

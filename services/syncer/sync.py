@@ -14,6 +14,9 @@ decode or verify is counted and dropped, and ``broken_pages_per_cache`` of them 
 Every object goes to the ingest stream (the validators judge it); nothing is written to the
 objects table here. The endpoint's cursor then moves to the newest page timestamp seen (the
 remote's clock), never backwards, and only if no cache of it was abandoned.
+
+Objects last modified before our event horizon wait in :mod:`~services.syncer.purgatory` until
+the sync ends (or fails), and only those with a newer descendant in the sync are then published.
 """
 
 from __future__ import annotations
@@ -32,16 +35,19 @@ from nats.js import JetStreamContext
 
 from mim import canonical, pages
 from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
-from mim.errors import MimError
 from mim.signing import SigningKey
 from relay import RelayError, mining
 from relay.bus import Layout
 from relay.logging import get_logger
-from relay.submit import submit
+from relay.publisher import Publisher
+from relay.runner import CpuPool
+from relay.submit import submit_many
 from services.store import repo
-from services.syncer import metrics
+from services.syncer import check, metrics
+from services.syncer.check import Broken, SyncFailed, decode
 from services.syncer.client import Client, FetchError, Tally
-from services.syncer.peers import STATIC_TYPES, Outcome, Remote, is_local
+from services.syncer.peers import Outcome, Remote, is_local
+from services.syncer.purgatory import Purgatory
 from services.syncer.settings import SyncerSettings
 
 __all__ = ["ENDPOINTS", "Report", "SyncFailed", "Syncer"]
@@ -51,29 +57,13 @@ ENDPOINTS: Final = ("addresses", "votes", "truststates", "posts", "threads", "bo
 _KINDS: Final[dict[str, Kind]] = {plural: kind for kind, plural in PLURALS.items()}
 _CACHE_URL: Final = re.compile(r"^(cache|post)_[0-9a-f]{64}$")
 _PUBLISH_CHUNK: Final = 256  # objects awaiting their JetStream acks at once
+_PUBLISH_TIMEOUT_SECONDS: Final = 30.0  # for all the acks of one chunk
 _BROKEN_CACHES_PER_ENDPOINT: Final = 3  # §13.4 step 7
 
 _log = get_logger(__name__)
 
 Progress = Callable[[str], None]
 """Called with the stage a sync enters: ``check``, then each endpoint, then ``done``."""
-
-
-class SyncFailed(RelayError):
-    """The sync with a remote stopped; ``reason`` is a small closed label for metrics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class _Broken(Exception):
-    """A page that does not decode, verify, or come from the remote's key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -90,6 +80,7 @@ class Report:
     skipped: int = 0
     broken: dict[str, int] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)
+    purgatory: dict[str, int] = field(default_factory=dict)  # held, admitted, dropped
     seconds: float = 0.0
 
     @property
@@ -108,6 +99,7 @@ class Report:
             "objects": dict(self.objects),
             "skipped_pages": self.skipped,
             "broken_pages": dict(self.broken),
+            "purgatory": dict(self.purgatory),
             "duration_s": round(self.seconds, 3),
         }
 
@@ -118,6 +110,7 @@ class _Run:
 
     remote: Remote
     report: Report
+    purgatory: Purgatory
     key: str = ""  # the remote's node public key
     static: bool = False
     cache_broken: bool = False
@@ -138,6 +131,7 @@ class Syncer:
         key: SigningKey,
         *,
         nc: NATS | None = None,
+        cpu: CpuPool | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -146,6 +140,9 @@ class Syncer:
         self.layout = layout
         self.key = key
         self.nc = nc
+        self._publisher = Publisher(nc, timeout=_PUBLISH_TIMEOUT_SECONDS) if nc else None
+        # without a miner, request PoW is searched in a worker process when we have a pool
+        self._local_pow = mining.in_pool(cpu) if cpu is not None else None
         self.node_id = pages.node_id(key.public_hex)
 
     # ------------------------------------------------------------------ the whole sync
@@ -153,7 +150,11 @@ class Syncer:
     async def sync(self, remote: Remote, progress: Progress | None = None) -> Report:
         """Sync with ``remote`` once; never raises for what the remote does."""
         report = Report(remote=str(remote))
-        run = _Run(remote, report)
+        horizon = repo.memory_cutoff(
+            int(time.time()), self.settings.network_memory_days, self.settings.network_head_days
+        )
+        purgatory = Purgatory(horizon, max_held=self.settings.purgatory_max_held)
+        run = _Run(remote, report, purgatory)
         started = time.perf_counter()
         metrics.SYNCS_STARTED.inc()
         metrics.PEERS_ACTIVE.inc()
@@ -164,14 +165,13 @@ class Syncer:
             for endpoint in ENDPOINTS:
                 step(endpoint)
                 await self._endpoint(run, endpoint)
-            await self._record_remote(run, last_sync=int(time.time()))
+            await self._settle(run)
+            await check.record(self.pool, run.remote, run.address, last_sync=int(time.time()))
             report.ok = True
-        except SyncFailed as exc:
+        except (SyncFailed, FetchError) as exc:
             report.reason = exc.reason
             _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
-        except FetchError as exc:
-            report.reason = exc.reason
-            _log.info("peer_sync_failed", peer=str(remote), reason=exc.reason, detail=exc.detail)
+            await self._settle_anyway(run)
         finally:
             metrics.PEERS_ACTIVE.dec()
             report.seconds = time.perf_counter() - started
@@ -181,6 +181,19 @@ class Syncer:
         _log.info("peer_sync_finished", **report.summary())
         return report
 
+    async def _settle_anyway(self, run: _Run) -> None:
+        """After a failed sync, still settle what purgatory holds.
+
+        Endpoints run children first (posts before threads before boards before keys), so the
+        descendants of whatever was held have arrived already unless the failure cut them off.
+        """
+        if not len(run.purgatory):
+            return
+        try:
+            await self._settle(run)
+        except SyncFailed as exc:
+            _log.warning("purgatory_not_settled", peer=str(run.remote), detail=exc.detail)
+
     # ------------------------------------------------------------------ check (§13.4 step 2)
 
     async def _check(self, run: _Run) -> None:
@@ -188,50 +201,25 @@ class Syncer:
         if not 200 <= status < 300:
             raise SyncFailed("status", f"GET /v0/status answered {status}")
         node = await self._node_page(run, "GET", None)
-        nid = pages.node_id(node.node_public_key)
-        if nid == self.node_id:
-            raise SyncFailed("self", "the remote is this node")
         run.key = node.node_public_key
-        run.report.node_id = nid
-        run.static = run.remote.static or node.address.type in STATIC_TYPES
+        run.report.node_id = pages.node_id(node.node_public_key)
+        run.static = check.is_static(run.remote, node)
         own = node.address
         if not run.static:
             answer = await self._node_page(run, "POST", await self._post_body(()))
             if answer.node_public_key != node.node_public_key:
                 raise SyncFailed("node_key", "the POST answer is signed by another key")
             own = answer.address
-        run.report.node_type = own.type if own.type else (255 if run.static else 2)
-        run.address = own if own.type else replace(own, type=run.report.node_type)
+        run.address = check.own_address(own, static=run.static)
+        run.report.node_type = run.address.type
         seen = node.timestamp if run.static else int(time.time())
-        await self._record_remote(run, last_ping=seen)
+        await check.record(self.pool, run.remote, run.address, last_ping=seen)
 
     async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
-        status, data = await self._request(run, method, "v0/node", "node", body)
-        if status != 200:
-            raise SyncFailed("node_page", f"{method} /v0/node answered {status}")
-        try:
-            page = _decode(data, expect_key="")
-        except _Broken as exc:
-            raise SyncFailed("node_page", f"{method} /v0/node: {exc.reason}") from exc
-        protocol = page.address.protocol
-        if (protocol.version_major, protocol.version_minor) != (1, 0):
-            raise SyncFailed("protocol", "the node page does not declare protocol 1.0")
-        return page
+        async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+            return await self._request(run, method, path, "node", body)
 
-    async def _record_remote(self, run: _Run, *, last_ping: int = 0, last_sync: int = 0) -> None:
-        """Store the remote first-party, at the place we dialled (§13.4 step 3, §13.6)."""
-        remote = run.remote
-        stored = replace(
-            run.address,
-            location=remote.host,
-            sublocation=remote.sublocation,
-            port=remote.port,
-            location_type=remote.location_type,
-            entity_version=1,
-        )
-        await repo.upsert_first_party_address(
-            self.pool, stored, int(time.time()), last_ping=last_ping, last_sync=last_sync
-        )
+        return await check.node_page(request, method, "v0/node", body, own_id=self.node_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -243,7 +231,8 @@ class Syncer:
         )
 
     async def _post_body(self, filters: Sequence[Filter]) -> bytes:
-        """A signed request with fresh nonce and PoW (§11.4), minted by the miner if one answers."""
+        """A signed request with fresh nonce and PoW (§11.4), minted by the miner if one answers,
+        else off the event loop (a worker of ``cpu`` when given, else a thread)."""
         base = pages.prefill(
             self.key.public_hex,
             port=self.settings.public_port,
@@ -263,6 +252,7 @@ class Syncer:
                 timeout=self.settings.pow_timeout_seconds,
                 split=False,
                 layout=self.layout,
+                local=self._local_pow,
             )
         except mining.MiningError as exc:
             raise SyncFailed("pow", str(exc)) from exc
@@ -280,8 +270,8 @@ class Syncer:
         if status in (204, 404):
             return None
         if status != 200:
-            raise _Broken("http")
-        return _decode(data, expect_key=run.key)
+            raise Broken("http")
+        return decode(data, expect_key=run.key)
 
     def _count_broken(self, run: _Run, reason: str, path: str) -> None:
         metrics.PAGES_BROKEN.labels(reason).inc()
@@ -298,7 +288,7 @@ class Syncer:
         newest = cursor
         try:
             index = await self._page(run, f"{folder}/index.json", "index")
-        except _Broken as exc:
+        except Broken as exc:
             self._count_broken(run, exc.reason, f"{folder}/index.json")
             index, run.cache_broken = None, True
         # Ask from a little before the cursor: an object the remote stamped before its page time
@@ -345,8 +335,8 @@ class Syncer:
             run.cache_broken = True
             return 0
         try:
-            face = _decode(data, expect_key=run.key)
-        except _Broken as exc:
+            face = decode(data, expect_key=run.key)
+        except Broken as exc:
             self._count_broken(run, exc.reason, path)
             run.cache_broken = True
             return 0
@@ -370,14 +360,14 @@ class Syncer:
         if kind != "address":
             try:
                 wanted = await self._wanted_pages(run, kind, base)
-            except _Broken as exc:
+            except Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/manifest")
                 broken += 1
         label = "address" if kind == "address" else "entity"  # address caches have no manifest
         if wanted is None:  # no manifest: every page, as far as the first one says
             try:
                 first = await self._page(run, f"{base}/0.json", label)
-            except _Broken as exc:
+            except Broken as exc:
                 self._count_broken(run, exc.reason, f"{base}/0.json")
                 return False
             if first is None:
@@ -424,7 +414,7 @@ class Syncer:
     async def _entity_page(self, run: _Run, kind: Kind, path: str, label: str) -> bool:
         try:
             page = await self._page(run, path, label)
-        except _Broken as exc:
+        except Broken as exc:
             self._count_broken(run, exc.reason, path)
             return False
         if page is not None:
@@ -434,31 +424,51 @@ class Syncer:
     # ------------------------------------------------------------------ into the ingest stream
 
     async def _take(self, run: _Run, kind: Kind, page: ApiResponse) -> None:
-        """Publish the objects of ``kind`` a page carries; addresses only stripped, bounded."""
+        """Publish the objects of ``kind`` a page carries; addresses only stripped, bounded.
+
+        Objects from beyond the event horizon are held in purgatory until the sync ends.
+        """
         found: Sequence[Entity] = getattr(page.response, PLURALS[kind]) or ()
         if kind == "address":
             found = [a for a in found if isinstance(a, Address) and self._learnable(a)]
             room = self.settings.addresses_per_sync - run.report.objects.get("address", 0)
             found = found[: max(0, room)]
         else:  # publish a version once per sync, and never one we hold already
-            fresh = [o for o in found if _version(o) not in run.seen]
+            fresh = [o for o in found if not isinstance(o, Address) and _version(o) not in run.seen]
             run.seen.update(_version(o) for o in fresh)
             held = await repo.have_versions(self.pool, kind, [_version(o)[1:] for o in fresh])
-            found = [o for o in fresh if _version(o)[1:] not in held]
+            found = run.purgatory.sort(o for o in fresh if _version(o)[1:] not in held)
+        await self._publish(run, kind, found)
+
+    async def _publish(self, run: _Run, kind: Kind, found: Sequence[Entity]) -> None:
         for at in range(0, len(found), _PUBLISH_CHUNK):
             chunk = found[at : at + _PUBLISH_CHUNK]
-            try:
-                await asyncio.gather(
-                    *(
-                        submit(self.js, self.layout, kind, canonical.encode(obj), source="peer")
-                        for obj in chunk
-                    )
-                )
-            except RelayError as exc:
-                raise SyncFailed("ingest", str(exc)) from exc
+            if self._publisher is None:
+                raise SyncFailed("ingest", "no NATS connection to publish on")
+            objects = [(kind, canonical.encode(obj)) for obj in chunk]
+            results = await submit_many(self._publisher, self.layout, objects, source="peer")
+            refused = [r for r in results if isinstance(r, RelayError)]
+            if refused:
+                raise SyncFailed("ingest", f"{len(refused)} of {len(chunk)} refused: {refused[0]}")
         if found:
             metrics.OBJECTS_PULLED.labels(kind).inc(len(found))
             run.report.objects[kind] = run.report.objects.get(kind, 0) + len(found)
+
+    async def _settle(self, run: _Run) -> None:
+        """Publish what purgatory admits, count what it held (§13.4 step 8, §13.5)."""
+        settled = run.purgatory.settle()
+        by_kind: dict[Kind, list[Entity]] = {}
+        for obj in settled.admitted:
+            by_kind.setdefault(obj.kind, []).append(obj)
+        for outcome in ("admitted", "dropped"):
+            for kind, count in settled.counts.get(outcome, {}).items():
+                metrics.PURGATORY.labels(kind, "held").inc(count)
+                metrics.PURGATORY.labels(kind, outcome).inc(count)
+        run.report.purgatory = {
+            outcome: settled.total(outcome) for outcome in ("held", "admitted", "dropped")
+        }
+        for kind, objects in by_kind.items():
+            await self._publish(run, kind, objects)
 
     def _learnable(self, address: Address) -> bool:
         host = address.location.strip("[]")
@@ -469,18 +479,3 @@ class Syncer:
 
 def _version(obj: Entity) -> tuple[str, str, int]:
     return (obj.kind, getattr(obj, "fingerprint", ""), getattr(obj, "last_update", 0))
-
-
-def _decode(data: bytes, *, expect_key: str) -> ApiResponse:
-    """The page in ``data``, verified, and signed by ``expect_key`` when one is given."""
-    try:
-        page = canonical.loads(ApiResponse, data)
-    except (MimError, ValueError, RecursionError) as exc:
-        raise _Broken("json") from exc
-    try:
-        pages.verify_page(page)
-    except MimError as exc:
-        raise _Broken("signature") from exc
-    if expect_key and page.node_public_key != expect_key:
-        raise _Broken("signer")
-    return page

@@ -16,7 +16,9 @@ answering miner process, so that the progress of a split job can be summed over 
 key is ever sent: the requester signs the found prefix itself (PROTOCOL.md §7.2 step 7).
 
 ``mine()`` is the client: it uses the service when one answers and searches in this process when
-none does (no responders, NATS unreachable, job too large for the bus), logging which. A miner
+none does (no responders, NATS unreachable, job too large for the bus), logging which. The
+in-process search runs in a thread, or, given ``local=in_pool(cpu)``, in a worker of the caller's
+process pool, where it does not even compete with the event loop for the GIL. A miner
 that goes silent (killed mid-job) is noticed within ``SILENCE_SECONDS`` and the job is sent again;
 nothing waits past the caller's deadline. ``service_minter`` adapts it to ``mim.pow.Minter``.
 """
@@ -27,7 +29,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -40,12 +42,13 @@ import mim.pow
 from relay import DependencyUnavailable, RelayError
 from relay.bus import Layout
 from relay.logging import get_logger
-from relay.runner import connect_nats
+from relay.runner import CpuPool, connect_nats
 
 __all__ = [
     "CHUNK_ATTEMPTS",
     "PROGRESS_SECONDS",
     "SILENCE_SECONDS",
+    "LocalSearch",
     "Mined",
     "MiningError",
     "MiningTimeout",
@@ -56,6 +59,7 @@ __all__ = [
     "encode_error",
     "encode_found",
     "encode_progress",
+    "in_pool",
     "job_of",
     "mine",
     "mine_local",
@@ -72,6 +76,9 @@ _RETRYABLE: Final = frozenset({"miner.shutdown", "miner.busy"})
 
 Progress = Callable[[int, float], None]
 """Called with (attempts so far, seconds so far) while a job runs."""
+
+LocalSearch = Callable[[str, int, float], Awaitable["Mined"]]
+"""The search ``mine`` falls back to, given (text, difficulty, timeout in seconds)."""
 
 _log = get_logger(__name__)
 
@@ -105,7 +112,7 @@ class Mined(NamedTuple):
 
     unsigned_pow: str
     attempts: int
-    where: str  # "service" or "local"
+    where: str  # "service", "local" (a thread) or "pool" (a worker process of ours)
 
 
 # --- Wire format -------------------------------------------------------------------------------
@@ -241,6 +248,12 @@ def _search_local(
         start += CHUNK_ATTEMPTS
 
 
+def _check_difficulty(difficulty: int) -> None:
+    if not 1 <= difficulty <= mim.pow.MAX_DIFFICULTY:
+        detail = f"{difficulty} is outside 1..{mim.pow.MAX_DIFFICULTY}"
+        raise MiningError("difficulty", "request.difficulty", detail)
+
+
 async def mine_local(
     text: str,
     difficulty: int,
@@ -249,12 +262,32 @@ async def mine_local(
     progress: Progress | None = None,
 ) -> Mined:
     """Search in a thread of this process (one core); ``MiningTimeout`` after ``timeout``."""
-    if not 1 <= difficulty <= mim.pow.MAX_DIFFICULTY:
-        detail = f"{difficulty} is outside 1..{mim.pow.MAX_DIFFICULTY}"
-        raise MiningError("difficulty", "request.difficulty", detail)
+    _check_difficulty(difficulty)
     deadline = time.monotonic() + timeout
     found, attempts = await asyncio.to_thread(_search_local, text, difficulty, deadline, progress)
     return Mined(found, attempts, "local")
+
+
+def _search_in_worker(text: str, difficulty: int, timeout: float) -> tuple[str, int]:
+    """The search in a pool worker: ``("", attempts)`` past the deadline (errors pickle badly)."""
+    try:
+        return _search_local(text, difficulty, time.monotonic() + timeout, None)
+    except MiningTimeout:
+        return "", 0
+
+
+def in_pool(cpu: CpuPool) -> LocalSearch:
+    """A ``local`` search for :func:`mine` that runs in a worker process of ``cpu``."""
+
+    async def search(text: str, difficulty: int, timeout: float) -> Mined:  # noqa: ASYNC109
+        _check_difficulty(difficulty)
+        found, attempts = await cpu.run(_search_in_worker, text, difficulty, timeout)
+        if not found:
+            detail = f"no proof of difficulty {difficulty} in {timeout:.1f} s"
+            raise MiningTimeout("deadline_s", "miner.deadline", detail)
+        return Mined(found, attempts, "pool")
+
+    return search
 
 
 # --- Service client ----------------------------------------------------------------------------
@@ -395,12 +428,14 @@ async def mine(
     layout: Layout | None = None,
     progress: Progress | None = None,
     silence: float = SILENCE_SECONDS,
+    local: LocalSearch | None = None,
 ) -> Mined:
     """A proof of ``difficulty`` over ``text`` from the miner service, or mined in this process.
 
-    Falls back to ``mine_local`` when no miner answers (or ``nc`` is ``None``); sends the job again
-    when its miners go silent; raises ``MiningError`` for a refused job and ``MiningTimeout`` when
-    ``timeout`` seconds pass without a proof.
+    Falls back to ``mine_local`` (or to ``local`` if given, which reports no ``progress``) when
+    no miner answers (or ``nc`` is ``None``); sends the job again when its miners go silent;
+    raises ``MiningError`` for a refused job and ``MiningTimeout`` when ``timeout`` seconds pass
+    without a proof.
     """
     layout = layout or Layout()
     deadline = time.monotonic() + timeout
@@ -428,6 +463,8 @@ async def mine(
     _log.info("pow_mining_in_process", reason=reason, difficulty=difficulty)
     if left <= 0:
         raise MiningTimeout("deadline_s", "miner.deadline", f"no time left after: {reason}")
+    if local is not None:
+        return await local(text, difficulty, left)
     return await mine_local(text, difficulty, timeout=left, progress=progress)
 
 

@@ -21,10 +21,12 @@ from relay.mining import (
     MiningTimeout,
     Refusal,
     Request,
+    in_pool,
     mine,
     parse_request,
     service_minter,
 )
+from relay.runner import CpuPool
 from tests.helpers.procs import REPO
 from tests.services.miner.conftest import StartMiner
 
@@ -56,6 +58,23 @@ async def test_in_process_search_past_its_deadline_raises_a_clear_error() -> Non
     with pytest.raises(MiningTimeout) as caught:
         await mine(None, "too hard", 60, timeout=0.5)
     assert caught.value.rule == "miner.deadline"
+
+
+async def test_without_a_miner_a_process_pool_takes_the_search_off_this_process(
+    nc: NATS, layout: Layout
+) -> None:
+    """Given ``local=in_pool(pool)``, the fallback search runs in a worker process, where it does
+    not compete with the caller's event loop for the GIL, and its deadline still holds."""
+    pool = CpuPool(1)
+    try:
+        mined = await mine(nc, "in a worker", 12, timeout=30, layout=layout, local=in_pool(pool))
+        assert mined.where == "pool"
+        assert mim_pow.verify("in a worker", mined.unsigned_pow, "") == 12
+        with pytest.raises(MiningTimeout) as caught:
+            await mine(None, "too hard", 60, timeout=0.5, local=in_pool(pool))
+        assert caught.value.rule == "miner.deadline"
+    finally:
+        await pool.aclose()
 
 
 async def test_a_refused_job_raises_the_miners_error(

@@ -79,3 +79,87 @@ async def test_retention_removes_only_what_left_the_memory_window(fresh_database
     # the old key is still referenced: the recent objects it signed bumped it (§14)
     assert removed == {"board": 1, "thread": 1, "post": 2}
     assert left == {o.fingerprint for o in recent} | {old[0].fingerprint}
+
+
+async def test_explore_visits_statics_then_bootstrappers_and_ca_nodes_on_their_ticks() -> None:
+    """With no neighbours, ticks 6, 12, … sync up to 4 static nodes that are not resting; tick 36
+    instead syncs up to 3 live bootstrappers, 1 static bootstrapper and every CA node; other ticks
+    sync none of them. At tick 72 the resting static bootstrapper is passed over for the next."""
+    statics = [Remote(f"10.0.255.{n}", 1, static=True, node_type=255) for n in range(5)]
+    live = [Remote(f"10.0.3.{n}", 1, node_type=3) for n in range(4)]
+    static_bs = [Remote(f"10.0.254.{n}", 1, static=True, node_type=254) for n in range(2)]
+    ca = [Remote("ca.example", 443)]
+    stored = [Remote("10.0.2.1", 1, node_type=2), *statics, *live, *static_bs]
+    synced: dict[int, set[str]] = {}
+
+    async def sync(remote: Remote) -> Outcome:
+        synced.setdefault(scheduler.ticks, set()).add(remote.host)
+        return Outcome(ok=True, node_type=remote.node_type or 4)
+
+    async def known() -> list[Remote]:
+        return stored
+
+    clock = [0.0]
+    scheduler = Scheduler(
+        sync, known, explore_every=6, bootstrap_every=36, ca_nodes=ca,
+        exclusions=Exclusions(0.0, 3600.0), clock=lambda: clock[0],
+    )  # fmt: skip
+    for _ in range(36):
+        await scheduler.tick()
+        clock[0] += 60.0
+    assert synced == {
+        6: {r.host for r in statics[:4]},
+        12: {statics[4].host},  # the other four rest for an hour (static exclusion)
+        36: {"10.0.3.0", "10.0.3.1", "10.0.3.2", "10.0.254.0", "ca.example"},
+    }
+    for _ in range(36):
+        await scheduler.tick()
+        clock[0] += 60.0
+    assert synced[72] == {"10.0.3.0", "10.0.3.1", "10.0.3.2", "10.0.254.1", "ca.example"}
+
+
+class FakeBootstrap:
+    """A bootstrap check that is due until a round syncs someone, finding ``online``."""
+
+    def __init__(self, online: list[Remote]) -> None:
+        self.online = online
+        self.rounds: list[int] = []
+
+    async def due(self) -> bool:
+        return not any(self.rounds)
+
+    async def discover(self) -> list[Remote]:
+        return self.online
+
+    async def done(self, synced: int) -> None:
+        self.rounds.append(synced)
+
+
+async def test_bootstrap_check_syncs_online_bootstrappers_first_and_stops_when_done() -> None:
+    """At the first tick the online bootstrappers are synced before the bootstrap remotes, the
+    round's successes are reported, and once one succeeded no round runs again; a round with no
+    success is repeated at the next tick."""
+    up, down, seed = Remote("10.0.3.1", 1), Remote("10.0.3.2", 1), Remote("10.0.9.9", 1)
+    order: list[str] = []
+
+    async def sync(remote: Remote) -> Outcome:
+        order.append(remote.host)
+        return Outcome(ok=remote is not down, node_type=3)
+
+    async def known() -> list[Remote]:
+        return []
+
+    bootstrap = FakeBootstrap([down])
+    scheduler = Scheduler(
+        sync, known, bootstrap=[seed], bootstrapper=bootstrap, max_concurrent=1,
+        exclusions=Exclusions(0.0, 0.0),
+    )  # fmt: skip
+    await scheduler.tick()
+    assert order[:2] == ["10.0.3.2", "10.0.9.9"] and bootstrap.rounds == [0]
+    bootstrap.online = [up, down]
+    order.clear()
+    await scheduler.tick()
+    assert order[:2] == ["10.0.3.1", "10.0.3.2"] and bootstrap.rounds == [0, 1]
+    order.clear()
+    await scheduler.tick()
+    assert "10.0.3.1" not in order and bootstrap.rounds == [0, 1]

@@ -51,12 +51,13 @@ async def file_server(directory: Path) -> AsyncIterator[str]:
         await asyncio.wait_for(server.wait(), 10)
 
 
-def static_node_files(directory: Path, key: SigningKey, now: int) -> ApiResponse:
-    """Write ``v0/status`` and a signed static (type 255) ``v0/node``; return the base page."""
+def static_node_files(
+    directory: Path, key: SigningKey, now: int, node_type: int = pages.NODE_TYPE_STATIC
+) -> ApiResponse:
+    """Write ``v0/status`` and a signed ``v0/node`` of a static ``node_type``; return the base."""
     base = pages.prefill(
-        key.public_hex, port=1, node_type=pages.NODE_TYPE_STATIC, nonce=secrets.token_hex(32),
-        now=now,
-    )  # fmt: skip
+        key.public_hex, port=1, node_type=node_type, nonce=secrets.token_hex(32), now=now
+    )
     (directory / "v0").mkdir(parents=True, exist_ok=True)
     (directory / "v0" / "status").write_bytes(b"")
     node = canonical.encode(pages.sign_page(pages.node_page(base), key))
@@ -69,6 +70,17 @@ async def node_key(node: Node) -> SigningKey:
     return SigningKey.from_seed_hex(seed)
 
 
+async def export_static(node: Node, out: Path) -> None:
+    """``mimrelay export-static out`` on ``node``'s database."""
+    env = {**os.environ, "MIM_DATABASE_URL": node.database_url, "MIM_CONNECT_ATTEMPTS": "3"}
+    export = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "export-static", str(out),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(export.communicate(), 60)
+    assert export.returncode == 0, stderr.decode()
+
+
 async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path: Path) -> None:
     """A's head exported with ``mimrelay export-static`` and served by python -m http.server is
     read with GETs only, and B then holds A's objects."""
@@ -78,13 +90,7 @@ async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path
     await a.submit(objects)
     await a.wait_holding(objects)
     out = tmp_path / "export"
-    env = {**os.environ, "MIM_DATABASE_URL": a.database_url, "MIM_CONNECT_ATTEMPTS": "3"}
-    export = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "export-static", str(out),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(export.communicate(), 60)
-    assert export.returncode == 0, stderr.decode()
+    await export_static(a, out)
     static_node_files(out, await node_key(a), now)
     async with file_server(out) as where, b.syncer() as syncer:
         report = await syncer.sync(parse_remote(f"http://{where}"))
