@@ -130,13 +130,20 @@ def sync(target: str) -> None:
         raise click.BadParameter(str(exc), param_hint="HOST:PORT") from exc
     objects = summary["objects"]
     pages = summary["pages"]
-    assert isinstance(objects, dict) and isinstance(pages, dict)
+    held = summary["purgatory"]
+    assert isinstance(objects, dict) and isinstance(pages, dict) and isinstance(held, dict)
+    beyond = (
+        f", {held.get('held', 0)} from beyond the event horizon"
+        f" ({held.get('admitted', 0)} admitted, {held.get('dropped', 0)} dropped)"
+        if held.get("held")
+        else ""
+    )
     click.echo(
         f"{'ok' if summary['ok'] else 'failed: ' + str(summary['reason'])}"
         f"  node {str(summary['node_id'])[:16]}  type {summary['node_type']}"
         f"  {sum(pages.values())} requests, {summary['bytes']} bytes,"
         f" {summary['skipped_pages']} pages skipped, {sum(objects.values())} objects"
-        f" {json.dumps(objects, sort_keys=True)} in {summary['duration_s']} s"
+        f" {json.dumps(objects, sort_keys=True)}{beyond} in {summary['duration_s']} s"
     )
     if not summary["ok"]:
         raise SystemExit(1)

@@ -8,8 +8,10 @@ import os
 import sys
 import time
 
+from services.store.repo import DAY_SECONDS
+
 from tests.services.syncer.conftest import Nodes
-from tests.services.syncer.node import Node, forum
+from tests.services.syncer.node import Node, forum, make
 
 
 async def _cli(node: Node, *args: str) -> tuple[int, str, str]:
@@ -51,3 +53,20 @@ async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> No
     assert {c["endpoint"] for c in listed["cursors"]} >= {"posts", "boards", "keys"}
     code, _, err = await _cli(b, "sync", "not-an-address")
     assert code == 2 and "HOST:PORT" in err
+
+
+async def test_sync_command_says_what_it_held_beyond_the_event_horizon(nodes: Nodes) -> None:
+    """Objects from beyond B's event horizon with nothing newer under them are not pulled, and
+    the summary line says how many were held and dropped."""
+    a, b = await nodes("A"), await nodes("B")
+    old = int(time.time()) - 200 * DAY_SECONDS  # beyond the default 180-day memory
+    board = make("board", {"name": "long quiet"}, old)
+    thread = make("thread", {"board": board.fingerprint, "name": "also quiet"}, old + 10)
+    await a.submit([board, thread])
+    await a.wait_holding([board, thread])
+    code, out, err = await _cli(b, "sync", f"http://{a.address}")
+    assert code == 0, err
+    assert "2 from beyond the event horizon (0 admitted, 2 dropped)" in out, out
+    held = await b.held()
+    assert ("board", board.fingerprint) not in held
+    assert ("thread", thread.fingerprint) not in held
