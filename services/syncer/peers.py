@@ -303,14 +303,20 @@ class Scheduler:
         return unique
 
     async def bootstrap_check(self) -> int:
-        """When the last bootstrap is old, sync every online bootstrapper (§13.3); successes."""
+        """When the last bootstrap is old, sync every online bootstrapper (§13.3); successes.
+
+        With more than one, those that synced are synced once more, so what each took from the
+        others while we were at it reaches us in the same round (the reference does the same).
+        """
         if self._bootstrapper is None or not await self._bootstrapper.due():
             return 0
         online = await self._bootstrapper.discover()
         outcomes = await asyncio.gather(*(self.attempt(r) for r in online))
-        synced = sum(1 for outcome in outcomes if outcome is not None and outcome.ok)
-        await self._bootstrapper.done(synced)
-        return synced
+        ok = [r for r, o in zip(online, outcomes, strict=True) if o is not None and o.ok]
+        if len(online) > 1 and ok:
+            await asyncio.gather(*(self.attempt(r) for r in ok))
+        await self._bootstrapper.done(len(ok))
+        return len(ok)
 
     async def tick(self) -> int:
         """One round: bootstrap if due, sync the picked neighbours and this tick's explore
