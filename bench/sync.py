@@ -50,10 +50,12 @@ from mim import canonical, create
 from mim import pow as mim_pow
 from mim.entities import Provable
 from mim.signing import SigningKey
+from relay import RelayError
 from relay.bus import Layout
 from relay.embedded import NatsServer, PostgresServer, free_port
+from relay.publisher import Publisher
 from relay.settings import load
-from relay.submit import submit
+from relay.submit import submit_many
 from services.gateway import identity
 from services.store import persist
 
@@ -192,11 +194,15 @@ async def _ingest(nats_url: str, url: str, prefix: str, objects: Sequence[Provab
     nc = await nats.connect(nats_url)
     started = time.perf_counter()
     try:
-        js, layout = nc.jetstream(), Layout(prefix)
+        publisher, layout = await Publisher(nc, timeout=60).start(), Layout(prefix)
         raws = [(o.kind, canonical.encode(o)) for o in objects]
         for at in range(0, len(raws), PUBLISH_AT_ONCE):
-            chunk = raws[at : at + PUBLISH_AT_ONCE]
-            await asyncio.gather(*(submit(js, layout, kind, raw) for kind, raw in chunk))
+            results = await submit_many(publisher, layout, raws[at : at + PUBLISH_AT_ONCE])
+            refused = [r for r in results if isinstance(r, RelayError)]
+            if refused:
+                raise SystemExit(
+                    f"{len(refused)} objects refused by the ingest stream: {refused[0]}"
+                )
     finally:
         await nc.close()
     await _wait_count(url, len(objects), within=WAIT_SECONDS)
