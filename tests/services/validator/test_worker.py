@@ -12,15 +12,17 @@ import asyncpg
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 from services.validator.blocklist import BlockList
 from services.validator.settings import ValidatorSettings
-from services.validator.worker import Validator
+from services.validator.worker import Validator, ack_numbers
 
 from mim import verify
 from relay import SettingsError
 from relay.bus import Layout, ensure_blocklist
+from relay.puller import Puller
 from relay.settings import load
 from relay.submit import submit
 from services.validator import blocklist
@@ -256,3 +258,27 @@ def test_policy_settings_map_to_the_core_policy(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MIM_MIN_POW_POST", "300")
     with pytest.raises(SettingsError, match=r"MIM_MIN_POW_POST='300'.*less than or equal to 256"):
         load(ValidatorSettings)
+
+
+async def test_ack_numbers_read_the_reply_subject_as_nats_py_does(nc: NATS, layout: Layout) -> None:
+    """Stream sequence, delivery count and pending count, read from the reply subject, agree
+    with nats-py's metadata on real deliveries, redeliveries, and the domain form."""
+    js = nc.jetstream()
+    for n in range(3):
+        await submit(js, layout, "post", f"not an object {n}".encode())
+    puller = await Puller(nc, layout.ingest_stream, layout.validator_consumer, batch=2).start()
+    first = await puller.take(3, 5)
+    await first[0].nak()
+    later = first[1:] + await puller.take(3, 5)
+    while len(later) < 3:
+        later += await puller.take(3, 5)
+    await puller.close()
+    for msg in first + later:
+        meta = msg.metadata
+        assert ack_numbers(msg) == (meta.sequence.stream, meta.num_delivered, meta.num_pending)
+    assert max(ack_numbers(m)[1] for m in later) == 2  # the nak'd one came back
+    domain = Msg(
+        nc, subject="x", reply="$JS.ACK.hub.ACCHASH.S.C.3.41.40.1700000000000000000.7.r4nd"
+    )
+    assert ack_numbers(domain) == (41, 3, 7)
+    assert (domain.metadata.sequence.stream, domain.metadata.num_delivered) == (41, 3)
