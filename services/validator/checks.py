@@ -1,9 +1,9 @@
-"""The CPU-bound part of validation, run in the verify threads: check a chunk, say what it names.
+"""The CPU-bound part of validation: check a chunk of objects, say what each one is.
 
 ``judge`` takes ``(kind, raw)`` pairs and returns one :class:`Outcome` each. It runs
-``mim.verify.verify`` with the node policy and, for an accepted object, adds what the block list
-is matched against (:func:`block_refs`) and the object's canonical bytes, which are what the
-accepted stream carries. Everything here is pure; nothing touches the network or shared state.
+``mim.verify.verify`` with the node policy and, for an accepted object, adds the object and its
+canonical bytes, which are what the accepted stream carries; :func:`block_refs` says what the
+block list is matched against. Everything here is pure; nothing touches the network or shared state.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Outcome(NamedTuple):
     rule: str
     fingerprint: str
     last_update: int
-    refs: tuple[str, ...]
+    entity: Entity | None  # the accepted object; what the block list matches is derived from it
     canonical: bytes
     seconds: float
 
@@ -79,7 +79,7 @@ def _one(kind: str, raw: bytes, policy: Policy) -> Outcome:
             verdict.rule,
             verdict.fingerprint,
             verdict.last_update,
-            (),
+            None,
             b"",
             time.perf_counter() - started,
         )
@@ -93,7 +93,7 @@ def _one(kind: str, raw: bytes, policy: Policy) -> Outcome:
         "",
         verdict.fingerprint,
         verdict.last_update,
-        block_refs(entity),
+        entity,
         canonical.encode(entity),
         time.perf_counter() - started,
     )

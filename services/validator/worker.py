@@ -59,7 +59,7 @@ from relay.puller import Puller
 from relay.runner import Context
 from services.validator import metrics
 from services.validator.blocklist import BlockList
-from services.validator.checks import Outcome, judge
+from services.validator.checks import Outcome, block_refs, judge
 from services.validator.settings import ValidatorSettings
 
 __all__ = ["Item", "Validator", "main"]
@@ -199,7 +199,9 @@ class Validator:
                 if not outcome.ok:
                     self._reject(item, outcome.stage, outcome.reason, outcome.field, outcome.rule)
                     continue
-                hit = self.blocks.match(outcome.refs)
+                hit = None
+                if len(self.blocks) and outcome.entity is not None:
+                    hit = self.blocks.match(block_refs(outcome.entity))
                 if hit is not None:
                     why = self.blocks.reason(hit)
                     reason = f"`{hit}` is on the block list" + (f": {why}" if why else "")
