@@ -38,6 +38,8 @@ __all__ = [
     "remove_block",
     "set_cursor",
     "set_state",
+    "set_synced_caches",
+    "synced_caches",
     "upsert_first_party_address",
     "upsert_third_party_address",
 ]
@@ -260,6 +262,31 @@ async def set_cursor(db: Executor, node_id: str, endpoint: str, checkin: int) ->
         checkin,
     )
     return int(value)
+
+
+async def synced_caches(db: Executor, node_id: str, endpoint: str) -> set[str]:
+    """The caches of ``endpoint`` of ``node_id`` we took whole (see ``set_synced_caches``)."""
+    rows = await db.fetch(
+        "SELECT cache FROM synced_caches WHERE node_id = $1 AND endpoint = $2", node_id, endpoint
+    )
+    return {r["cache"] for r in rows}
+
+
+async def set_synced_caches(
+    pool: asyncpg.Pool, node_id: str, endpoint: str, caches: Iterable[str]
+) -> None:
+    """Record exactly ``caches`` as taken whole; caches the remote no longer lists are forgotten."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "DELETE FROM synced_caches WHERE node_id = $1 AND endpoint = $2", node_id, endpoint
+        )
+        await conn.execute(
+            "INSERT INTO synced_caches (node_id, endpoint, cache)"
+            " SELECT $1, $2, c FROM unnest($3::text[]) AS c",
+            node_id,
+            endpoint,
+            sorted(set(caches)),
+        )
 
 
 # --------------------------------------------------------------------------- addresses

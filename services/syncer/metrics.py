@@ -6,6 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BYTES_FETCHED",
+    "CACHES_SKIPPED",
     "COLLECTED",
     "EXCLUSIONS",
     "LAST_SCAN",
@@ -43,6 +44,10 @@ PAGES_FETCHED = Counter(
 BYTES_FETCHED = Counter("mim_syncer_bytes_fetched_total", "Body bytes received from remotes.")
 PAGES_SKIPPED = Counter(
     "mim_syncer_pages_skipped_total", "Entity pages not fetched because their manifest is held."
+)
+CACHES_SKIPPED = Counter(
+    "mim_syncer_caches_skipped_total",
+    "Caches not read at all (not even their manifests): taken whole from the remote before.",
 )
 PAGES_BROKEN = Counter(
     "mim_syncer_pages_broken_total",

@@ -80,6 +80,7 @@ class Purgatory:
         self._held: dict[Ref, Provable] = {}
         self._wanted: set[int] = set()  # hash() of the refs newer objects descend from
         self._overflow: dict[str, int] = {}
+        self.holds = 0  # objects ever held or turned away for room, in this sync
 
     def sort(self, objects: Iterable[Provable]) -> list[Provable]:
         """Hold what is older than the horizon; return the rest, to be published now."""
@@ -91,6 +92,7 @@ class Purgatory:
                 self._wanted.update(hash(ref) for ref in ancestors(obj))
                 self._held.pop(ref, None)  # a newer version passed: the held one is moot
                 continue
+            self.holds += 1
             kept = self._held.get(ref)
             if kept is not None:
                 if obj.last_update > kept.last_update:

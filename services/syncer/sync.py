@@ -296,7 +296,10 @@ class Syncer:
         since = max(0, cursor - self.settings.cursor_overlap_seconds) if cursor else 0
         if index is not None:
             newest = max(newest, index.timestamp)
-            await self._caches(run, kind, folder, index, since)
+            node = run.report.node_id
+            known = await repo.synced_caches(self.pool, node, plural)
+            taken = await self._caches(run, kind, folder, index, since, known)
+            await repo.set_synced_caches(self.pool, node, plural, taken)
         if not run.static:
             newest = max(newest, await self._live_tail(run, kind, plural, since))
         if run.cache_broken:
@@ -309,21 +312,44 @@ class Syncer:
             metrics.REMOTE_LAG_SECONDS.observe(max(0, int(time.time()) - newest))
 
     async def _caches(
-        self, run: _Run, kind: Kind, folder: str, index: ApiResponse, cursor: int
-    ) -> None:
+        self,
+        run: _Run,
+        kind: Kind,
+        folder: str,
+        index: ApiResponse,
+        cursor: int,
+        known: set[str],
+    ) -> set[str]:
+        """Take what we lack of the caches ``index`` lists; the URLs now taken whole.
+
+        A cache in ``known`` was taken whole before and is skipped, manifests and all: a
+        published cache never changes. A cache is taken whole when every page we lacked was
+        fetched and nothing in it waited in purgatory (which may want it again later).
+        """
         failed = 0
+        taken: set[str] = set()
         for result in index.results or ():
+            url = result.response_url
+            if url in known:
+                taken.add(url)
+                metrics.CACHES_SKIPPED.inc()
+                continue
             if result.ends_at < cursor:
                 continue
-            if not _CACHE_URL.match(result.response_url):
+            if not _CACHE_URL.match(url):
                 self._count_broken(run, "index", f"{folder}/index.json")
                 run.cache_broken = True
                 continue
-            if not await self._container(run, kind, f"{folder}/{result.response_url}"):
-                failed += 1
-                run.cache_broken = True
-                if failed >= _BROKEN_CACHES_PER_ENDPOINT:
-                    return
+            holds = run.purgatory.holds
+            if await self._container(run, kind, f"{folder}/{url}"):
+                if run.purgatory.holds == holds:
+                    taken.add(url)
+                continue
+            failed += 1
+            run.cache_broken = True
+            if failed >= _BROKEN_CACHES_PER_ENDPOINT:
+                break
+        return taken
 
     async def _live_tail(self, run: _Run, kind: Kind, plural: str, cursor: int) -> int:
         """POST for what arrived since ``cursor``; the newest page timestamp seen."""

@@ -27,7 +27,8 @@ async def test_migrate_applies_every_file_once_and_records_it(empty_database: st
     assert [(r["version"], r["name"]) for r in recorded] == [
         (m.version, m.name) for m in migrations()
     ]
-    expected = {"objects", "board_owners", "addresses", "sync_cursors", "blocks", "node_state"}
+    expected = {"objects", "board_owners", "addresses", "sync_cursors", "blocks", "node_state",
+                "synced_caches"}  # fmt: skip
     assert expected <= tables
 
 

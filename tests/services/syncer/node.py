@@ -123,6 +123,13 @@ class Node:
         finally:
             await conn.close()
 
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
     def settings(self, **overrides: Any) -> SyncerSettings:
         values: dict[str, Any] = {
             "nats_url": self.nats_url,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from prometheus_client import REGISTRY
+from services.store.repo import DAY_SECONDS
 from services.syncer.peers import parse_remote
 
 from mim import canonical
@@ -51,3 +54,39 @@ async def test_objects_and_updates_flow_from_a_to_b(nodes: Nodes) -> None:
     assert await a.fetchval(
         "SELECT count(*) FROM addresses WHERE first_party AND port = $1", b.port
     )
+
+
+async def test_caches_taken_whole_are_skipped_until_the_remote_lists_new_ones(
+    nodes: Nodes,
+) -> None:
+    """After a sync, the caches B took whole are recorded; a sync while A still lists the same
+    caches reads no manifest of them (counted as skipped), and B forgets caches A stops listing."""
+    a, b = await nodes("A"), await nodes("B")
+    old = int(time.time()) - 3 * DAY_SECONDS
+    objects = forum(old, "old")
+    await a.submit(objects)
+    await a.wait_holding(objects)
+    # as if A had held them for days: their caches sit in a middle slice, whose bounds and ID
+    # stay the same from one generation to the next while its content does not change
+    await a.fetchval("UPDATE objects SET last_referenced = $1, local_arrival = $1", old)
+    await asyncio.sleep(2.5)  # A regenerates its caches every second
+    async with b.syncer() as syncer:
+        first = await syncer.sync(parse_remote(a.address))
+        assert first.ok, first.summary()
+        await b.wait_holding(objects)
+        recorded = await b.fetch("SELECT endpoint, cache FROM synced_caches ORDER BY endpoint")
+        assert {r["endpoint"] for r in recorded} >= {"keys", "boards", "threads", "posts"}
+        skipped = REGISTRY.get_sample_value("mim_syncer_caches_skipped_total") or 0.0
+        again = await syncer.sync(parse_remote(a.address))
+    assert again.ok, again.summary()
+    assert {k: n for k, n in again.objects.items() if k != "address"} == {}
+    assert again.tally.pages.get("entity", 0) == 0
+    stable = len([r for r in recorded if r["endpoint"] in ("keys", "boards", "threads", "posts")])
+    after = REGISTRY.get_sample_value("mim_syncer_caches_skipped_total") or 0.0
+    assert after - skipped >= stable
+    # manifests were read the first time; the second time only for caches A generated anew
+    assert again.tally.pages.get("manifest", 0) < first.tally.pages.get("manifest", 0)
+    now_listed = await b.fetch("SELECT endpoint, cache FROM synced_caches")
+    assert {(r["endpoint"], r["cache"]) for r in recorded} <= {
+        (r["endpoint"], r["cache"]) for r in now_listed
+    }
