@@ -9,6 +9,7 @@ with ServiceProcess(["-m", "services.validator"], env={"MIM_NATS_URL": url}) as 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -148,3 +149,14 @@ class ServiceProcess:
             for stream in (self._proc.stdout, self._proc.stderr):
                 if stream is not None:
                     stream.close()
+
+
+async def export_static(database_url: str, out: Path) -> None:
+    """``mimrelay export-static OUT`` over ``database_url``; fails the test if it fails."""
+    env = {**os.environ, "MIM_DATABASE_URL": database_url, "MIM_CONNECT_ATTEMPTS": "3"}
+    export = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "export-static", str(out),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(export.communicate(), 60)
+    assert export.returncode == 0, stderr.decode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.procs import export_static
 from tests.services.gateway.conftest import Running, sample, store
 from tests.services.gateway.crawler import crawl
 
@@ -26,13 +26,7 @@ async def test_static_export_crawls_like_the_gateway(
     async with httpx.AsyncClient(base_url=running.url) as client:
         live = await crawl(client)
     out = tmp_path / "static"
-    env = {**os.environ, "MIM_DATABASE_URL": fresh_database, "MIM_CONNECT_ATTEMPTS": "3"}
-    export = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "export-static", str(out),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(export.communicate(), 60)
-    assert export.returncode == 0, stderr.decode()
+    await export_static(fresh_database, out)
     # a stock server cannot run our node page handler; give it the live node page to serve
     async with httpx.AsyncClient(base_url=running.url) as client:
         (out / "v0" / "node").write_bytes((await client.get("/v0/node")).content)

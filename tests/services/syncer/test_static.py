@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import sys
@@ -28,6 +27,7 @@ from mim.entities import (
 )
 from mim.signing import SigningKey
 from services.gateway import identity
+from tests.helpers.procs import export_static as run_export
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node, forum, make
 
@@ -72,13 +72,7 @@ async def node_key(node: Node) -> SigningKey:
 
 async def export_static(node: Node, out: Path) -> None:
     """``mimrelay export-static out`` on ``node``'s database."""
-    env = {**os.environ, "MIM_DATABASE_URL": node.database_url, "MIM_CONNECT_ATTEMPTS": "3"}
-    export = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "export-static", str(out),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(export.communicate(), 60)
-    assert export.returncode == 0, stderr.decode()
+    await run_export(node.database_url, out)
 
 
 async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path: Path) -> None:
