@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -12,7 +13,11 @@ from tests.helpers.servers import DatabaseTemplates, TemplateSetup
 from tests.helpers.store import migrate_template
 from tests.services.syncer.node import Node, start_node
 
-Nodes = Callable[[str], Awaitable[Node]]
+
+class Nodes(Protocol):
+    """Starts a node by name; ``host`` is where its gateway listens."""
+
+    def __call__(self, name: str, host: str = ...) -> Awaitable[Node]: ...
 
 
 @pytest.fixture
@@ -31,11 +36,11 @@ async def nodes(
     template = await database_templates.template_for(migrate_template)
     async with AsyncExitStack() as stack:
 
-        async def start(name: str) -> Node:
+        async def start(name: str, host: str = "127.0.0.1") -> Node:
             data = tmp_path / name
             data.mkdir()
             return await stack.enter_async_context(
-                start_node(name, database_url, template, nats_url, data)
+                start_node(name, database_url, template, nats_url, data, host)
             )
 
         yield start

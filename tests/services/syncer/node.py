@@ -78,11 +78,12 @@ class Node:
     nats_url: str
     layout: Layout
     port: int
+    host: str = "127.0.0.1"  # where the gateway listens
     procs: list[ServiceProcess] = field(default_factory=list)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     async def submit(self, objects: Iterable[Provable]) -> None:
         """Publish ``objects`` to this node's ingest stream, as a local author would."""
@@ -171,7 +172,7 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
         "MIM_DATA_DIR": str(data_dir),
         "MIM_MIN_POW": str(DIFFICULTY),
         "MIM_CONNECT_ATTEMPTS": "10",
-        "MIM_GATEWAY_HOST": "127.0.0.1",
+        "MIM_GATEWAY_HOST": node.host,
         "MIM_GATEWAY_PORT": str(node.port),
         "MIM_GATEWAY_METRICS_PORT": "0",
         "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "1",
@@ -184,12 +185,18 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def start_node(
-    name: str, admin_url: str, template: str, nats_url: str, data_dir: Path
+    name: str,
+    admin_url: str,
+    template: str,
+    nats_url: str,
+    data_dir: Path,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[Node]:
     """A running node: store, validator and gateway processes over a fresh database."""
     db_name = unique_name(f"node_{name.lower()}")
     url = await create_database(admin_url, db_name, template)
-    node = Node(name, url, nats_url, Layout(f"S{unique_name(name)[-12:].upper()}"), free_port())
+    layout = Layout(f"S{unique_name(name)[-12:].upper()}")
+    node = Node(name, url, nats_url, layout, free_port(), host=host)
     env = _env(node, data_dir)
     try:
         for service, ready in (

@@ -90,3 +90,23 @@ async def test_caches_taken_whole_are_skipped_until_the_remote_lists_new_ones(
     assert {(r["endpoint"], r["cache"]) for r in recorded} <= {
         (r["endpoint"], r["cache"]) for r in now_listed
     }
+
+
+async def test_a_remote_on_ipv6_is_synced_and_recorded_as_ipv6(nodes: Nodes) -> None:
+    """A listening on the IPv6 loopback only: B syncs it at ``[::1]:port``, holds its objects,
+    records A first-party as ``::1`` with location type 6, and A records B from B's POST, which
+    came over IPv6, the same way."""
+    a, b = await nodes("A", host="::1"), await nodes("B")
+    objects = forum(int(time.time()), "v6")
+    await a.submit(objects)
+    await a.wait_holding(objects)
+    async with b.syncer() as syncer:
+        report = await syncer.sync(parse_remote(a.address))
+    assert report.ok, report.summary()
+    await b.wait_holding(objects)
+    body = await b.fetchval("SELECT body FROM addresses WHERE first_party AND port = $1", a.port)
+    stored = canonical.loads(Address, body)
+    assert (stored.location, stored.location_type, stored.type) == ("::1", 6, 2)
+    body = await a.fetchval("SELECT body FROM addresses WHERE first_party AND port = $1", b.port)
+    assert body is not None, "A did not record B from its POST"
+    assert canonical.loads(Address, body).location_type == 6
