@@ -68,8 +68,8 @@ class ObjectRow:
     signed: bool = False
 
 
-def row_of(entity: Provable) -> ObjectRow:
-    """The ``objects`` row of ``entity``, its body the canonical JSON."""
+def row_of(entity: Provable, body: str | None = None) -> ObjectRow:
+    """The ``objects`` row of ``entity``, its body the canonical JSON (``body`` when given)."""
     board = thread = parent = target = owner = owner_key = ""
     if isinstance(entity, Key):
         owner, owner_key = entity.fingerprint, entity.key
@@ -86,7 +86,7 @@ def row_of(entity: Provable) -> ObjectRow:
     return ObjectRow(
         kind=entity.kind,
         fingerprint=entity.fingerprint,
-        body=canonical.dumps(entity),
+        body=canonical.dumps(entity) if body is None else body,
         creation=entity.creation,
         last_update=entity.last_update,
         board=board,
@@ -202,14 +202,22 @@ def _rounds(rows: Sequence[ObjectRow]) -> list[list[int]]:
     return rounds
 
 
-async def store_objects(conn: Conn, entities: Sequence[Provable], now: int) -> list[Outcome]:
+async def store_objects(
+    conn: Conn,
+    entities: Sequence[Provable],
+    now: int,
+    bodies: Sequence[str | None] | None = None,
+) -> list[Outcome]:
     """Apply the update rules to ``entities`` in order; one outcome per entity.
 
     Stored boards get their owners rewritten, and every stored object refreshes its ancestors'
     ``last_referenced`` to ``now``. Run inside a transaction. The batch takes two statements per
-    round (one round per version of the most repeated object, so normally one).
+    round (one round per version of the most repeated object, so normally one). ``bodies`` may
+    give the canonical JSON of each entity when the caller holds it already (the accepted stream
+    carries exactly that), which spares encoding it again.
     """
-    rows = [row_of(entity) for entity in entities]
+    given = bodies if bodies is not None else [None] * len(entities)
+    rows = [row_of(entity, body) for entity, body in zip(entities, given, strict=True)]
     outcomes: list[Outcome] = ["refused"] * len(rows)
     stored: list[Provable] = []
     for indexes in _rounds(rows):
