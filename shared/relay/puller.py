@@ -9,8 +9,9 @@ anything is there, up to the number asked for.
 
 Pull requests are served by JetStream in the order they were made, each until it has delivered
 its ``batch`` or expired (the server then says how many it still owed, in a status message), so
-the puller tracks them in a queue. A request that neither finished nor expired within its time
-plus a grace (its answer was lost with a reconnect) is forgotten and replaced.
+the puller tracks them in a queue. Requests die with the connection, so after a reconnect they
+are all forgotten and replaced; a request that neither finished nor expired within its time plus
+a grace (its answer was lost some other way) is forgotten and replaced too.
 
 Messages in hand are not acknowledged by the puller: the stage acks or naks each as before, and
 :meth:`close` naks what was never handed out, so it is redelivered at once instead of after the
@@ -68,6 +69,7 @@ class Puller:
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
         self._pause_until = 0.0
+        self._reconnects = nc.stats["reconnects"]
 
     async def start(self) -> Puller:
         """Listen on the inbox; idempotent."""
@@ -101,6 +103,9 @@ class Puller:
     # ------------------------------------------------------------------ requests
 
     def _owed(self) -> int:
+        if self._nc.stats["reconnects"] != self._reconnects:
+            self._reconnects = self._nc.stats["reconnects"]
+            self._requests.clear()  # the server forgot them with the old connection
         now = time.monotonic()
         while self._requests and self._requests[0].deadline + LOST_GRACE_SECONDS < now:
             self._requests.popleft()  # no answer and no expiry notice: lost with a reconnect

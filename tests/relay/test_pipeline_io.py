@@ -4,7 +4,9 @@ refusals in their place, messages handed out as they come and given back on clos
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -12,6 +14,7 @@ from nats.aio.client import Client as NATS
 
 from relay import BusError, BusUnavailable, StreamFull
 from relay.bus import HEADER_MSG_ID, Layout, StreamLimits, ensure_streams
+from relay.embedded import NatsServer, free_port
 from relay.publisher import Confirmed, Outgoing, Publisher
 from relay.puller import Puller
 
@@ -115,3 +118,34 @@ async def test_puller_hands_out_what_arrives_and_gives_back_the_rest(
             break
         await asyncio.sleep(0.05)
     assert (info.num_ack_pending, info.num_pending) == (0, 0)
+
+
+async def test_puller_asks_again_at_once_after_a_reconnect(tmp_path: Path) -> None:
+    """Pull requests die with the connection: after nats-server is killed (no goodbye for the
+    requests) and restarted, the puller asks anew on its next take instead of waiting for the
+    lost requests to time out, so messages published after the restart come within a second."""
+    server = NatsServer(tmp_path / "nats", port=free_port()).start()
+    try:
+        client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        layout = Layout("RECONNECT")
+        await ensure_streams(client.jetstream(), layout, StreamLimits())
+        puller = Puller(client, layout.ingest_stream, layout.validator_consumer, batch=8)
+        assert await (await puller.start()).take(8, 0.2) == []  # requests now outstanding
+        server.kill()
+        server.start()
+        for _ in range(100):
+            if client.stats["reconnects"] and client.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        assert client.stats["reconnects"] == 1
+        results = await Publisher(client).publish(_messages(layout, 3))
+        assert all(isinstance(r, Confirmed) for r in results), results
+        started = time.monotonic()
+        got: list[bytes] = []
+        while len(got) < 3 and time.monotonic() - started < 1.5:
+            got += [m.data for m in await puller.take(8, 0.25)]
+        assert sorted(got) == [b"object 0", b"object 1", b"object 2"]
+        await puller.close()
+        await client.close()
+    finally:
+        server.stop()
