@@ -32,6 +32,7 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
+from common import REPO
 from mim import canonical, verify
 from mim import pow as mim_pow
 from mim.create import create
@@ -45,7 +46,6 @@ DIFFICULTY = 10
 #: Objects submitted at once, and chunks in flight, as a bulk source (import, syncer) does.
 CHUNK = 256
 CHUNKS_IN_FLIGHT = 4
-REPO = Path(__file__).resolve().parents[1]
 
 
 def make(count: int) -> list[bytes]:

@@ -47,6 +47,7 @@ import asyncpg
 import httpx
 from services.store.migrate import migrate
 
+from common import REPO, copy_rows
 from mim import canonical, create, pages
 from mim import pow as mim_pow
 from mim.entities import ApiResponse, Filter, Provable
@@ -54,14 +55,9 @@ from mim.signing import SigningKey
 from relay.embedded import NatsServer, PostgresServer, free_port
 from services.store import persist
 
-REPO = Path(__file__).resolve().parents[1]
 MINT = mim_pow.local_minter(random.Random(3).randrange)
 AUTHOR = SigningKey.generate(bytes(range(1, 33)))
 POST_POW = 4
-COLUMNS = (
-    "kind", "fingerprint", "body", "creation", "last_update", "board", "thread", "parent",
-    "target", "owner", "owner_publickey", "signed", "local_arrival", "last_referenced",
-)  # fmt: skip
 NGINX_CONF = """
 daemon off;
 worker_processes 1;
@@ -123,14 +119,7 @@ async def _copy_many(url: str, board: Provable, thread: Provable, count: int, no
     """COPY ``count`` posts into ``objects``, inside the head; returns the seconds it took."""
     started = time.perf_counter()
     posts = _posts(board, thread, count, now - 3 * 86400)
-    when = now - 86400
-    records = [(*dataclasses.astuple(persist.row_of(p)), when, when) for p in posts]
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.copy_records_to_table("objects", records=records, columns=COLUMNS)
-        await conn.execute("ANALYZE objects")
-    finally:
-        await conn.close()
+    await copy_rows(url, posts, now - 86400)
     return time.perf_counter() - started
 
 

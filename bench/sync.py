@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import random
@@ -53,6 +52,7 @@ from services.syncer.peers import parse_remote
 from services.syncer.settings import SyncerSettings
 from services.syncer.sync import Report, Syncer
 
+from common import REPO, copy_rows
 from mim import canonical, create
 from mim import pow as mim_pow
 from mim.entities import Provable
@@ -64,16 +64,10 @@ from relay.publisher import Publisher
 from relay.settings import load
 from relay.submit import submit_many
 from services.gateway import identity
-from services.store import persist
 
-REPO = Path(__file__).resolve().parents[1]
 MINT = mim_pow.local_minter(random.Random(11).randrange)
 AUTHOR = SigningKey.generate(bytes(range(2, 34)))
 DIFFICULTY = 1
-COLUMNS = (
-    "kind", "fingerprint", "body", "creation", "last_update", "board", "thread", "parent",
-    "target", "owner", "owner_publickey", "signed", "local_arrival", "last_referenced",
-)  # fmt: skip
 WAIT_SECONDS = float(os.environ.get("BENCH_WAIT", "600"))  # longest wait for the stores to commit
 #: How long before the sync node A's objects arrived: beyond the 120 s overlaps, as in life.
 HELD_FOR_SECONDS = 600
@@ -96,17 +90,6 @@ def _posts(board: Provable, thread: Provable, count: int, now: int, label: str) 
         create.create("post", {**values, "body": f"{label} {n}"}, AUTHOR, DIFFICULTY, now, MINT)
         for n in range(count)
     ]
-
-
-async def _copy(url: str, objects: Sequence[Provable], when: int) -> None:
-    """COPY ``objects`` into ``objects``, arrived and last referenced at ``when``."""
-    records = [(*dataclasses.astuple(persist.row_of(o)), when, when) for o in objects]
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.copy_records_to_table("objects", records=records, columns=COLUMNS)
-        await conn.execute("ANALYZE objects")
-    finally:
-        await conn.close()
 
 
 async def _migrate(url: str) -> None:
@@ -257,7 +240,7 @@ async def _run(args: argparse.Namespace, root: Path, nats_url: str, pg: Postgres
     urls = {name: pg.create_database(name) for name in ("node_a", "ingest_b", "sync_b")}
     for url in urls.values():
         await _migrate(url)
-    await _copy(urls["node_a"], objects, now - HELD_FOR_SECONDS)
+    await copy_rows(urls["node_a"], objects, now - HELD_FOR_SECONDS)
     size = sum(len(canonical.encode(o)) for o in objects)
     print(f"{len(objects)} objects ({size / 1e6:.1f} MB canonical) made in {made:.1f} s")
 
@@ -285,14 +268,14 @@ async def _run(args: argparse.Namespace, root: Path, nats_url: str, pg: Postgres
             more = max(1, args.objects * args.resync_percent // 100)
             board, thread = objects[1], objects[2]
             extra = _posts(board, thread, more, now - 30, "bench resync")
-            await _copy(urls["node_a"], extra, int(time.time()))
+            await copy_rows(urls["node_a"], extra, int(time.time()))
             total = len(objects) + more
             _, again = await _sync(nats_url, urls["sync_b"], "BENCHS", remote, total)
             _resync("re-sync", more, again, full)
         # A restarted regenerates its caches: the slice holding every object gets a new ID (its
         # end is the generation time), so this sync reads that slice's manifests again
         extra = _posts(board, thread, more, now - 20, "bench resync 2")
-        await _copy(urls["node_a"], extra, int(time.time()))
+        await copy_rows(urls["node_a"], extra, int(time.time()))
         async with _services(a_env, ("gateway",)):
             _, after = await _sync(nats_url, urls["sync_b"], "BENCHS", remote, total + more)
         _resync("re-sync after A regenerated its caches", more, after, full)

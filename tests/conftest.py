@@ -8,7 +8,9 @@ Fixtures:
   ``postgres_server``), pointing at a database the tests may use as admin;
 - ``fresh_database``: the URL of a new database for this test, cloned from a template that
   ``database_template_setup`` filled (override that fixture in a conftest to add migrations);
+- ``empty_database``: the URL of a new database with no schema at all;
 - ``stream_prefix``: a stream prefix no other test uses (``relay.bus.Layout(stream_prefix)``);
+- ``nc``: a NATS connection of this test alone;
 - ``dedicated_nats_server`` / ``dedicated_postgres_server``: servers of this test alone, for tests
   that stop, kill or restart them.
 
@@ -26,7 +28,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import hypothesis
+import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from relay import logging as relay_logging
 from relay.embedded import NatsServer, PostgresServer
@@ -126,8 +130,25 @@ async def fresh_database(
 
 
 @pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """URL of a new database with no schema at all."""
+    name = unique_name("empty")
+    url = await create_database(database_url, name)
+    yield url
+    await drop_database(database_url, name)
+
+
+@pytest.fixture
 def stream_prefix() -> str:
     return f"T{uuid.uuid4().hex[:12].upper()}"
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    """A NATS connection of this test alone."""
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
 
 
 # --- hygiene ---------------------------------------------------------------------------------

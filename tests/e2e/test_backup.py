@@ -6,10 +6,9 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,10 +21,11 @@ from mim.create import create, update
 from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout
+from relay.embedded import free_port
 from services.store import persist
 from tests.helpers.pipeline import wait_drained
 from tests.helpers.procs import REPO, ServiceProcess
-from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
+from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
 
 DIFFICULTY = 6
@@ -44,15 +44,6 @@ VALUES: dict[str, dict[str, object]] = {
 @pytest.fixture
 def database_template_setup() -> TemplateSetup:
     return migrate_template
-
-
-@pytest.fixture
-async def target_database(database_url: str) -> AsyncIterator[str]:
-    """A database with no schema: the target node's store migrates it at start-up."""
-    name = unique_name("restore")
-    url = await create_database(database_url, name)
-    yield url
-    await drop_database(database_url, name)
 
 
 def _objects() -> list[Provable]:
@@ -108,13 +99,11 @@ def _cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess
 
 
 @pytest.fixture
-def target_node(
-    nats_url: str, target_database: str, stream_prefix: str
-) -> Iterator[dict[str, str]]:
+def target_node(nats_url: str, empty_database: str, stream_prefix: str) -> Iterator[dict[str, str]]:
     """A validator and a store on the target database, running until the test ends."""
     env = {
         "MIM_NATS_URL": nats_url,
-        "MIM_DATABASE_URL": target_database,
+        "MIM_DATABASE_URL": empty_database,
         "MIM_STREAM_PREFIX": stream_prefix,
         "MIM_MIN_POW": str(DIFFICULTY),
         "MIM_VALIDATOR_METRICS_PORT": "0",
@@ -196,18 +185,12 @@ async def test_export_then_import_restores_the_same_objects_through_the_validato
     assert await _bodies(target_node["MIM_DATABASE_URL"]) == source
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_export_and_import_exit_1_when_the_node_is_unreachable_and_2_on_a_missing_file(
     tmp_path: Path,
 ) -> None:
     """An unreachable database or NATS exits 1 with one line and no traceback; no export file is
     left behind; a missing import file exits 2."""
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     target = tmp_path / "out.jsonl"
     down = _cli(
         ["export", "--jsonl", str(target)],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -29,13 +28,6 @@ from relay.bus import (
 )
 from relay.settings import NodeSettings
 from tests.helpers.procs import REPO
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 def test_names_follow_the_prefix() -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
-import pytest
 from nats.aio.client import Client as NATS
 
 from relay import BusError, BusUnavailable, StreamFull
@@ -17,13 +15,6 @@ from relay.bus import HEADER_MSG_ID, Layout, StreamLimits, ensure_streams
 from relay.embedded import NatsServer, free_port
 from relay.publisher import Confirmed, Outgoing, Publisher
 from relay.puller import Puller
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 def _messages(layout: Layout, count: int, start: int = 0) -> list[Outgoing]:

@@ -30,6 +30,7 @@ from tests.helpers.store import migrate_template
 AUTHOR = SigningKey.generate(bytes(range(7, 39)))
 MINT = mim_pow.local_minter(random.Random(11).randrange)
 DIFFICULTY = 2
+JSON = {"Content-Type": "application/json"}  # headers of a JSON request body
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from mim import canonical, pages
 from mim import pow as mim_pow
 from mim.entities import Address, ApiResponse, Filter
 from mim.signing import SigningKey
-from tests.services.gateway.conftest import Running, make, sample, store, store_address
+from tests.services.gateway.conftest import JSON, Running, make, sample, store, store_address
 from tests.services.gateway.crawler import crawl
 
 PEER = SigningKey.generate(bytes(range(40, 72)))
 MINT = mim_pow.local_minter(random.Random(5).randrange)
-JSON = {"Content-Type": "application/json"}
 
 
 def request_page(

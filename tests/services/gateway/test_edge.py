@@ -13,9 +13,8 @@ import httpx
 
 from mim import canonical
 from relay.bus import ensure_streams
-from tests.services.gateway.conftest import make, sample, serving, store
+from tests.services.gateway.conftest import JSON, make, sample, serving, store
 
-JSON = {"Content-Type": "application/json"}
 _SERVER_HEADERS = {b"date", b"server"}  # uvicorn adds these to every answer it sends
 
 

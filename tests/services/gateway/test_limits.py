@@ -21,9 +21,7 @@ from relay.bus import StreamLimits, ensure_streams
 from relay.embedded import free_port
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procs import ServiceProcess
-from tests.services.gateway.conftest import make, serving
-
-JSON = {"Content-Type": "application/json"}
+from tests.services.gateway.conftest import JSON, make, serving
 
 
 def _error(response: httpx.Response) -> dict[str, str]:

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import httpx
-from nats.js import JetStreamContext
 from services.gateway.submissions import INLINE_VERIFY_MAX
 
 from mim import canonical, create
@@ -22,18 +21,16 @@ def _item(obj: Provable, **changes: Any) -> dict[str, Any]:
     return {"kind": obj.kind, "object": {**json.loads(canonical.dumps(obj)), **changes}}
 
 
-async def _queued(running: Running) -> tuple[JetStreamContext, list[bytes]]:
+async def _queued(running: Running) -> list[bytes]:
     """The ingest stream's messages, oldest first."""
     gw = running.gateway
     assert gw.nc is not None
     js = gw.nc.jetstream()
     info = await js.stream_info(gw.layout.ingest_stream)
-    msgs = [
-        await js.get_msg(gw.layout.ingest_stream, seq)
-        for seq in range(info.state.first_seq, info.state.last_seq + 1)
-        if info.state.messages
-    ]
-    return js, [m.data or b"" for m in msgs]
+    if not info.state.messages:
+        return []
+    seqs = range(info.state.first_seq, info.state.last_seq + 1)
+    return [(await js.get_msg(gw.layout.ingest_stream, seq)).data or b"" for seq in seqs]
 
 
 async def _streams(running: Running) -> None:
@@ -68,7 +65,7 @@ async def test_submitted_object_lands_on_the_ingest_stream(running: Running) -> 
         assert "/api/submit" in schema["paths"]
         verdict = schema["components"]["schemas"]["ObjectVerdict"]
         assert set(verdict["properties"]) == {"ok", "stage", "reason", "field", "rule"}
-    _, queued = await _queued(running)
+    queued = await _queued(running)
     assert queued == [canonical.encode(board)]
 
 
@@ -88,7 +85,7 @@ async def test_tampered_object_alone_gets_422_and_is_not_queued(running: Running
     assert verdict["stage"] == "fingerprint"
     assert verdict["field"] == "board.fingerprint"
     assert verdict["rule"] and verdict["reason"]
-    _, queued = await _queued(running)
+    queued = await _queued(running)
     assert queued == []
 
 
@@ -117,7 +114,7 @@ async def test_mixed_batch_queues_only_the_valid_objects(running: Running) -> No
     assert [r["verdict"]["stage"] for r in receipts] == ["", "signature", "pow"]
     assert receipts[2]["verdict"]["field"] == "post.proof_of_work"
     assert [bool(r["id"]) for r in receipts] == [True, False, False]
-    _, queued = await _queued(running)
+    queued = await _queued(running)
     assert queued == [canonical.encode(good)]
 
 
@@ -134,7 +131,7 @@ async def test_large_batch_is_judged_and_queued_whole(running: Running) -> None:
     assert answer.status_code == 202, answer.text
     oks = [r["verdict"]["ok"] for r in answer.json()["queued"]]
     assert oks == [n != 7 for n in range(len(boards))]
-    _, queued = await _queued(running)
+    queued = await _queued(running)
     assert queued == [canonical.encode(b) for n, b in enumerate(boards) if n != 7]
 
 

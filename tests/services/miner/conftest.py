@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 
 from relay.bus import Layout
 from tests.helpers.procs import ServiceProcess
@@ -41,13 +39,6 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 def layout(stream_prefix: str) -> Layout:
     return Layout(stream_prefix)
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -5,28 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import asyncpg
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from relay.bus import Layout, ensure_streams
-from tests.helpers.servers import TemplateSetup, create_database, drop_database, unique_name
+from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
 
 
 @pytest.fixture
 def database_template_setup() -> TemplateSetup:
     return migrate_template
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    """URL of a new database with no schema at all."""
-    name = unique_name("store")
-    url = await create_database(database_url, name)
-    yield url
-    await drop_database(database_url, name)
 
 
 @pytest.fixture
@@ -55,13 +45,6 @@ def layout(prefix: str) -> Layout:
 @pytest.fixture
 def nats_server_url(nats_url: str) -> str:
     return nats_url
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

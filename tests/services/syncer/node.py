@@ -9,8 +9,9 @@ the test's process against its database and streams, as the syncer service would
 from __future__ import annotations
 
 import asyncio
+import os
 import random
-import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,7 @@ from mim import pow as mim_pow
 from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout
+from relay.embedded import free_port
 from relay.settings import load
 from relay.submit import submit
 from services.gateway import identity
@@ -38,13 +40,6 @@ from tests.helpers.servers import create_database, drop_database, unique_name
 DIFFICULTY = 8
 AUTHOR = SigningKey.generate(bytes(range(40, 72)))
 MINT = mim_pow.local_minter(random.Random(5).randrange)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make(kind: str, values: dict[str, Any], now: int) -> Provable:
@@ -116,6 +111,25 @@ class Node:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} lacks {missing} after {within}s")
             await asyncio.sleep(0.2)
+
+    async def cli(self, *args: str) -> tuple[int, str, str]:
+        """``mimrelay ARGS`` as this node's operator runs it: exit status, stdout, stderr."""
+        env = {
+            **os.environ,
+            "MIM_DATABASE_URL": self.database_url,
+            "MIM_NATS_URL": self.nats_url,
+            "MIM_STREAM_PREFIX": self.layout.prefix,
+            "MIM_SYNCER_PUBLIC_PORT": str(self.port),
+            "MIM_CONNECT_ATTEMPTS": "3",
+            "MIM_LOG_LEVEL": "warning",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay.cli", *args,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         conn = await asyncpg.connect(self.database_url)

@@ -12,15 +12,11 @@ from services.syncer.peers import parse_remote
 
 from mim import canonical
 from mim.entities import Address
+from tests.helpers.procs import export_static
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import forum
 from tests.services.syncer.test_service import running_syncer, stop_all, wait_until
-from tests.services.syncer.test_static import (
-    export_static,
-    file_server,
-    node_key,
-    static_node_files,
-)
+from tests.services.syncer.test_static import file_server, node_key, static_node_files
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +36,7 @@ async def test_bootstrap_learns_pings_and_syncs_the_bootstrappers_once(
     await a.submit(objects)
     await a.wait_holding(objects)
     root = tmp_path / "s"
-    await export_static(a, root)
+    await export_static(a.database_url, root)
     static_node_files(root, await node_key(a), now, node_type=STATIC_BOOTSTRAPPER)
     async with file_server(root) as s_address:
         async with b.syncer() as syncer:  # B learns S first-party, as type 254

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import time
 
 from services.store.repo import DAY_SECONDS
 
 from tests.services.syncer.conftest import Nodes
-from tests.services.syncer.node import Node, forum, make
-
-
-async def _cli(node: Node, *args: str) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "MIM_DATABASE_URL": node.database_url,
-        "MIM_NATS_URL": node.nats_url,
-        "MIM_STREAM_PREFIX": node.layout.prefix,
-        "MIM_SYNCER_PUBLIC_PORT": str(node.port),
-        "MIM_CONNECT_ATTEMPTS": "3",
-        "MIM_LOG_LEVEL": "warning",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.services.syncer.node import forum, make
 
 
 async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> None:
@@ -40,18 +18,18 @@ async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> No
     objects = forum(int(time.time()), "cli")
     await a.submit(objects)
     await a.wait_holding(objects)
-    code, out, err = await _cli(b, "sync", f"http://{a.address}")
+    code, out, err = await b.cli("sync", f"http://{a.address}")
     assert code == 0, err
     assert out.startswith("ok"), out
     assert "8/8" in err
     await b.wait_holding(objects)
-    code, out, err = await _cli(b, "peers", "--json")
+    code, out, err = await b.cli("peers", "--json")
     assert code == 0, err
     listed = json.loads(out)
     mine = [x for x in listed["addresses"] if x["port"] == a.port]
     assert mine and mine[0]["first_party"] and mine[0]["type"] == 2
     assert {c["endpoint"] for c in listed["cursors"]} >= {"posts", "boards", "keys"}
-    code, _, err = await _cli(b, "sync", "not-an-address")
+    code, _, err = await b.cli("sync", "not-an-address")
     assert code == 2 and "HOST:PORT" in err
 
 
@@ -64,7 +42,7 @@ async def test_sync_command_says_what_it_held_beyond_the_event_horizon(nodes: No
     thread = make("thread", {"board": board.fingerprint, "name": "also quiet"}, old + 10)
     await a.submit([board, thread])
     await a.wait_holding([board, thread])
-    code, out, err = await _cli(b, "sync", f"http://{a.address}")
+    code, out, err = await b.cli("sync", f"http://{a.address}")
     assert code == 0, err
     assert "2 from beyond the event horizon (0 admitted, 2 dropped)" in out, out
     held = await b.held()

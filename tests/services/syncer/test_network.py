@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import time
 from dataclasses import replace
 
@@ -33,26 +30,6 @@ async def _address_row(node: Node, of: Node) -> tuple[Address, bool] | None:
     finally:
         await conn.close()
     return None if row is None else (canonical.loads(Address, row["body"]), row["first_party"])
-
-
-async def _sync_command(node: Node, remote: Node) -> str:
-    """Run ``mimrelay sync`` on ``node`` against ``remote``; its stdout."""
-    env = {
-        **os.environ,
-        "MIM_DATABASE_URL": node.database_url,
-        "MIM_NATS_URL": node.nats_url,
-        "MIM_STREAM_PREFIX": node.layout.prefix,
-        "MIM_SYNCER_PUBLIC_PORT": str(node.port),
-        "MIM_CONNECT_ATTEMPTS": "3",
-        "MIM_LOG_LEVEL": "warning",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "sync", f"http://{remote.address}",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def _publish_as_peer(node: Node, addresses: list[Address]) -> None:
@@ -136,7 +113,8 @@ async def test_addresses_first_party_only_from_a_direct_connection(nodes: Nodes)
         assert stripped.client == Client() and stripped.protocol.subprotocols in ((), None)
         assert stripped.protocol.version_major == 0
 
-        out = await _sync_command(c, a)
+        code, out, err = await c.cli("sync", f"http://{a.address}")
+        assert code == 0, err
         assert out.startswith("ok"), out
         direct = await _address_row(c, a)
         assert direct is not None

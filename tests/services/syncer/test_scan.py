@@ -11,10 +11,11 @@ import pytest
 
 from mim import canonical
 from mim.entities import Address
+from relay.embedded import free_port
 from services.store import persist
 from tests.helpers.metrics import sample, scrape
 from tests.services.syncer.conftest import Nodes
-from tests.services.syncer.node import Node, free_port
+from tests.services.syncer.node import Node
 from tests.services.syncer.test_service import running_syncer, stop_all
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from mim.entities import (
 )
 from mim.signing import SigningKey
 from services.gateway import identity
-from tests.helpers.procs import export_static as run_export
+from tests.helpers.procs import export_static
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node, forum, make
 
@@ -70,11 +70,6 @@ async def node_key(node: Node) -> SigningKey:
     return SigningKey.from_seed_hex(seed)
 
 
-async def export_static(node: Node, out: Path) -> None:
-    """``mimrelay export-static out`` on ``node``'s database."""
-    await run_export(node.database_url, out)
-
-
 async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path: Path) -> None:
     """A's head exported with ``mimrelay export-static`` and served by python -m http.server is
     read with GETs only, and B then holds A's objects."""
@@ -84,7 +79,7 @@ async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path
     await a.submit(objects)
     await a.wait_holding(objects)
     out = tmp_path / "export"
-    await export_static(a, out)
+    await export_static(a.database_url, out)
     static_node_files(out, await node_key(a), now)
     async with file_server(out) as where, b.syncer() as syncer:
         report = await syncer.sync(parse_remote(f"http://{where}"))
