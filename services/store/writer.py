@@ -19,8 +19,9 @@ is trusted as far as that, as it is for the checks it stands for. An address who
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, cast
 
@@ -123,7 +124,7 @@ class Writer:
                     _log.warning(
                         "batch_write_failed", error=repr(exc), size=len(msgs), retry_s=delay
                     )
-                    await _settle(m.nak(delay=delay) for m in msgs)
+                    await _settle(msgs, functools.partial(Msg.nak, delay=delay))
                     await _sleep_or_stop(stop, delay)
                     delay = min(delay * 2, self._retry_max)
                     continue
@@ -164,7 +165,7 @@ class Writer:
         metrics.WRITE_DURATION.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
         # Committed: from here on a crash only causes a harmless redelivery.
-        await _ack_all([i.msg for i in items])
+        await _settle([i.msg for i in items], Msg.ack)
         for entity, outcome in zip(provables, outcomes, strict=True):
             metrics.OBJECTS.labels(kind=entity.kind, outcome=outcome).inc()
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
@@ -212,10 +213,15 @@ def _decode(msg: Msg) -> _Item | None:
     return _Item(msg, kind, entity)
 
 
-async def _settle(calls: object) -> None:
-    """Run acks/naks together; one that fails (NATS gone) only means a later redelivery."""
-    results = await asyncio.gather(*calls, return_exceptions=True)  # type: ignore[misc]
-    failed = [r for r in results if isinstance(r, BaseException)]
+async def _settle(msgs: list[Msg], answer: Callable[[Msg], Awaitable[None]]) -> None:
+    """Ack or nak ``msgs`` one after the other (each only queues a few bytes); one that fails
+    (NATS gone) only means a later redelivery, and is logged."""
+    failed: list[BaseException] = []
+    for msg in msgs:
+        try:
+            await answer(msg)
+        except nats.errors.Error as exc:
+            failed.append(exc)
     if failed:
         _log.warning("acknowledgement_failed", count=len(failed), error=repr(failed[0]))
 
@@ -226,18 +232,6 @@ def _text(data: bytes) -> str | None:
         return data.decode()
     except UnicodeDecodeError:
         return None  # not ours: let the store encode the entity itself
-
-
-async def _ack_all(msgs: list[Msg]) -> None:
-    """Ack ``msgs`` one after the other (each only queues a few bytes); failures are logged."""
-    failed: list[BaseException] = []
-    for msg in msgs:
-        try:
-            await msg.ack()
-        except nats.errors.Error as exc:
-            failed.append(exc)
-    if failed:
-        _log.warning("acknowledgement_failed", count=len(failed), error=repr(failed[0]))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -173,11 +173,6 @@ class Scanner:
                 return None
             return await self._scan()
 
-    async def scan(self) -> ScanReport:
-        """Scan now (after the one running, if any)."""
-        async with self._lock:
-            return await self._scan()
-
     async def _due(self, report: ScanReport) -> list[Remote]:
         now, mono = int(time.time()), self._clock()
         self._attempts = {k: t for k, t in self._attempts.items() if mono - t < self._skip}

@@ -299,7 +299,8 @@ class Syncer:
             node = run.report.node_id
             known = await repo.synced_caches(self.pool, node, plural)
             taken = await self._caches(run, kind, folder, index, since, known)
-            await repo.set_synced_caches(self.pool, node, plural, taken)
+            if taken != known:
+                await repo.set_synced_caches(self.pool, node, plural, taken)
         if not run.static:
             newest = max(newest, await self._live_tail(run, kind, plural, since))
         if run.cache_broken:
@@ -467,18 +468,20 @@ class Syncer:
         await self._publish(run, kind, found)
 
     async def _publish(self, run: _Run, kind: Kind, found: Sequence[Entity]) -> None:
+        if not found:
+            return
+        publisher = self._publisher
+        if publisher is None:
+            raise SyncFailed("ingest", "no NATS connection to publish on")
         for at in range(0, len(found), _PUBLISH_CHUNK):
             chunk = found[at : at + _PUBLISH_CHUNK]
-            if self._publisher is None:
-                raise SyncFailed("ingest", "no NATS connection to publish on")
             objects = [(kind, canonical.encode(obj)) for obj in chunk]
-            results = await submit_many(self._publisher, self.layout, objects, source="peer")
+            results = await submit_many(publisher, self.layout, objects, source="peer")
             refused = [r for r in results if isinstance(r, RelayError)]
             if refused:
                 raise SyncFailed("ingest", f"{len(refused)} of {len(chunk)} refused: {refused[0]}")
-        if found:
-            metrics.OBJECTS_PULLED.labels(kind).inc(len(found))
-            run.report.objects[kind] = run.report.objects.get(kind, 0) + len(found)
+        metrics.OBJECTS_PULLED.labels(kind).inc(len(found))
+        run.report.objects[kind] = run.report.objects.get(kind, 0) + len(found)
 
     async def _settle(self, run: _Run) -> None:
         """Publish what purgatory admits, count what it held (§13.4 step 8, §13.5)."""

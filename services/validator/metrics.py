@@ -24,8 +24,8 @@ __all__ = [
     "STEPS",
 ]
 
-#: What ``mim_validator_check_duration_seconds`` times: one object's verification (in a worker
-#: process), one object's block-list lookup, one batch's publishes, one batch's acks.
+#: What ``mim_validator_check_duration_seconds`` times: one object's verification, then per
+#: batch the block-list matching with the verdicts, the publishes, and the acks.
 STEPS: Final = ("verify", "blocked", "publish", "ack")
 
 OBJECTS = Counter(

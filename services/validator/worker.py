@@ -23,8 +23,8 @@ work and any number of replicas may run. For each fetched batch:
 
 A publish that fails for a transient cause (stream full, JetStream unavailable) leaves the
 message for redelivery with a growing delay; after ``max_deliveries`` it is rejected at stage
-``delivery`` so nothing is retried for ever. SIGTERM: the current batch finishes (within the
-shutdown grace), no new batch is fetched, unacked messages go back to the stream.
+``delivery`` so nothing is retried for ever. SIGTERM: the batches in hand finish (within the
+shutdown grace), no new batch is taken, and messages never handed out are given back.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _kind_of(subject: str) -> str:
 
 
 class Validator:
-    """Judges batches of ingest messages; holds no state across batches but its threads."""
+    """Judges batches of ingest messages; holds no state across batches."""
 
     def __init__(
         self,
@@ -156,11 +156,11 @@ class Validator:
         if to_judge:
             await self._judge(to_judge)
         started = time.perf_counter()
-        outgoing = [i for i in items if i.publish is not None]
-        results = await self.publisher.publish([i.publish for i in outgoing if i.publish])
+        outgoing = [(i, i.publish) for i in items if i.publish is not None]
+        results = await self.publisher.publish([message for _, message in outgoing])
         metrics.CHECK_DURATION.labels("publish").observe(time.perf_counter() - started)
         started = time.perf_counter()
-        await self._settle(outgoing, results)
+        await self._settle([i for i, _ in outgoing], results)
         metrics.CHECK_DURATION.labels("ack").observe(time.perf_counter() - started)
 
     def _item(self, msg: Msg) -> Item:
@@ -268,9 +268,8 @@ class Validator:
                     _log.warning("publish_failed", seq=item.seq, kind=item.kind, error=str(result))
                 retry.append(item)
                 continue
-            ack = result
             if item.final == "accepted":
-                outcome = "duplicate" if ack.duplicate else "accepted"
+                outcome = "duplicate" if result.duplicate else "accepted"
                 metrics.OBJECTS.labels(item.kind, outcome).inc()
                 self.counters[outcome] = self.counters.get(outcome, 0) + 1
                 await item.msg.ack()

@@ -87,7 +87,7 @@ async def submit(
             js, layout.ingest_subject(kind), raw, headers=hdrs, ack_wait_seconds=ack_wait_seconds
         )
     except StreamFull as exc:
-        raise IngestFull(f"the ingest stream is full, try again later ({exc})") from exc
+        raise _full(exc) from exc
 
 
 async def submit_many(
@@ -107,12 +107,11 @@ async def submit_many(
         for kind, raw in objects
     ]
     results = await publisher.publish(messages)
-    return [
-        IngestFull(f"the ingest stream is full, try again later ({r})")
-        if isinstance(r, StreamFull)
-        else r
-        for r in results
-    ]
+    return [_full(r) if isinstance(r, StreamFull) else r for r in results]
+
+
+def _full(refusal: StreamFull) -> IngestFull:
+    return IngestFull(f"the ingest stream is full, try again later ({refusal})")
 
 
 def _headers(kind: str, raw: bytes, source: str) -> dict[str, str]:
