@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mim import verify
+from tests.helpers.procs import parse_lines
 from tests.services.miner.conftest import StartMiner
 
 
@@ -29,8 +30,8 @@ def test_create_uses_a_running_miner(
         env=env, capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    assert b"pow_mined" in made.stderr
-    assert b"service" in made.stderr
+    mined = [r for r in parse_lines(made.stderr.decode()) if r.get("event") == "pow_mined"]
+    assert [r["where"] for r in mined] == ["service"], made.stderr
     verdict = verify.verify("key", made.stdout, verify.Policy.uniform(12))
     assert verdict.ok, verdict.reason
     assert json.loads(made.stdout)["name"] == "alice"

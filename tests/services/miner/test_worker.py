@@ -140,7 +140,9 @@ async def test_killed_miner_mid_job_the_requester_still_gets_a_proof(
         assert any(e["event"] == "miner_silent" for e in logs)
         survivor = next(m for m in miners if m is not victim)
         survivor.wait_for("job_finished", outcome="found")
-    assert time.monotonic() - started < 60
+    # the job's own deadline is 60 s: the survivor answers long before (a difficulty-21 proof
+    # takes a few seconds, after a 1 s silence)
+    assert time.monotonic() - started < 40
     await asyncio.sleep(1.0)
     assert not [pid for pid in pool if alive(pid)], "search processes outlived their miner"
 
