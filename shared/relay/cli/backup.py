@@ -25,24 +25,21 @@ import json
 import os
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import click
 
-from relay import RelayError
-from relay import logging as relay_logging
 from relay.bus import KINDS, Layout, StreamLimits, ensure_streams
-from relay.settings import NodeSettings, load
+from relay.cli.running import REFUSED, fail, node_settings, run
+from relay.settings import NodeSettings
 
 __all__ = ["ImportSummary", "export_jsonl", "import_jsonl", "parse_line", "wrapper_line"]
 
 T = TypeVar("T")
 
-REFUSED: Final = 1
-USAGE_ERROR: Final = 2
 #: Publishes in flight at once during an import.
 IMPORT_WINDOW: Final = 64
 #: Refused lines named one by one on stderr; more are counted.
@@ -50,31 +47,6 @@ SHOWN_REFUSALS: Final = 50
 
 _PREFIX: Final = '{"kind":"'
 _MIDDLE: Final = '","object":'
-
-
-def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(work)
-    except RelayError as exc:
-        _fail(str(exc), REFUSED)
-    except (OSError, TimeoutError) as exc:
-        _fail(f"cannot reach the node: {exc!r}", REFUSED)
-
-
-def _settings() -> NodeSettings:
-    try:
-        settings = load(NodeSettings)
-    except RelayError as exc:
-        _fail(str(exc))
-    # stdout is the command's answer; library lines (warnings only) go to stderr
-    quiet = settings.model_copy(update={"log_level": "warning"})
-    relay_logging.configure("cli", quiet, stream=sys.stderr)
-    return settings
 
 
 # --------------------------------------------------------------------------- the line format
@@ -163,17 +135,17 @@ async def _stored_objects(database_url: str) -> int:
 )
 def export(target: Path) -> None:
     """Write every stored object to a JSON-lines file, one canonical object per line."""
-    settings = _settings()
-    total = _run(_stored_objects(settings.database_url))
+    settings = node_settings()
+    total = run(_stored_objects(settings.database_url))
     to_stdout = str(target) == "-"
     partial = target.with_name(f".{target.name}.partial")
     try:
         out = sys.stdout if to_stdout else partial.open("w", encoding="utf-8", newline="\n")
     except OSError as exc:
-        _fail(f"cannot write {target}: {exc.strerror or exc}")
+        fail(f"cannot write {target}: {exc.strerror or exc}")
     try:
         with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
-            written = _run(export_jsonl(settings.database_url, out, bar))
+            written = run(export_jsonl(settings.database_url, out, bar))
     except BaseException:
         if not to_stdout:
             out.close()
@@ -302,14 +274,14 @@ async def _submit_one(
 )
 def import_(file: Path, kind: str | None, full_wait_seconds: float) -> None:
     """Send the objects in a JSON-lines FILE through the validators into the store."""
-    settings = _settings()
+    settings = node_settings()
     try:
         source = sys.stdin.buffer if str(file) == "-" else file.open("rb")
         size = 0 if str(file) == "-" else file.stat().st_size
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}")
+        fail(f"cannot read {file}: {exc.strerror or exc}")
     with source, click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
-        summary = _run(
+        summary = run(
             import_jsonl(settings, source, kind, full_wait_seconds=full_wait_seconds, progress=bar)
         )
     for number, why in summary.refused[:SHOWN_REFUSALS]:

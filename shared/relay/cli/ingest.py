@@ -20,52 +20,26 @@ usage, file or input error; a message on stderr, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from relay import RelayError
-from relay import logging as relay_logging
 from relay.bus import KINDS, Layout, StreamLimits, ensure_blocklist, ensure_streams
-from relay.settings import NodeSettings, load
+from relay.cli.running import fail, node_settings, run
+from relay.settings import NodeSettings
 
 T = TypeVar("T")
-
-USAGE_ERROR = 2
-REFUSED = 1
 
 KIND = click.Choice(list(KINDS), case_sensitive=False)
 
 
-def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _settings() -> NodeSettings:
-    try:
-        return load(NodeSettings)
-    except RelayError as exc:
-        _fail(str(exc))
-
-
 def _run(work: Callable[[NodeSettings], Coroutine[Any, Any, T]]) -> T:
-    settings = _settings()
-    # stdout is the command's answer; library lines (warnings only) go to stderr
-    quiet = settings.model_copy(update={"log_level": "warning"})
-    relay_logging.configure("cli", quiet, stream=sys.stderr)
-    try:
-        return asyncio.run(work(settings))
-    except RelayError as exc:
-        _fail(str(exc), REFUSED)
-    except (OSError, TimeoutError) as exc:
-        _fail(f"cannot reach the node: {exc!r}", REFUSED)
+    return run(work(node_settings()))
 
 
 # --------------------------------------------------------------------------- reading files
@@ -134,11 +108,11 @@ def submit(file: Path, kind: str | None, source: str) -> None:
     try:
         raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}")
+        fail(f"cannot read {file}: {exc.strerror or exc}")
     try:
         items = split_objects(raw, kind.lower() if kind else None)
     except ValueError as exc:
-        _fail(f"{file}: {exc}")
+        fail(f"{file}: {exc}")
 
     async def work(settings: NodeSettings) -> tuple[int, int]:
         from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
@@ -194,7 +168,7 @@ def block(fingerprint: str, reason: str) -> None:
     try:
         name = blocklist.normalise(fingerprint)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     new = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.add(c, kv, name, reason)))
     click.echo(f"{'blocked' if new else 'already blocked, reason updated:'} {name}")
 
@@ -208,7 +182,7 @@ def unblock(fingerprint: str) -> None:
     try:
         name = blocklist.normalise(fingerprint)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     gone = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.remove(c, kv, name)))
     click.echo(f"{'unblocked' if gone else 'was not blocked:'} {name}")
 

@@ -17,7 +17,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -31,6 +31,7 @@ from mim.signing import SigningKey
 from relay import RelayError
 from relay import logging as relay_logging
 from relay.bus import Layout
+from relay.cli.running import fail
 from relay.mining import service_minter
 from relay.settings import NodeSettings, load
 
@@ -38,12 +39,6 @@ from relay.settings import NodeSettings, load
 POW_DEADLINE_SECONDS = 600.0
 
 KIND = click.Choice([k for k in entities.PROVABLE_KINDS], case_sensitive=False)
-USAGE_ERROR = 2
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(USAGE_ERROR)
 
 
 # --------------------------------------------------------------------------- key files
@@ -64,9 +59,9 @@ def read_key_file(path: Path) -> SigningKey:
         data = json.loads(path.read_text())
         return SigningKey.from_private_hex(data["private_key"])
     except FileNotFoundError:
-        _fail(f"key file {path} does not exist (make one with `mimrelay keygen --out {path}`)")
+        fail(f"key file {path} does not exist (make one with `mimrelay keygen --out {path}`)")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        _fail(f"key file {path} is not a mimrelay key file: {exc}")
+        fail(f"key file {path} is not a mimrelay key file: {exc}")
 
 
 @click.command()
@@ -88,9 +83,9 @@ def keygen(out: Path | None) -> None:
     try:
         write_key_file(out, key)
     except FileExistsError:
-        _fail(f"{out} already exists; refusing to overwrite a key")
+        fail(f"{out} already exists; refusing to overwrite a key")
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror}")
+        fail(f"cannot write {out}: {exc.strerror}")
     click.echo(f"wrote {out} (public key {key.public_hex})", err=True)
 
 
@@ -109,20 +104,20 @@ def _typed_values(kind: str, assignments: tuple[str, ...]) -> dict[str, Any]:
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         if not sep:
-            _fail(f"--set {assignment!r}: expected field=value")
+            fail(f"--set {assignment!r}: expected field=value")
         if name not in fields:
-            _fail(f"--set {name}: {kind} has no field {name!r}")
+            fail(f"--set {name}: {kind} has no field {name!r}")
         if fields[name].type in ("str", str):
             document[name] = text
         else:
             try:
                 document[name] = json.loads(text)
             except json.JSONDecodeError:
-                _fail(f"--set {name}: {text!r} is not a JSON value")
+                fail(f"--set {name}: {text!r} is not a JSON value")
     try:
         obj = canonical.loads(cls, json.dumps(document))
     except MimError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     return {name: getattr(obj, name) for name in document}
 
 
@@ -135,7 +130,7 @@ def _minter() -> mim_pow.Minter:
     try:
         settings = load(NodeSettings)
     except RelayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     relay_logging.configure("cli", settings, stream=sys.stderr)
     layout = Layout(settings.stream_prefix)
     return service_minter(settings.nats_url, timeout=POW_DEADLINE_SECONDS, layout=layout)
@@ -179,7 +174,7 @@ def create(kind: str, key_file: Path | None, difficulty: int, assignments: tuple
     try:
         obj = create_object(kind, values, key, difficulty, int(time.time()), _minter())
     except MimError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     _emit(obj)
 
 
@@ -202,14 +197,14 @@ def update(kind: str, key_file: Path, difficulty: int, assignments: tuple[str, .
     try:
         current = entities.parse(kind, raw)
     except MimError as exc:
-        _fail(f"stdin: {exc.reason}")
+        fail(f"stdin: {exc.reason}")
     assert not isinstance(current, entities.Address)
     values = _typed_values(kind, assignments)
     now = max(int(time.time()), current.last_update + 1, current.creation + 1)
     try:
         obj = update_object(current, values, key, difficulty, now, _minter())
     except MimError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     _emit(obj)
 
 
@@ -223,7 +218,7 @@ def read_documents(raw: bytes) -> list[Any]:
     """
     text = raw.decode("utf-8", "surrogateescape").strip()
     if not text:
-        _fail("no input: expected a JSON object, a JSON array or JSON lines")
+        fail("no input: expected a JSON object, a JSON array or JSON lines")
     try:
         return canonical.objects(raw)
     except MimError:
@@ -264,7 +259,7 @@ def verify(source: Any, kind: str, min_pow: int, allow_anonymous: bool, allow_ec
     try:
         raw = source.read()
     except OSError as exc:
-        _fail(f"cannot read input: {exc}")
+        fail(f"cannot read input: {exc}")
     all_ok = True
     cls = entities.entity_class(kind)
     for index, document in enumerate(read_documents(raw)):
