@@ -20,6 +20,7 @@ import asyncpg
 from mim import canonical, pages
 from mim.entities import Address
 from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.publisher import Publisher
 from relay.runner import Context, CpuPool, run_service
 from services.gateway import identity
 from services.store import repo
@@ -122,7 +123,7 @@ async def main(ctx: Context) -> None:
         bootstrap,
         client,
         pool,
-        js,
+        Publisher(nc, timeout=settings.request_timeout_seconds),
         layout,
         pinger,
         interval_seconds=settings.bootstrap_interval_seconds,

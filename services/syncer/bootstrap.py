@@ -20,14 +20,14 @@ from dataclasses import replace
 from typing import Final
 
 import asyncpg
-from nats.js import JetStreamContext
 
 from mim import canonical
 from mim.entities import Address
 from relay import RelayError
 from relay.bus import Layout
 from relay.logging import get_logger
-from relay.submit import submit
+from relay.publisher import Publisher
+from relay.submit import submit_many
 from services.store import repo
 from services.syncer.check import Broken, decode
 from services.syncer.client import Client, FetchError
@@ -53,7 +53,7 @@ class Bootstrap:
         remotes: Iterable[Remote],
         client: Client,
         pool: asyncpg.Pool,
-        js: JetStreamContext,
+        publisher: Publisher,
         layout: Layout,
         pinger: Pinger,
         *,
@@ -66,7 +66,7 @@ class Bootstrap:
         self.remotes = list(remotes)
         self._client = client
         self._pool = pool
-        self._js = js
+        self._publisher = publisher
         self._layout = layout
         self._pinger = pinger
         self._interval = interval_seconds
@@ -165,12 +165,8 @@ class Bootstrap:
 
     async def _store(self, addresses: list[Address]) -> None:
         """Hand the addresses to the ingest stream, where they are stored third-party (§13.6)."""
-        try:
-            await asyncio.gather(
-                *(
-                    submit(self._js, self._layout, "address", canonical.encode(a), source="peer")
-                    for a in addresses
-                )
-            )
-        except RelayError as exc:
-            _log.warning("bootstrappers_not_stored", error=str(exc))
+        objects = [("address", canonical.encode(a)) for a in addresses]
+        results = await submit_many(self._publisher, self._layout, objects, source="peer")
+        refused = [r for r in results if isinstance(r, RelayError)]
+        if refused:
+            _log.warning("bootstrappers_not_stored", error=str(refused[0]), count=len(refused))
