@@ -1,39 +1,21 @@
 """The CPU-bound part of validation: check a chunk of objects, say what each one is.
 
-``judge`` takes ``(kind, raw)`` pairs and returns one :class:`Outcome` each. It runs
-``mim.verify.verify`` with the node policy and, for an accepted object, adds the object and its
-canonical bytes, which are what the accepted stream carries; :func:`block_refs` says what the
-block list is matched against. Everything here is pure; nothing touches the network or shared state.
+``judge`` takes ``(kind, raw)`` pairs and returns the ``mim.verify.verify`` verdict on each under
+the node policy, with the time it took; an accepted verdict holds the object and its canonical
+bytes, which are what the accepted stream carries. :func:`block_refs` says what the block list is
+matched against. Everything here is pure; nothing touches the network or shared state.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
 
-from mim import canonical
 from mim.entities import Address, Entity, Key, Post, Thread, Truststate, Vote
 from mim.signing import key_fingerprint
-from mim.verify import Policy, verify
+from mim.verify import Policy, Verdict, verify
 
-__all__ = ["Outcome", "block_refs", "judge"]
-
-
-class Outcome(NamedTuple):
-    """One verdict, with what the validator needs to publish it."""
-
-    ok: bool
-    kind: str
-    stage: str
-    reason: str
-    field: str
-    rule: str
-    fingerprint: str
-    last_update: int
-    entity: Entity | None  # the accepted object; what the block list matches is derived from it
-    canonical: bytes
-    seconds: float
+__all__ = ["block_refs", "judge"]
 
 
 def block_refs(entity: Entity) -> tuple[str, ...]:
@@ -66,39 +48,15 @@ def block_refs(entity: Entity) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.lower() for n in names if n))
 
 
-def _one(kind: str, raw: bytes, policy: Policy) -> Outcome:
-    started = time.perf_counter()
-    verdict = verify(kind, raw, policy)
-    if not verdict.ok or verdict.entity is None:
-        return Outcome(
-            False,
-            kind,
-            verdict.stage,
-            verdict.reason,
-            verdict.field,
-            verdict.rule,
-            verdict.fingerprint,
-            verdict.last_update,
-            None,
-            b"",
-            time.perf_counter() - started,
-        )
-    entity = verdict.entity
-    return Outcome(
-        True,
-        kind,
-        "",
-        "",
-        "",
-        "",
-        verdict.fingerprint,
-        verdict.last_update,
-        entity,
-        canonical.encode(entity),
-        time.perf_counter() - started,
-    )
+def judge(items: Iterable[tuple[str, bytes]], policy: Policy) -> list[tuple[Verdict, float]]:
+    """The verdict on each ``(kind, raw)`` under ``policy`` and the seconds it took to reach.
 
-
-def judge(items: Iterable[tuple[str, bytes]], policy: Policy) -> list[Outcome]:
-    """The outcome of each ``(kind, raw)`` under ``policy``; never raises for bad input."""
-    return [_one(kind, raw, policy) for kind, raw in items]
+    Never raises for bad input. An accepted verdict carries the object and its canonical bytes.
+    """
+    clock = time.perf_counter
+    judged = []
+    for kind, raw in items:
+        started = clock()
+        verdict = verify(kind, raw, policy)
+        judged.append((verdict, clock() - started))
+    return judged

@@ -42,8 +42,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from mim.verify import Verdict
 from relay import RelayError, TransientError
 from relay.bus import (
+    HEADER_KIND,
+    HEADER_MSG_ID,
     HEADER_SOURCE,
     KINDS,
     UNKNOWN_KIND,
@@ -51,6 +54,7 @@ from relay.bus import (
     StreamLimits,
     ensure_blocklist,
     ensure_streams,
+    header_value,
     headers,
     msg_id,
 )
@@ -59,7 +63,7 @@ from relay.puller import Puller
 from relay.runner import Context
 from services.validator import metrics
 from services.validator.blocklist import BlockList
-from services.validator.checks import Outcome, block_refs, judge
+from services.validator.checks import block_refs, judge
 from services.validator.settings import ValidatorSettings
 
 __all__ = ["Item", "Validator", "main"]
@@ -72,6 +76,8 @@ MAX_RETRY_DELAY_SECONDS: Final = 60.0
 BATCHES_IN_FLIGHT: Final = 2
 #: Objects checked between two yields to the event loop (about 5 ms of work).
 CHUNK: Final = 32
+#: The per-object verification timer, looked up once.
+_VERIFY_TIME: Final = metrics.CHECK_DURATION.labels("verify")
 #: How long start-up waits for the block list to be read before refusing to start.
 BLOCKLIST_LOAD_SECONDS: Final = 30.0
 
@@ -84,7 +90,7 @@ class Item:
     kind: str  # a Mim kind, or UNKNOWN_KIND
     seq: int
     delivered: int
-    outcome: Outcome | None = None
+    verdict: Verdict | None = None
     # set when the message is to be acked or termed
     publish: Outgoing | None = None
     final: str = ""  # "accepted" or "rejected"
@@ -139,6 +145,8 @@ class Validator:
         self.policy = settings.policy()
         self.counters = counters if counters is not None else {}
         self.publisher = Publisher(nc, timeout=settings.publish_timeout_seconds)
+        self._accepted_subjects = {kind: layout.accepted_subject(kind) for kind in KINDS}
+        self._counted: dict[tuple[str, str], Any] = {}
 
     async def aclose(self) -> None:
         await self.publisher.close()
@@ -186,44 +194,45 @@ class Validator:
 
     async def _judge(self, items: list[Item]) -> None:
         chunks = [items[n : n + CHUNK] for n in range(0, len(items), CHUNK)]
-        outcomes = []
+        judged = []
         for chunk in chunks:
-            outcomes.append(judge([(i.kind, i.msg.data) for i in chunk], self.policy))
+            judged.append(judge([(i.kind, i.msg.data) for i in chunk], self.policy))
             await asyncio.sleep(0)  # let the other batch publish and ack
-        verify_time = metrics.CHECK_DURATION.labels("verify")
+        verify_time = _VERIFY_TIME.observe
         started = time.perf_counter()
-        for chunk, results in zip(chunks, outcomes, strict=True):
-            for item, outcome in zip(chunk, results, strict=True):
-                item.outcome = outcome
-                verify_time.observe(outcome.seconds)
-                if not outcome.ok:
-                    self._reject(item, outcome.stage, outcome.reason, outcome.field, outcome.rule)
+        for chunk, results in zip(chunks, judged, strict=True):
+            for item, (verdict, seconds) in zip(chunk, results, strict=True):
+                item.verdict = verdict
+                verify_time(seconds)
+                if not verdict.ok:
+                    self._reject(item, verdict.stage, verdict.reason, verdict.field, verdict.rule)
                     continue
                 hit = None
-                if len(self.blocks) and outcome.entity is not None:
-                    hit = self.blocks.match(block_refs(outcome.entity))
+                if len(self.blocks) and verdict.entity is not None:
+                    hit = self.blocks.match(block_refs(verdict.entity))
                 if hit is not None:
                     why = self.blocks.reason(hit)
                     reason = f"`{hit}` is on the block list" + (f": {why}" if why else "")
                     self._reject(item, "blocked", reason, "fingerprint", "blocklist")
                 else:
-                    self._accept(item, outcome)
+                    self._accept(item, verdict)
         metrics.CHECK_DURATION.labels("blocked").observe(time.perf_counter() - started)
 
     # ---------------------------------------------------------------- verdicts
 
-    def _accept(self, item: Item, outcome: Outcome) -> None:
-        ident = outcome.fingerprint or _content_id(outcome.canonical)
-        hdrs = headers(
-            kind=item.kind,
-            source=item.source or None,
-            message_id=msg_id(item.kind, ident, outcome.last_update),
-        )
+    def _accept(self, item: Item, verdict: Verdict) -> None:
+        kind = item.kind
+        ident = verdict.fingerprint or _content_id(verdict.canonical)
+        # what ``relay.bus.headers`` makes, built directly: the id and kind need no cleaning
+        hdrs = {HEADER_MSG_ID: msg_id(kind, ident, verdict.last_update), HEADER_KIND: kind}
+        source = item.source
+        if source:
+            hdrs[HEADER_SOURCE] = header_value(source)
         item.final = "accepted"
-        item.publish = Outgoing(self.layout.accepted_subject(item.kind), outcome.canonical, hdrs)
+        item.publish = Outgoing(self._accepted_subjects[kind], verdict.canonical, hdrs)
 
     def _reject(self, item: Item, stage: str, reason: str, field_: str, rule: str) -> None:
-        outcome = item.outcome
+        verdict = item.verdict
         data = bytes(item.msg.data)
         keep = self.settings.rejected_object_bytes
         record = {
@@ -232,8 +241,8 @@ class Validator:
             "reason": reason,
             "field": field_,
             "rule": rule,
-            "fingerprint": outcome.fingerprint if outcome else "",
-            "last_update": outcome.last_update if outcome else 0,
+            "fingerprint": verdict.fingerprint if verdict else "",
+            "last_update": verdict.last_update if verdict else 0,
             "subject": item.msg.subject,
             "ingest_sequence": item.seq,
             "deliveries": item.delivered,
@@ -270,11 +279,11 @@ class Validator:
                 continue
             if item.final == "accepted":
                 outcome = "duplicate" if result.duplicate else "accepted"
-                metrics.OBJECTS.labels(item.kind, outcome).inc()
+                self._count(item.kind, outcome)
                 self.counters[outcome] = self.counters.get(outcome, 0) + 1
                 await item.msg.ack()
             else:
-                metrics.OBJECTS.labels(item.kind, "rejected").inc()
+                self._count(item.kind, "rejected")
                 metrics.REJECTIONS.labels(item.kind, item.stage).inc()
                 self.counters["rejected"] = self.counters.get("rejected", 0) + 1
                 _log.info("object_rejected", kind=item.kind, seq=item.seq, stage=item.stage,
@@ -288,6 +297,13 @@ class Validator:
             # the acks may not have arrived: those messages come back, and the dedupe ids make
             # their second publish a no-op
             _log.warning("ack_flush_failed", error=repr(exc))
+
+    def _count(self, kind: str, outcome: str) -> None:
+        """``mim_validator_objects_total{kind, outcome}`` += 1, its child looked up once."""
+        child = self._counted.get((kind, outcome))
+        if child is None:
+            child = self._counted[kind, outcome] = metrics.OBJECTS.labels(kind, outcome)
+        child.inc()
 
     async def _retry(self, items: list[Item], cause: str) -> None:
         for item in items:

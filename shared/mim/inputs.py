@@ -92,6 +92,10 @@ class Inputs:
         self._plan = _PLANS[type(entity)]
         self._pieces = canonical.fragments(entity)
 
+    def canonical(self) -> str:
+        """The entity's own canonical JSON, nothing blanked (``canonical.dumps`` of it)."""
+        return _join(self._pieces)
+
     def _owners(self, pieces: list[str], owners: Owners) -> None:
         plan = self._plan
         if owners == "held" or plan.owners < 0:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from mim import bounds, fingerprint, signing
+from mim import bounds, canonical, fingerprint, signing
 from mim import pow as mim_pow
 from mim.entities import PROVABLE_KINDS, Address, Board, Entity, Key, Provable, Truststate, parse
 from mim.errors import BadSignature, InsufficientWork, MimError, UpdateRefused
@@ -105,6 +105,8 @@ class Verdict:
     fingerprint: str = ""
     last_update: int = 0
     entity: Entity | None = None
+    #: The accepted object's canonical JSON (what is stored and passed on); empty if rejected.
+    canonical: bytes = b""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,23 +136,33 @@ def verify_entity(entity: Entity, policy: Policy = DEFAULT_POLICY) -> Verdict:
     fp = "" if isinstance(entity, Address) else entity.fingerprint
     lu = 0 if isinstance(entity, Address) else entity.last_update
     try:
-        check(entity, policy)
+        inputs = _checked(entity, policy)
     except MimError as exc:
         return Verdict(entity.kind, False, exc.stage, exc.reason, exc.field, exc.rule, fp, lu)
-    return Verdict(entity.kind, True, fingerprint=fp, last_update=lu, entity=entity)
+    # the hashing inputs hold every field already encoded: joining them is the canonical JSON
+    text = canonical.dumps(entity) if inputs is None else inputs.canonical()
+    return Verdict(
+        entity.kind, True, fingerprint=fp, last_update=lu, entity=entity, canonical=text.encode()
+    )
 
 
 def check(entity: Entity, policy: Policy = DEFAULT_POLICY) -> None:
     """Raise the :class:`MimError` of the first stage ``entity`` fails; return if accepted."""
+    _checked(entity, policy)
+
+
+def _checked(entity: Entity, policy: Policy) -> Inputs | None:
+    """``check``, returning the hashing inputs it built (``None`` for an address)."""
     bounds.check(entity)
     if isinstance(entity, Address):
-        return  # addresses carry no proofs (§8.1)
+        return None  # addresses carry no proofs (§8.1)
     inputs = Inputs(entity)
     fingerprint.check(entity, inputs)
     key = entity.key if isinstance(entity, Key) else entity.owner_publickey
     _check_signature(entity, inputs, key, policy)
     _check_pow(entity, inputs, key, policy)
     _check_update(entity, key)
+    return inputs
 
 
 # --------------------------------------------------------------------------- stages

@@ -65,6 +65,7 @@ __all__ = [
     "consumer_configs",
     "ensure_blocklist",
     "ensure_streams",
+    "header_value",
     "headers",
     "msg_id",
     "publish",
@@ -233,7 +234,8 @@ def msg_id(kind: str, fingerprint: str, last_update: int | None) -> str:
     return f"{kind}:{fingerprint}:{last_update or 0}"
 
 
-def _clean(value: str) -> str:
+def header_value(value: str) -> str:
+    """``value`` as a header carries it: on one line, at most ``MAX_HEADER_VALUE`` characters."""
     text = " ".join(value.split())
     return text[:MAX_HEADER_VALUE]
 
@@ -254,7 +256,7 @@ def headers(
         HEADER_REASON: reason,
         HEADER_SOURCE: source,
     }
-    return {name: _clean(value) for name, value in named.items() if value is not None}
+    return {name: header_value(value) for name, value in named.items() if value is not None}
 
 
 def stream_configs(layout: Layout, limits: StreamLimits) -> list[StreamConfig]:
