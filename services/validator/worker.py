@@ -40,7 +40,6 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from mim.verify import Verdict
 from relay import RelayError, TransientError
@@ -131,14 +130,12 @@ class Validator:
     def __init__(
         self,
         nc: NATS,
-        js: JetStreamContext,
         layout: Layout,
         settings: ValidatorSettings,
         blocks: BlockList,
         counters: Any = None,
     ) -> None:
         self.nc = nc
-        self.js = js
         self.layout = layout
         self.settings = settings
         self.blocks = blocks
@@ -339,7 +336,7 @@ async def main(ctx: Context) -> None:
     blocks = BlockList()
     ctx.spawn(blocks.run(kv, ctx.stop, settings.blocklist_refresh_seconds), name="blocklist")
     await asyncio.wait_for(blocks.loaded.wait(), BLOCKLIST_LOAD_SECONDS)
-    validator = Validator(nc, js, layout, settings, blocks, ctx.counters)
+    validator = Validator(nc, layout, settings, blocks, ctx.counters)
     ctx.stack.push_async_callback(validator.aclose)
     await validator.publisher.start()
     puller = Puller(nc, layout.ingest_stream, layout.validator_consumer, batch=settings.batch_size)

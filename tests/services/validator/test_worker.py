@@ -60,7 +60,7 @@ class Harness:
         self.layout = layout
         self.blocks = BlockList()
         self.stop = asyncio.Event()
-        self.validator = Validator(nc, self.js, layout, settings, self.blocks)
+        self.validator = Validator(nc, layout, settings, self.blocks)
 
     async def start(self) -> None:
         kv = await ensure_blocklist(self.js, self.layout)
