@@ -1,12 +1,13 @@
 """``POST /api/submit`` and ``GET /api/objects/{kind}/{fingerprint}``: how a local author publishes.
 
 Each submitted object is decoded (an object that does not decode makes the request malformed: 400,
-naming the field, and nothing is queued), then judged by :func:`mim.verify.verify` under the node's
-acceptance policy, the same :class:`relay.policy.PolicySettings` the validators read. An accepted
-object is queued, in its canonical bytes, through :func:`relay.submit.submit`; a rejected one is not
-queued. Every receipt carries its verdict (``ok``, and for a rejection the ``stage``, ``reason``,
-``field`` and ``rule``). The answer is 202 when at least one object was queued and 422 when none
-was; a full ingest stream answers 429 with ``Retry-After``.
+naming the field, and nothing is queued), then judged by :func:`mim.verify.verify_entity` under
+the node's acceptance policy, the same :class:`relay.policy.PolicySettings` the validators read.
+An accepted object is queued, in the canonical bytes its verdict carries, through
+:func:`relay.submit.submit`; a rejected one is not queued. Every receipt carries its verdict
+(``ok``, and for a rejection the ``stage``, ``reason``, ``field`` and ``rule``). The answer is
+202 when at least one object was queued and 422 when none was; a full ingest stream answers 429
+with ``Retry-After``.
 
 The validators re-check everything they take from the ingest stream, and only they apply the
 operator's block list, so an accepted receipt means "valid and queued", not yet "stored". Whether
@@ -29,9 +30,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mim import bounds, canonical
-from mim.entities import entity_class
+from mim.entities import Entity, entity_class
 from mim.errors import MimError, OutOfBounds
-from mim.verify import Policy, Verdict, verify
+from mim.verify import Policy, Verdict, verify_entity
 from relay import BusError, BusUnavailable
 from relay.submit import IngestFull, dedupe_id, submit
 from services.gateway import metrics
@@ -120,36 +121,37 @@ def _error(status: int, field: str, rule: str, reason: str, **headers: str) -> J
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-def _judge(batch: Sequence[tuple[SubmitItem, bytes]], policy: Policy) -> list[Verdict]:
-    # the bytes judged are the bytes queued, so this is the verdict a validator will reach
-    return [verify(item.kind, raw, policy) for item, raw in batch]
+def _judge(batch: Sequence[tuple[SubmitItem, Entity]], policy: Policy) -> list[Verdict]:
+    # an accepted verdict carries the object's canonical bytes, which are what gets queued: a
+    # validator decodes them back to this very object, so it reaches this verdict too
+    return [verify_entity(entity, policy) for _, entity in batch]
 
 
 def _verdict(v: Verdict) -> ObjectVerdict:
     return ObjectVerdict(ok=v.ok, stage=v.stage, reason=v.reason, field=v.field, rule=v.rule)
 
 
-def _decode(batch: Sequence[SubmitItem]) -> list[tuple[SubmitItem, bytes]] | JSONResponse:
-    """Each item with its canonical bytes, or the 400 naming the first one that does not decode."""
-    encoded: list[tuple[SubmitItem, bytes]] = []
+def _decode(batch: Sequence[SubmitItem]) -> list[tuple[SubmitItem, Entity]] | JSONResponse:
+    """Each item with its object, or the 400 naming the first one that does not decode."""
+    decoded: list[tuple[SubmitItem, Entity]] = []
     for n, item in enumerate(batch):
         try:
             obj = canonical.loads(entity_class(item.kind), json.dumps(item.object))
         except MimError as exc:
             return _error(400, f"[{n}].{exc.field}", exc.rule, exc.reason)
-        encoded.append((item, canonical.encode(obj)))
-    return encoded
+        decoded.append((item, obj))
+    return decoded
 
 
 async def _queue(
     gw: Gateway,
     settings: GatewaySettings,
-    encoded: Sequence[tuple[SubmitItem, bytes]],
+    batch: Sequence[SubmitItem],
     verdicts: Sequence[Verdict],
 ) -> list[SubmitReceipt] | JSONResponse:
     """Queue each accepted object; the receipts, or the 429/503 that stopped the batch."""
     receipts: list[SubmitReceipt] = []
-    for (item, raw), verdict in zip(encoded, verdicts, strict=True):
+    for item, verdict in zip(batch, verdicts, strict=True):
         receipt = SubmitReceipt(
             kind=item.kind,
             fingerprint=verdict.fingerprint,
@@ -162,6 +164,7 @@ async def _queue(
             metrics.SUBMITTED.labels("rejected").inc()
             continue
         assert gw.nc is not None  # the app's lifespan connected it
+        raw = verdict.canonical
         try:
             ack = await submit(gw.nc.jetstream(), gw.layout, item.kind, raw, source="local")
         except IngestFull as exc:
@@ -211,14 +214,14 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
             return _error(
                 413, "body", "submit.count", f"over {settings.submit_max_objects} objects"
             )
-        encoded = _decode(batch)
-        if isinstance(encoded, JSONResponse):
-            return encoded
-        if len(encoded) > INLINE_VERIFY_MAX:
-            verdicts = await asyncio.to_thread(_judge, encoded, policy)
+        decoded = _decode(batch)
+        if isinstance(decoded, JSONResponse):
+            return decoded
+        if len(decoded) > INLINE_VERIFY_MAX:
+            verdicts = await asyncio.to_thread(_judge, decoded, policy)
         else:
-            verdicts = _judge(encoded, policy)
-        receipts = await _queue(request.app.state.gateway, settings, encoded, verdicts)
+            verdicts = _judge(decoded, policy)
+        receipts = await _queue(request.app.state.gateway, settings, batch, verdicts)
         if isinstance(receipts, JSONResponse):
             return receipts
         result = SubmitResult(queued=receipts)

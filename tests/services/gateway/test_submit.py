@@ -69,6 +69,19 @@ async def test_submitted_object_lands_on_the_ingest_stream(running: Running) -> 
     assert queued == [canonical.encode(board)]
 
 
+async def test_object_sent_in_another_key_order_is_queued_canonical(running: Running) -> None:
+    """The fields of an object may come in any order; what is queued is its canonical JSON."""
+    await _streams(running)
+    thread = make("thread", {"board": "b" * 64, "name": "reordered"}, int(time.time()))
+    fields = json.loads(canonical.dumps(thread))
+    shuffled = {"kind": "thread", "object": dict(reversed(fields.items()))}
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        answer = await client.post("/api/submit", json=shuffled)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["queued"][0]["fingerprint"] == thread.fingerprint
+    assert await _queued(running) == [canonical.encode(thread)]
+
+
 async def test_tampered_object_alone_gets_422_and_is_not_queued(running: Running) -> None:
     """A board whose name was changed after signing is answered 422 with the fingerprint stage,
     field and rule in its receipt, and nothing reaches the ingest stream."""
