@@ -20,3 +20,7 @@ class SearchPool(CpuPool):
     ) -> tuple[int | None, int]:
         """``mim.pow.search`` in a worker process."""
         return await self.run(mim.pow.search, text, difficulty, salt, start, limit)
+
+    async def warm_up(self) -> None:
+        """Start every worker and import the search in it, before the first job pays for that."""
+        await self.warm(mim.pow.search, "", 1, "warm", 0, 1)

@@ -85,7 +85,7 @@ class Miner:
 
     async def start(self) -> None:
         """Warm every worker process up, then subscribe."""
-        await asyncio.gather(*(self._pool.search("", 1, "warm", 0, 1) for _ in range(self._lanes)))
+        await self._pool.warm_up()
         metrics.WORKERS.set(self._lanes)
         layout = self._layout
         queue = layout.miner_queue_group
@@ -269,8 +269,7 @@ async def main(ctx: Context) -> None:
     """Serve mining jobs until SIGTERM; in-flight jobs then get the grace period to finish."""
     settings = ctx.settings
     assert isinstance(settings, MinerSettings)
-    pool = SearchPool(settings.process_workers)
-    ctx.stack.push_async_callback(pool.aclose, max(1.0, settings.shutdown_grace_seconds))
+    pool = ctx.processes(SearchPool(settings.process_workers))
     nc = await ctx.nats()
     miner = Miner(ctx, nc, pool, settings, Layout.from_settings(settings))
     await miner.start()

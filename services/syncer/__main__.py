@@ -106,8 +106,7 @@ async def main(ctx: Context) -> None:
     ctx.stack.push_async_callback(client.aclose)
     ping_client = make_client(settings, for_pings=True)
     ctx.stack.push_async_callback(ping_client.aclose)
-    cpu = CpuPool(settings.process_workers)
-    ctx.stack.push_async_callback(cpu.aclose)
+    cpu = ctx.processes(CpuPool(settings.process_workers))
     syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=cpu)
     pinger = Pinger(ping_client, pool, node_id)
     scanner = Scanner(

@@ -83,6 +83,7 @@ __all__ = [
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 _S = TypeVar("_S", bound=ServiceSettings)
+_P = TypeVar("_P", bound="CpuPool")
 
 Main = Callable[["Context"], Awaitable[None]]
 
@@ -481,6 +482,11 @@ class Context:
             **kwargs,
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
+        return pool
+
+    def processes(self, pool: _P) -> _P:
+        """``pool``, its workers stopped when the service stops (within the shutdown grace)."""
+        self.stack.push_async_callback(pool.aclose, self._close_timeout)
         return pool
 
     @property
