@@ -35,7 +35,6 @@ from relay.node import TARGETS_FILE
 from tests.deploy.manifests import DEPLOY, load_yaml
 from tests.e2e.test_up import (
     Node,
-    _alive,
     _get,
     _post_json,
     _posts,
@@ -43,6 +42,7 @@ from tests.e2e.test_up import (
     _wait,
     node_environment,
 )
+from tests.helpers.procs import alive
 from tests.services.syncer.node import forum
 from tests.services.syncer.test_static import static_node_files
 
@@ -354,6 +354,6 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
     pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
     assert node.interrupt() == 0
     assert prometheus.stop() == 0
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert _processes_mentioning(str(node.data_dir)) == []
     assert _processes_mentioning(str(prometheus.log.parent / "tsdb")) == []

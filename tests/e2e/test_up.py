@@ -28,7 +28,7 @@ from mim.create import create
 from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.embedded import free_port
-from tests.helpers.procs import REPO
+from tests.helpers.procs import REPO, alive
 
 DIFFICULTY = 6
 KEY = SigningKey.generate(bytes(range(7, 39)))
@@ -67,18 +67,6 @@ def _post_json(url: str, body: object) -> tuple[int, Any]:
         return exc.code, exc.read().decode()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purpose
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that mention ``text`` (the node's data directory)."""
     found = []
@@ -89,7 +77,7 @@ def _processes_mentioning(text: str) -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if text in cmdline and _alive(int(entry.name)):
+        if text in cmdline and alive(int(entry.name)):
             found.append(f"{entry.name}: {cmdline}")
     return found
 
@@ -271,7 +259,7 @@ def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(
     pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
     assert again["pid"] in pids
     assert node.interrupt() == 0
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert _processes_mentioning(str(node.data_dir)) == []
     assert node.state()["state"] == "stopped"
 

@@ -39,6 +39,16 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
     return records
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie, exited but not yet reaped by
+    its parent, is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class ServiceProcess:
     """``python <args>`` in the repository root, stdout parsed as JSON lines by a reader thread."""
 
