@@ -49,6 +49,22 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes, other than this one, that mention ``text`` (say, a
+    node's data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and alive(int(entry.name)):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
 class ServiceProcess:
     """``python <args>`` in the repository root, stdout parsed as JSON lines by a reader thread."""
 
