@@ -1,15 +1,22 @@
-"""What several benches share: the repository root and a bulk loader for the ``objects`` table."""
+"""What several benches share: the repository root, services as subprocesses, fresh databases
+and a bulk loader for the ``objects`` table."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Sequence
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 import asyncpg
+from services.store.migrate import migrate
 
 from mim.entities import Provable
+from relay.embedded import PostgresServer
 from services.store import persist
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -35,3 +42,45 @@ async def copy_rows(url: str, objects: Sequence[Provable], when: int) -> None:
         await conn.execute("ANALYZE objects")
     finally:
         await conn.close()
+
+
+def spawn(
+    module: str, env: Mapping[str, str], *, stdout: int | None = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``python -m module`` in the repository root, unbuffered, with ``env`` over this environment.
+
+    Its log lines (stdout) are dropped unless ``stdout`` says otherwise (``subprocess.PIPE`` to
+    read them, ``None`` to show them); its stderr, where a crash is told, is this process's.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdout=stdout,
+    )
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM ``procs``, the last started first, and wait for each; kill one that outlasts
+    ``timeout`` seconds."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def fresh_database(postgres: PostgresServer, name: str, *, migrated: bool = False) -> str:
+    """Create the empty database ``name`` on ``postgres``, with the store's schema if
+    ``migrated``; returns its URL."""
+    url = await asyncio.to_thread(postgres.create_database, name)
+    if migrated:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    return url

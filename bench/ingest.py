@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +29,7 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
-from common import REPO
+from common import fresh_database, spawn, stop
 from mim import canonical, verify
 from mim import pow as mim_pow
 from mim.create import create
@@ -68,16 +65,6 @@ def bare_rate(objects: list[bytes]) -> float:
     for raw in objects:
         assert verify.verify("post", raw, policy).ok
     return len(objects) / (time.perf_counter() - started)
-
-
-def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def wait_ready(db: str, conn_attempts: int = 200) -> None:
@@ -132,13 +119,11 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: str) -> float:
+async def end_to_end(
+    objects: list[bytes], validators: int, nats_url: str, postgres: PostgresServer
+) -> float:
     prefix = f"B{validators}{random.randrange(10**6)}"
-    db = f"bench_{prefix.lower()}"
-    admin = await asyncpg.connect(pg)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
-    db_url = pg.rsplit("/", 1)[0] + "/" + db
+    db_url = await fresh_database(postgres, f"bench_{prefix.lower()}")
     env = {
         "MIM_NATS_URL": nats_url,
         "MIM_DATABASE_URL": db_url,
@@ -169,10 +154,7 @@ async def end_to_end(objects: list[bytes], validators: int, nats_url: str, pg: s
             raise RuntimeError(f"{stored} of {len(objects)} objects stored")
     finally:
         await nc.close()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        stop(procs)
     return len(objects) / elapsed
 
 
@@ -190,8 +172,8 @@ async def main() -> None:
             for round_ in range(1, args.rounds + 1):
                 rates = (
                     bare_rate(objects),
-                    await end_to_end(objects, 1, nats_server.url, postgres.dsn),
-                    await end_to_end(objects, 2, nats_server.url, postgres.dsn),
+                    await end_to_end(objects, 1, nats_server.url, postgres),
+                    await end_to_end(objects, 2, nats_server.url, postgres),
                 )
                 share = rates[1] / rates[0]
                 print(f"round {round_}: bare {rates[0]:.0f}/s, 1 validator {rates[1]:.0f}/s, "

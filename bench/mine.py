@@ -126,29 +126,25 @@ def _scrape_attempts(url: str) -> float:
 
 def _start_miners(
     count: int, nats_url: str, prefix: str, chunk: int
-) -> list[tuple[subprocess.Popen[str], str]]:
+) -> list[tuple[subprocess.Popen[bytes], str]]:
     import json  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+
+    from common import spawn  # noqa: PLC0415 (it loads the store: only the service bench needs it)
 
     env = {
-        **os.environ,
         "MIM_NATS_URL": nats_url,
         "MIM_STREAM_PREFIX": prefix,
         "MIM_MINER_WORKERS": "1",
         "MIM_MINER_CHUNK_ATTEMPTS": str(chunk),
         "MIM_LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
     }
     miners = []
     for _ in range(count):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.miner"], env=env, stdout=subprocess.PIPE, text=True
-        )
+        proc = spawn("services.miner", env, stdout=subprocess.PIPE)
         url = ""
         assert proc.stdout is not None
         for line in proc.stdout:
-            record = json.loads(line) if line.startswith("{") else {}
+            record = json.loads(line) if line.startswith(b"{") else {}
             url = record.get("metrics_url", url)
             if record.get("event") == "service_ready":
                 break
@@ -199,6 +195,7 @@ def service_main(argv: list[str]) -> None:
     import asyncio  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
+    from common import stop  # noqa: PLC0415
     from relay.embedded import NatsServer  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description="PoW through the miner service, 1 vs 2 miners")
@@ -223,9 +220,7 @@ def service_main(argv: list[str]) -> None:
                 before = sum(_scrape_attempts(url) for _, url in miners)
                 seconds, per_minute = asyncio.run(_service_run(server.url, prefix, args))
                 rate = (sum(_scrape_attempts(url) for _, url in miners) - before) / seconds
-                for proc, _ in miners:
-                    proc.terminate()
-                    proc.wait(30)
+                stop([proc for proc, _ in miners])
                 results[count] = (per_minute, rate)
                 print(
                     f"{count} miner(s): {args.proofs} proofs of d={args.difficulty} in "

@@ -45,9 +45,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-from services.store.migrate import migrate
 
-from common import REPO, copy_rows
+from common import REPO, copy_rows, fresh_database, spawn, stop
 from mim import canonical, create, pages
 from mim import pow as mim_pow
 from mim.entities import ApiResponse, Filter, Provable
@@ -98,10 +97,9 @@ def _posts(board: Provable, thread: Provable, count: int, now: int) -> list[Prov
 
 
 async def _seed_head(url: str, now: int) -> list[Provable]:
-    """Migrate and store a small head with the store's writer; returns the posts."""
+    """Store a small head with the store's writer; returns the posts."""
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
         key = create.create("key", {"name": "bench"}, AUTHOR, 1, now - 900, MINT)
         board = create.create("board", {"name": "bench"}, AUTHOR, 1, now - 800, MINT)
         thread = create.create(
@@ -143,15 +141,6 @@ def _ensure_nginx() -> str:
         subprocess.run(["apt-get", "install", "-y", "-q", "nginx"], check=True, env=env)
         found = shutil.which("nginx") or "/usr/sbin/nginx"
     return found
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def _wrk(url: str, seconds: float, connections: int) -> float:
@@ -256,7 +245,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
     nats = NatsServer(root / "nats").start()
     postgres = PostgresServer(root / "pg", fsync=False).start()
     try:
-        url = postgres.create_database("bench")
+        url = asyncio.run(fresh_database(postgres, "bench", migrated=True))
         now = int(time.time())
         seeded = asyncio.run(_seed_head(url, now))
         board, thread = seeded[0], seeded[1]
@@ -275,12 +264,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
         }
         cli = [sys.executable, "-m", "relay.cli", "export-static", str(static)]
         subprocess.run(cli, check=True, env=env, cwd=REPO, capture_output=True, timeout=120)
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-        )
+        gateway = spawn("services.gateway", env)
         children.append(gateway)
         _wait_listening(port, gateway)
         nginx_port = free_port()
@@ -327,8 +311,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             took = asyncio.run(_post_latencies(gw_base, bodies))
             print(f"  {name:12} {_percentiles(took)}   ({len(took)} requests)")
     finally:
-        for child in reversed(children):
-            _stop(child)
+        stop(children)
         postgres.stop()
         nats.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -37,7 +37,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -46,13 +45,12 @@ from pathlib import Path
 
 import asyncpg
 import nats
-from services.store.migrate import migrate
 from services.syncer.client import Client
 from services.syncer.peers import parse_remote
 from services.syncer.settings import SyncerSettings
 from services.syncer.sync import Report, Syncer
 
-from common import REPO, copy_rows
+from common import copy_rows, fresh_database, spawn, stop
 from mim import canonical, create
 from mim import pow as mim_pow
 from mim.entities import Provable
@@ -92,14 +90,6 @@ def _posts(board: Provable, thread: Provable, count: int, now: int, label: str) 
     ]
 
 
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 async def _count(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -118,8 +108,6 @@ async def _wait_count(url: str, want: int, within: float) -> None:
 
 def _env(nats_url: str, url: str, prefix: str, root: Path, port: int) -> dict[str, str]:
     return {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
         "MIM_NATS_URL": nats_url,
         "MIM_DATABASE_URL": url,
         "MIM_STREAM_PREFIX": prefix,
@@ -139,26 +127,15 @@ def _env(nats_url: str, url: str, prefix: str, root: Path, port: int) -> dict[st
 async def _services(env: dict[str, str], names: Sequence[str]) -> AsyncIterator[None]:
     """The named services running with ``env`` until the block ends (SIGTERM, then kill)."""
     children = []
+    quiet = env["MIM_LOG_LEVEL"] == "warning"
     try:
         for name in names:
-            proc = subprocess.Popen(  # noqa: ASYNC220 - started once; waits run off the loop
-                [sys.executable, "-m", f"services.{name}"],
-                env=env,
-                cwd=REPO,
-                stdout=None if env["MIM_LOG_LEVEL"] != "warning" else subprocess.DEVNULL,
-            )
+            proc = spawn(f"services.{name}", env, stdout=subprocess.DEVNULL if quiet else None)
             children.append(proc)
             await _wait_ready(env, name, proc)
         yield
     finally:
-        for proc in reversed(children):
-            proc.terminate()
-        for proc in children:
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        await asyncio.to_thread(stop, children)
 
 
 async def _wait_ready(env: dict[str, str], name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -237,9 +214,10 @@ async def _run(args: argparse.Namespace, root: Path, nats_url: str, pg: Postgres
     made = time.perf_counter()
     objects = _forum(args.objects, now, "bench sync")
     made = time.perf_counter() - made
-    urls = {name: pg.create_database(name) for name in ("node_a", "ingest_b", "sync_b")}
-    for url in urls.values():
-        await _migrate(url)
+    urls = {
+        name: await fresh_database(pg, name, migrated=True)
+        for name in ("node_a", "ingest_b", "sync_b")
+    }
     await copy_rows(urls["node_a"], objects, now - HELD_FOR_SECONDS)
     size = sum(len(canonical.encode(o)) for o in objects)
     print(f"{len(objects)} objects ({size / 1e6:.1f} MB canonical) made in {made:.1f} s")

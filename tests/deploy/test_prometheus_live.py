@@ -33,16 +33,8 @@ from mim.signing import SigningKey
 from relay.embedded import free_port
 from relay.node import TARGETS_FILE
 from tests.deploy.manifests import DEPLOY, load_yaml
-from tests.e2e.test_up import (
-    Node,
-    _alive,
-    _get,
-    _post_json,
-    _posts,
-    _processes_mentioning,
-    _wait,
-    node_environment,
-)
+from tests.helpers.node import Node, http_get, http_post_json, node_environment, posts, wait_until
+from tests.helpers.procs import alive, processes_mentioning
 from tests.services.syncer.node import forum
 from tests.services.syncer.test_static import static_node_files
 
@@ -135,7 +127,7 @@ class Prometheus:
     def api(self, path: str, **params: str) -> Any:
         """The ``data`` of a successful API answer; fails the test naming the error otherwise."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        status, body = _get(f"{self.url}/api/v1/{path}{query}")
+        status, body = http_get(f"{self.url}/api/v1/{path}{query}")
         answer = json.loads(body) if body else {}
         assert status == 200, f"{path} {params}: HTTP {status} {answer}"
         assert answer.get("status") == "success", f"{path} {params}: {answer}"
@@ -209,7 +201,7 @@ def static_peer(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait("the static peer", lambda: _get(f"{url}/v0/node")[0] == 200, timeout=20)
+        wait_until("the static peer", lambda: http_get(f"{url}/v0/node")[0] == 200, timeout=20)
         yield url
     finally:
         server.terminate()
@@ -263,7 +255,7 @@ def submit_to_ingest(node: Node, post: Post) -> None:
 
 def rejected_post() -> Post:
     """A signed post whose body was changed afterwards: its fingerprint no longer matches."""
-    post = _posts(1, seed=9)[0]
+    post = posts(1, seed=9)[0]
     assert isinstance(post, Post)
     return replace(post, body="changed after signing")
 
@@ -281,20 +273,20 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
     node.wait_healthy()
     services = node.state()["services"]
     replicas = {s["name"] for s in services}
-    _wait("Prometheus ready", lambda: _get(f"{prometheus.url}/-/ready")[0] == 200)
+    wait_until("Prometheus ready", lambda: http_get(f"{prometheus.url}/-/ready")[0] == 200)
 
     # traffic: submissions, one tampered post, GETs, a proof from the miner, a sync (bootstrap)
-    node.submit(_posts(5, seed=8))
+    node.submit(posts(5, seed=8))
     # the gateway refuses a tampered post at once (422); straight onto the ingest stream, it
     # reaches the validators, whose rejection metrics the dashboard shows
-    status, answer = _post_json(
+    status, answer = http_post_json(
         f"{node.api}/api/submit",
         [{"kind": "post", "object": json.loads(canonical.encode(rejected_post()))}],
     )
     assert status == 422, answer
     submit_to_ingest(node, rejected_post())
     for path in ("/v0/status", "/v0/node", "/v0/c0/posts/index.json", "/v0/nonexistent"):
-        _get(f"{node.api}{path}")
+        http_get(f"{node.api}{path}")
     assert mine_through_the_node(node)["where"].startswith("service")
 
     def targets_up() -> list[dict[str, Any]] | None:
@@ -303,7 +295,7 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
         ok = scraped == replicas and all(t["health"] == "up" for t in active)
         return active if ok else None
 
-    active = _wait("every service scraped and up", targets_up)
+    active = wait_until("every service scraped and up", targets_up)
     assert {t["labels"]["job"] for t in active} == {f"mim-{s['service']}" for s in services}
 
     rules = alert_rules()
@@ -314,7 +306,7 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
         done = len(loaded) == len(rules) and all(r["health"] != "unknown" for r in loaded)
         return loaded if done else None
 
-    loaded = _wait("every alert rule evaluated", rules_evaluated)
+    loaded = wait_until("every alert rule evaluated", rules_evaluated)
     assert sorted(r["name"] for r in loaded) == sorted(r["alert"] for r in rules)
     for rule in loaded:
         assert rule["health"] == "ok", rule
@@ -354,6 +346,6 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
     pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
     assert node.interrupt() == 0
     assert prometheus.stop() == 0
-    assert [pid for pid in pids if _alive(pid)] == []
-    assert _processes_mentioning(str(node.data_dir)) == []
-    assert _processes_mentioning(str(prometheus.log.parent / "tsdb")) == []
+    assert [pid for pid in pids if alive(pid)] == []
+    assert processes_mentioning(str(node.data_dir)) == []
+    assert processes_mentioning(str(prometheus.log.parent / "tsdb")) == []

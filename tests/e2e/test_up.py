@@ -6,208 +6,18 @@ each step needs the state the previous one left; the README test checks the docu
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
 import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mim import canonical
-from mim import pow as mim_pow
-from mim.create import create
-from mim.entities import Provable
-from mim.signing import SigningKey
 from relay.embedded import free_port
-from tests.helpers.procs import REPO
-
-DIFFICULTY = 6
-KEY = SigningKey.generate(bytes(range(7, 39)))
-WAIT_SECONDS = 60.0
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def _post_json(url: str, body: object) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purpose
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention ``text`` (the node's data directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline and _alive(int(entry.name)):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
-def _posts(count: int, seed: int) -> list[Provable]:
-    mint = mim_pow.local_minter(random.Random(seed).randrange)
-    now = int(time.time()) - 60
-    return [
-        create(
-            "post",
-            {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64, "body": f"up {seed} {n}"},
-            KEY,
-            DIFFICULTY,
-            now + n,
-            mint,
-        )
-        for n in range(count)
-    ]
-
-
-class Node:
-    """One ``mimrelay up`` subprocess on ``data_dir``, its output in ``data_dir/../up-N.log``."""
-
-    def __init__(self, data_dir: Path, api_port: int, env: dict[str, str], run: int) -> None:
-        self.data_dir = data_dir
-        self.api = f"http://127.0.0.1:{api_port}"
-        self.env = env
-        self.log = data_dir.parent / f"up-{run}.log"
-        argv = [sys.executable, "-m", "relay.cli", "up", "--data-dir", str(data_dir)]
-        argv += ["--host", "127.0.0.1", "--port", str(api_port), "--metrics-port-base", "0"]
-        argv += ["--validators", "2", "--miners", "1"]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-
-    def state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads((self.data_dir / "node.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return state
-
-    def status(self) -> dict[str, Any]:
-        result = subprocess.run(
-            [sys.executable, "-m", "relay.cli", "status", "--json", "--data-dir", self.data_dir],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        report: dict[str, Any] = json.loads(result.stdout)
-        report["exit_code"] = result.returncode
-        return report
-
-    def wait_healthy(self) -> dict[str, Any]:
-        def healthy() -> dict[str, Any] | None:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mimrelay up exited {self.proc.returncode}:\n{self.log.read_text()}")
-            if self.state().get("state") != "running" or _get(f"{self.api}/v0/status")[0] != 200:
-                return None
-            report = self.status()
-            return report if report["exit_code"] == 0 else None
-
-        report: dict[str, Any] = _wait("a healthy node", healthy)
-        return report
-
-    def stored(self, kind: str) -> int:
-        objects = self.status().get("objects", {})
-        return int(objects.get(kind, 0)) if isinstance(objects, dict) else 0
-
-    def submit(self, objects: list[Provable]) -> None:
-        body = [{"kind": "post", "object": json.loads(canonical.encode(o))} for o in objects]
-        status, answer = _post_json(f"{self.api}/api/submit", body)
-        assert status == 202, answer
-        assert [r["fingerprint"] for r in answer["queued"]] == [o.fingerprint for o in objects]
-
-    def served(self) -> str:
-        """The text of every post cache page the gateway serves right now."""
-        status, raw = _get(f"{self.api}/v0/c0/posts/index.json")
-        if status != 200:
-            return ""
-        text = []
-        for result in json.loads(raw).get("results", []):
-            for n in range(4):
-                page_status, page = _get(
-                    f"{self.api}/v0/c0/posts/{result['response_url']}/{n}.json"
-                )
-                if page_status == 200:
-                    text.append(page.decode())
-        return "\n".join(text)
-
-    def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"mimrelay up did not stop on SIGINT:\n{self.log.read_text()[-4000:]}")
-
-
-def node_environment(**extra: str) -> dict[str, str]:
-    """Environment of an embedded node with a low proof-of-work minimum and short pauses."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MIM_NATS_URL", "MIM_DATABASE_URL")}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        MIM_LOG_FORMAT="json",
-        MIM_MIN_POW=str(DIFFICULTY),
-        MIM_NODE_STOP_TIMEOUT_SECONDS="20",
-        MIM_GATEWAY_CACHE_INTERVAL_SECONDS="1",
-        MIM_VALIDATOR_SHUTDOWN_GRACE_SECONDS="2",
-        MIM_MINER_WORKERS="1",
-        MIM_STORE_SHUTDOWN_GRACE_SECONDS="2",
-        MIM_GATEWAY_SHUTDOWN_GRACE_SECONDS="2",
-        **extra,
-    )
-    return env
+from tests.helpers.node import Node, node_environment, posts, wait_until
+from tests.helpers.procs import REPO, alive, processes_mentioning
 
 
 @pytest.fixture
@@ -246,10 +56,10 @@ def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(
     names = sorted(s["name"] for s in report["services"])
     assert {"gateway", "store", "validator-1", "validator-2", "miner-1"} <= set(names)
 
-    first = _posts(5, seed=1)
+    first = posts(5, seed=1)
     node.submit(first)
-    _wait("5 posts stored", lambda: node.stored("post") == 5)
-    served = _wait("the posts served by the gateway", node.served)
+    wait_until("5 posts stored", lambda: node.stored("post") == 5)
+    served = wait_until("the posts served by the gateway", node.served)
     assert all(post.fingerprint in served for post in first)
 
     state = node.state()
@@ -260,19 +70,19 @@ def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(
         now = next(s for s in node.state()["services"] if s["name"] == "validator-1")
         return now if now["pid"] != victim["pid"] and now["restarts"] == 1 else None
 
-    again = _wait("validator-1 restarted", restarted)
+    again = wait_until("validator-1 restarted", restarted)
     assert '"event": "service_exited"' in node.log.read_text()
     node.wait_healthy()
-    second = _posts(5, seed=2)
+    second = posts(5, seed=2)
     node.submit(second)
-    _wait("10 posts stored", lambda: node.stored("post") == 10)
+    wait_until("10 posts stored", lambda: node.stored("post") == 10)
 
     state = node.state()
     pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
     assert again["pid"] in pids
     assert node.interrupt() == 0
-    assert [pid for pid in pids if _alive(pid)] == []
-    assert _processes_mentioning(str(node.data_dir)) == []
+    assert [pid for pid in pids if alive(pid)] == []
+    assert processes_mentioning(str(node.data_dir)) == []
     assert node.state()["state"] == "stopped"
 
     node = nodes()

@@ -39,6 +39,32 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
     return records
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie, exited but not yet reaped by
+    its parent, is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes, other than this one, that mention ``text`` (say, a
+    node's data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and alive(int(entry.name)):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
 class ServiceProcess:
     """``python <args>`` in the repository root, stdout parsed as JSON lines by a reader thread."""
 

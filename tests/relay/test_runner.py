@@ -30,7 +30,7 @@ from relay.runner import (
 )
 from relay.settings import ServiceSettings
 from tests.helpers.metrics import sample, scrape
-from tests.helpers.procs import REPO, ServiceProcess
+from tests.helpers.procs import REPO, ServiceProcess, alive
 from tests.helpers.servers import with_database
 
 TINY = ["-m", "tests.helpers.tiny_service"]
@@ -317,19 +317,10 @@ def test_pool_workers_do_not_outlive_a_killed_service() -> None:
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(alive(p) for p in workers):
             time.sleep(0.1)
-        assert not [p for p in workers if _alive(p)]
+        assert not [p for p in workers if alive(p)]
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited; only its parent has not reaped it
-        return fh.read().split(")")[-1].split()[0] != "Z"

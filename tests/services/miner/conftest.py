@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.bus import Layout
-from tests.helpers.procs import ServiceProcess
+from tests.helpers.procs import ServiceProcess, alive
 
 StartMiner = Callable[..., ServiceProcess]
 
@@ -26,14 +26,6 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from mim.signing import SigningKey
 from relay.bus import Layout
 from relay.mining import MiningTimeout, mine, service_minter
 from tests.helpers.metrics import sample, scrape
-from tests.services.miner.conftest import StartMiner, alive, children
+from tests.helpers.procs import alive
+from tests.services.miner.conftest import StartMiner, children
 
 KEY = SigningKey.generate(bytes(range(32)))
 POST = {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64, "body": "mined elsewhere"}
