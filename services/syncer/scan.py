@@ -76,10 +76,10 @@ class Pinger:
         except (SyncFailed, FetchError) as exc:
             return self._done(Ping(remote, exc.reason))
         static = check.is_static(remote, page)
-        address = check.own_address(page.address, static=static)
-        seen = page.timestamp if static else int(time.time())
         try:
-            await check.record(self._pool, remote, address, last_ping=seen)
+            address = await check.answered(
+                self._pool, remote, page.address, static=static, page_time=page.timestamp
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _log.warning("ping_not_recorded", peer=str(remote), error=repr(exc))
             return self._done(Ping(remote, "store"))

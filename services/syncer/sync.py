@@ -210,10 +210,10 @@ class Syncer:
             if answer.node_public_key != node.node_public_key:
                 raise SyncFailed("node_key", "the POST answer is signed by another key")
             own = answer.address
-        run.address = check.own_address(own, static=run.static)
+        run.address = await check.answered(
+            self.pool, run.remote, own, static=run.static, page_time=node.timestamp
+        )
         run.report.node_type = run.address.type
-        seen = node.timestamp if run.static else int(time.time())
-        await check.record(self.pool, run.remote, run.address, last_ping=seen)
 
     async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
         async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
