@@ -113,7 +113,7 @@ async def main(ctx: Context) -> None:
     ctx.stack.push_async_callback(ping_client.aclose)
     cpu = CpuPool(settings.process_workers)
     ctx.stack.push_async_callback(cpu.aclose)
-    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=cpu)
+    syncer = Syncer(settings, client, pool, layout, key, nc=nc, cpu=cpu)
     pinger = Pinger(ping_client, pool, node_id)
     scanner = Scanner(
         pinger,

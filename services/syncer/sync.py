@@ -31,7 +31,6 @@ from typing import Any, Final
 
 import asyncpg
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 from mim import canonical, pages
 from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
@@ -126,7 +125,6 @@ class Syncer:
         settings: SyncerSettings,
         client: Client,
         pool: asyncpg.Pool,
-        js: JetStreamContext,
         layout: Layout,
         key: SigningKey,
         *,
@@ -136,7 +134,6 @@ class Syncer:
         self.settings = settings
         self.client = client
         self.pool = pool
-        self.js = js
         self.layout = layout
         self.key = key
         self.nc = nc
