@@ -56,8 +56,8 @@ async def main(requests: int, rounds: int, difficulty: int) -> None:
     cpu = CpuPool(1)
     none = cast(Any, None)  # building a request touches neither HTTP, PostgreSQL nor JetStream
     modes = {
-        "thread": Syncer(settings, none, none, none, Layout(), key),
-        "pool": Syncer(settings, none, none, none, Layout(), key, cpu=cpu),
+        "thread": Syncer(settings, none, none, Layout(), key),
+        "pool": Syncer(settings, none, none, Layout(), key, cpu=cpu),
     }
     try:
         await modes["pool"]._post_body(())  # start the worker before timing

@@ -196,7 +196,7 @@ async def _sync(
     client = Client(request_timeout=300.0, scheme="http", max_page_bytes=settings.max_page_bytes)
     try:
         key = await identity.load_or_create(pool)
-        syncer = Syncer(settings, client, pool, nc.jetstream(), Layout(prefix), key, nc=nc)
+        syncer = Syncer(settings, client, pool, Layout(prefix), key, nc=nc)
         started = time.perf_counter()
         report = await syncer.sync(parse_remote(remote))
         if not report.ok:

@@ -17,8 +17,7 @@ from typing import cast
 
 import asyncpg
 
-from mim import canonical, pages
-from mim.entities import Address
+from mim import pages
 from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.publisher import Publisher
 from relay.runner import Context, CpuPool, run_service
@@ -27,7 +26,14 @@ from services.store import repo
 from services.syncer import metrics
 from services.syncer.bootstrap import Bootstrap
 from services.syncer.client import Client
-from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap, remote_of
+from services.syncer.peers import (
+    Exclusions,
+    Outcome,
+    Remote,
+    Scheduler,
+    parse_bootstrap,
+    stored_remote,
+)
 from services.syncer.scan import Pinger, Scanner
 from services.syncer.settings import SyncerSettings
 from services.syncer.sync import Syncer
@@ -57,9 +63,8 @@ async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Re
     by_type: dict[str, int] = {}
     remotes: list[Remote] = []
     for row in stored:
-        address = canonical.loads(Address, row.body)
+        address, remote = stored_remote(row, allow_local=settings.allow_local)
         by_type[str(address.type)] = by_type.get(str(address.type), 0) + 1
-        remote = remote_of(address, allow_local=settings.allow_local)
         if remote is not None:
             remotes.append(remote)
     metrics.PEERS_KNOWN.clear()
@@ -107,7 +112,7 @@ async def main(ctx: Context) -> None:
     ping_client = make_client(settings, for_pings=True)
     ctx.stack.push_async_callback(ping_client.aclose)
     cpu = ctx.processes(CpuPool(settings.process_workers))
-    syncer = Syncer(settings, client, pool, js, layout, key, nc=nc, cpu=cpu)
+    syncer = Syncer(settings, client, pool, layout, key, nc=nc, cpu=cpu)
     pinger = Pinger(ping_client, pool, node_id)
     scanner = Scanner(
         pinger,

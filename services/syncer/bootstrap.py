@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Final
 
 import asyncpg
@@ -29,7 +28,7 @@ from relay.logging import get_logger
 from relay.publisher import Publisher
 from relay.submit import submit_many
 from services.store import repo
-from services.syncer.check import Broken, decode
+from services.syncer.check import Broken, decode, placed_at
 from services.syncer.client import Client, FetchError
 from services.syncer.peers import Remote, remote_of
 from services.syncer.scan import Pinger
@@ -153,10 +152,7 @@ class Bootstrap:
             return []
         named: list[tuple[Remote, Address]] = []
         if page.address.type in BOOTSTRAPPER_TYPES:  # the responder is one itself (§13.3)
-            own = replace(
-                page.address, location=remote.host, sublocation=remote.sublocation, port=remote.port
-            )
-            named.append((remote, own))
+            named.append((remote, placed_at(page.address, remote)))
         for address in page.response.addresses or ():
             where = remote_of(address, allow_local=self._allow_local)
             if where is not None:

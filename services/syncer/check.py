@@ -3,7 +3,8 @@
 Both the sync and the network scan read a remote's signed node page and, when it verifies, store
 the address the remote gives of itself at the place we dialled, first-party. This module holds that
 once: :func:`decode` (a page, verified, from the expected key), :func:`node_page` (one node page
-request, protocol 1.0 required) and :func:`record` (the first-party write, through the store's
+request, protocol 1.0 required), :func:`answered` (a remote that answered, recorded with its last
+ping) and :func:`record` (the first-party write, through the store's
 ``upsert_first_party_address``).
 """
 
@@ -26,10 +27,12 @@ __all__ = [
     "Broken",
     "Request",
     "SyncFailed",
+    "answered",
     "decode",
     "is_static",
     "node_page",
     "own_address",
+    "placed_at",
     "record",
 ]
 
@@ -100,6 +103,25 @@ def is_static(remote: Remote, page: ApiResponse) -> bool:
     return remote.static or page.address.type in STATIC_TYPES
 
 
+def placed_at(address: Address, remote: Remote) -> Address:
+    """``address`` at the place we dialled ``remote``: its host, sublocation and port."""
+    return replace(address, location=remote.host, sublocation=remote.sublocation, port=remote.port)
+
+
+async def answered(
+    pool: asyncpg.Pool, remote: Remote, said: Address, *, static: bool, page_time: int
+) -> Address:
+    """Record that ``remote`` answered; what it ``said`` of itself, as :func:`own_address` fills it.
+
+    The address is stored first-party (:func:`record`) with its last ping now, or for a static
+    remote the time of its node page, ``page_time`` (§13.4 step 2).
+    """
+    address = own_address(said, static=static)
+    seen = page_time if static else int(time.time())
+    await record(pool, remote, address, last_ping=seen)
+    return address
+
+
 async def record(
     pool: asyncpg.Pool,
     remote: Remote,
@@ -110,12 +132,7 @@ async def record(
 ) -> None:
     """Store ``address`` first-party, at the place we dialled (§13.4 step 3, §13.6)."""
     stored = replace(
-        address,
-        location=remote.host,
-        sublocation=remote.sublocation,
-        port=remote.port,
-        location_type=remote.location_type,
-        entity_version=1,
+        placed_at(address, remote), location_type=remote.location_type, entity_version=1
     )
     await repo.upsert_first_party_address(
         pool, stored, int(time.time()), last_ping=last_ping, last_sync=last_sync

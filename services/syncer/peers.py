@@ -25,8 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from mim import canonical
 from mim.entities import Address
 from relay.logging import get_logger
+from services.store.repo import StoredAddress
 from services.syncer import metrics
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "parse_bootstrap",
     "parse_remote",
     "remote_of",
+    "stored_remote",
 ]
 
 LIVE_TYPES: Final = frozenset({2, 3, 4})  # §10.3
@@ -146,6 +149,14 @@ def remote_of(address: Address, *, allow_local: bool = False) -> Remote | None:
         static=address.type in STATIC_TYPES,
         node_type=address.type,
     )
+
+
+def stored_remote(
+    row: StoredAddress, *, allow_local: bool = False
+) -> tuple[Address, Remote | None]:
+    """The address a stored row holds, and where to dial its node (None: nowhere we may)."""
+    address = canonical.loads(Address, row.body)
+    return address, remote_of(address, allow_local=allow_local)
 
 
 @dataclass(frozen=True, slots=True)

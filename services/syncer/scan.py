@@ -24,14 +24,13 @@ from typing import Any, Final
 
 import asyncpg
 
-from mim import canonical
 from mim.entities import Address
 from relay.logging import get_logger
 from services.store import repo
 from services.syncer import check, metrics
 from services.syncer.check import SyncFailed
 from services.syncer.client import Client, FetchError
-from services.syncer.peers import Remote, remote_of
+from services.syncer.peers import Remote, stored_remote
 
 __all__ = ["Ping", "Pinger", "ScanReport", "Scanner"]
 
@@ -76,10 +75,10 @@ class Pinger:
         except (SyncFailed, FetchError) as exc:
             return self._done(Ping(remote, exc.reason))
         static = check.is_static(remote, page)
-        address = check.own_address(page.address, static=static)
-        seen = page.timestamp if static else int(time.time())
         try:
-            await check.record(self._pool, remote, address, last_ping=seen)
+            address = await check.answered(
+                self._pool, remote, page.address, static=static, page_time=page.timestamp
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _log.warning("ping_not_recorded", peer=str(remote), error=repr(exc))
             return self._done(Ping(remote, "store"))
@@ -180,7 +179,7 @@ class Scanner:
         report.addresses = len(stored)
         due: list[Remote] = []
         for row in stored:
-            remote = remote_of(canonical.loads(Address, row.body), allow_local=self._allow_local)
+            _, remote = stored_remote(row, allow_local=self._allow_local)
             if remote is None:
                 report.undialable += 1
             elif now - row.last_ping < self._skip or remote.key in self._attempts:

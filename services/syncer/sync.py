@@ -31,7 +31,6 @@ from typing import Any, Final
 
 import asyncpg
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 from mim import canonical, pages
 from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
@@ -126,7 +125,6 @@ class Syncer:
         settings: SyncerSettings,
         client: Client,
         pool: asyncpg.Pool,
-        js: JetStreamContext,
         layout: Layout,
         key: SigningKey,
         *,
@@ -136,7 +134,6 @@ class Syncer:
         self.settings = settings
         self.client = client
         self.pool = pool
-        self.js = js
         self.layout = layout
         self.key = key
         self.nc = nc
@@ -210,10 +207,10 @@ class Syncer:
             if answer.node_public_key != node.node_public_key:
                 raise SyncFailed("node_key", "the POST answer is signed by another key")
             own = answer.address
-        run.address = check.own_address(own, static=run.static)
+        run.address = await check.answered(
+            self.pool, run.remote, own, static=run.static, page_time=node.timestamp
+        )
         run.report.node_type = run.address.type
-        seen = node.timestamp if run.static else int(time.time())
-        await check.record(self.pool, run.remote, run.address, last_ping=seen)
 
     async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
         async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:

@@ -97,9 +97,7 @@ async def _sync(target: str) -> dict[str, object]:
     stages = ["check", *ENDPOINTS]
     try:
         key = await identity.load_or_create(pool)
-        syncer = Syncer(
-            settings, client, pool, nc.jetstream(), Layout.from_settings(settings), key, nc=nc
-        )
+        syncer = Syncer(settings, client, pool, Layout.from_settings(settings), key, nc=nc)
         done = 0
 
         def step(stage: str) -> None:

@@ -175,7 +175,7 @@ class Node:
             )
             stack.push_async_callback(client.aclose)
             key = await identity.load_or_create(pool)
-            yield Syncer(settings, client, pool, nc.jetstream(), self.layout, key, nc=nc)
+            yield Syncer(settings, client, pool, self.layout, key, nc=nc)
 
 
 def _env(node: Node, data_dir: Path) -> dict[str, str]:
