@@ -29,6 +29,7 @@ from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.submit import submit
+from tests.helpers.objects import signed_posts
 from tests.helpers.pipeline import wait_drained
 from tests.helpers.procs import ServiceProcess
 from tests.vectors import section
@@ -45,18 +46,7 @@ pytestmark = pytest.mark.slow
 
 
 def _posts(count: int, seed: int) -> list[Provable]:
-    mint = mim_pow.local_minter(random.Random(seed).randrange)
-    return [
-        create(
-            "post",
-            {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64, "body": f"{seed} {n}"},
-            KEY,
-            DIFFICULTY,
-            NOW + n,
-            mint,
-        )
-        for n in range(count)
-    ]
+    return signed_posts(count, seed, key=KEY, difficulty=DIFFICULTY, start=NOW, label=str(seed))
 
 
 def _update_cases() -> list[tuple[str, bytes]]:

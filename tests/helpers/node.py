@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,10 +22,9 @@ from typing import Any
 import pytest
 
 from mim import canonical
-from mim import pow as mim_pow
-from mim.create import create
 from mim.entities import Provable
 from mim.signing import SigningKey
+from tests.helpers.objects import signed_posts
 from tests.helpers.procs import REPO
 
 #: The proof-of-work minimum the node is run with, and the work of the posts made for it.
@@ -72,19 +70,9 @@ def http_post_json(url: str, body: object) -> tuple[int, Any]:
 def posts(count: int, seed: int) -> list[Provable]:
     """``count`` posts by ``KEY`` at the node's minimum work, made in the last minute; the same
     ``seed`` makes the same bodies."""
-    mint = mim_pow.local_minter(random.Random(seed).randrange)
-    now = int(time.time()) - 60
-    return [
-        create(
-            "post",
-            {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64, "body": f"up {seed} {n}"},
-            KEY,
-            DIFFICULTY,
-            now + n,
-            mint,
-        )
-        for n in range(count)
-    ]
+    return signed_posts(
+        count, seed, key=KEY, difficulty=DIFFICULTY, start=int(time.time()) - 60, label=f"up {seed}"
+    )
 
 
 class Node:
