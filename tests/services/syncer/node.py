@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +89,11 @@ class Node:
                 await submit(js, self.layout, obj.kind, canonical.encode(obj))
         finally:
             await nc.close()
+
+    async def hold(self, objects: Sequence[Provable]) -> None:
+        """Submit ``objects`` and wait until the store holds each of them."""
+        await self.submit(objects)
+        await self.wait_holding(objects)
 
     async def held(self) -> dict[tuple[str, str], int]:
         """``(kind, fingerprint) -> last_update`` of every object the store holds."""

@@ -33,8 +33,7 @@ async def test_bootstrap_learns_pings_and_syncs_the_bootstrappers_once(
     a, b, c = await nodes("A"), await nodes("B"), await nodes("C")
     now = int(time.time())
     objects = forum(now, "bootstrap")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     root = tmp_path / "s"
     await export_static(a.database_url, root)
     static_node_files(root, await node_key(a), now, node_type=STATIC_BOOTSTRAPPER)

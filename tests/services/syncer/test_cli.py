@@ -16,8 +16,7 @@ async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> No
     shows A first-party with B's cursors for it."""
     a, b = await nodes("A"), await nodes("B")
     objects = forum(int(time.time()), "cli")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     code, out, err = await b.cli("sync", f"http://{a.address}")
     assert code == 0, err
     assert out.startswith("ok"), out

@@ -130,8 +130,7 @@ async def test_sync_stores_an_old_board_for_its_new_thread_and_drops_the_rest(
         old + 20,
     )
     served = [board, new_thread, old_thread, vote]
-    await a.submit(served)
-    await a.wait_holding(served)
+    await a.hold(served)
     before = {
         (k, o): _purgatory_metric(k, o)
         for k in ("board", "thread", "vote")

@@ -75,8 +75,7 @@ async def test_service_reports_ready_syncs_on_schedule_exports_metrics_and_stops
     a ``shutdown_complete`` line."""
     a, b = await nodes("A"), await nodes("B")
     objects = forum(int(time.time()), "service")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     with running_syncer(b, [a]) as proc:
         base = proc.wait_for("service_started")["metrics_url"]
         async with httpx.AsyncClient(timeout=5.0) as http:

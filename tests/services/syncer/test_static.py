@@ -76,8 +76,7 @@ async def test_static_export_is_synced_like_a_static_node(nodes: Nodes, tmp_path
     a, b = await nodes("A"), await nodes("B")
     now = int(time.time())
     objects = forum(now, "static")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     out = tmp_path / "export"
     await export_static(a.database_url, out)
     static_node_files(out, await node_key(a), now)
@@ -105,8 +104,7 @@ async def test_bad_pages_are_counted_and_skipped(nodes: Nodes, tmp_path: Path) -
     b = await nodes("B")
     now = int(time.time())
     held = forum(now, "held")
-    await b.submit(held)
-    await b.wait_holding(held)
+    await b.hold(held)
     victim = held[-1]
     assert isinstance(victim, Post)
     tampered = replace(victim, body="rewritten by a stranger", last_update=now)

@@ -22,8 +22,7 @@ async def test_objects_and_updates_flow_from_a_to_b(nodes: Nodes) -> None:
     a, b = await nodes("A"), await nodes("B")
     now = int(time.time())
     objects = forum(now, "a")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     async with b.syncer() as syncer:
         first = await syncer.sync(parse_remote(a.address))
         assert first.ok, first.summary()
@@ -64,8 +63,7 @@ async def test_caches_taken_whole_are_skipped_until_the_remote_lists_new_ones(
     a, b = await nodes("A"), await nodes("B")
     old = int(time.time()) - 3 * DAY_SECONDS
     objects = forum(old, "old")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     # as if A had held them for days: their caches sit in a middle slice, whose bounds and ID
     # stay the same from one generation to the next while its content does not change
     await a.fetchval("UPDATE objects SET last_referenced = $1, local_arrival = $1", old)
@@ -98,8 +96,7 @@ async def test_a_remote_on_ipv6_is_synced_and_recorded_as_ipv6(nodes: Nodes) -> 
     came over IPv6, the same way."""
     a, b = await nodes("A", host="::1"), await nodes("B")
     objects = forum(int(time.time()), "v6")
-    await a.submit(objects)
-    await a.wait_holding(objects)
+    await a.hold(objects)
     async with b.syncer() as syncer:
         report = await syncer.sync(parse_remote(a.address))
     assert report.ok, report.summary()
