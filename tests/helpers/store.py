@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncpg
-from services.store.migrate import migrate
+
+from relay.db.schema import migrate
 
 
 async def migrate_template(url: str) -> None:

@@ -25,7 +25,7 @@ from relay.bus import Layout, ensure_blocklist
 from relay.puller import Puller
 from relay.settings import load
 from relay.submit import submit
-from services.validator import blocklist
+from services.store import blocks as store_blocks
 from tests.helpers.procs import ServiceProcess
 from tests.services.validator.helpers import (
     DIFFICULTY,
@@ -168,7 +168,7 @@ async def test_blocked_objects_and_their_descendants_are_refused_until_unblocked
     conn = await asyncpg.connect(fresh_database)
     thread = "d" * 64
     try:
-        assert await blocklist.add(conn, kv, thread.upper(), "spam thread")
+        assert await store_blocks.add(conn, kv, thread.upper(), "spam thread")
         await asyncio.wait_for(_until(lambda: harness.blocks.match([thread])), 5)
         other, again = make_post(4), make_post(5, thread=thread)
         await submit(js, layout, "post", wire(make_post(3, thread=thread)))
@@ -179,7 +179,7 @@ async def test_blocked_objects_and_their_descendants_are_refused_until_unblocked
         assert "spam thread" in rejected[0]["reason"]
         assert fingerprints(await read_accepted(js, layout)) == [other.fingerprint]
 
-        assert await blocklist.remove(conn, kv, thread)
+        assert await store_blocks.remove(conn, kv, thread)
         await asyncio.wait_for(_until(lambda: not harness.blocks.match([thread])), 5)
         await submit(js, layout, "post", wire(again))
         await harness.run_until_idle()
