@@ -19,7 +19,7 @@ from typing import cast
 import uvicorn
 
 from mim import pages
-from relay.bus import Layout
+from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.db import identity
 from relay.runner import Context
 from services.gateway import upkeep
@@ -70,6 +70,7 @@ async def start(ctx: Context, *, port: int) -> Edge:
     pool = await ctx.pool(min_size=1, max_size=settings.pool_size)
     key = await identity.create(pool)
     layout = Layout.from_settings(settings)
+    await ensure_streams(nc.jetstream(), layout, StreamLimits.from_settings(settings))
     gw = Gateway(settings, key, pool, nc, layout, settings.announced_port(port))
     await gw.regenerate()
     ctx.spawn(upkeep.keep_fresh(ctx, gw), name="cache-upkeep")
