@@ -19,6 +19,7 @@ from relay.db import Conn, Db
 
 __all__ = [
     "WRITER",
+    "WRITES",
     "AddressOutcome",
     "StoredAddress",
     "prune",
@@ -29,6 +30,8 @@ __all__ = [
 
 #: The one service that writes ``addresses``.
 WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("prune", "store_first_party", "store_third_party")
 
 AddressOutcome = Literal["written", "kept"]
 

@@ -11,10 +11,12 @@ from typing import Final
 
 from relay.db import Db
 
-__all__ = ["WRITER", "Block", "add", "listing", "remove"]
+__all__ = ["WRITER", "WRITES", "Block", "add", "listing", "remove"]
 
 #: The one service that writes ``blocks``.
 WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("add", "remove")
 
 
 @dataclass(frozen=True, slots=True)

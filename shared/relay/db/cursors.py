@@ -19,6 +19,7 @@ from relay.db import Db
 __all__ = [
     "LAST_BOOTSTRAP",
     "WRITER",
+    "WRITES",
     "Cursor",
     "advance",
     "all_cursors",
@@ -31,6 +32,8 @@ __all__ = [
 
 #: The one service that writes ``sync_cursors``, ``synced_caches`` and ``syncer_state``.
 WRITER: Final = "syncer"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("advance", "set_state", "set_synced_caches")
 
 #: ``syncer_state`` key of the Unix time of the last successful bootstrap.
 LAST_BOOTSTRAP: Final = "syncer.last_bootstrap"

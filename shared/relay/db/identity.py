@@ -16,10 +16,12 @@ from mim.signing import SigningKey
 from relay import DependencyUnavailable
 from relay.db import Db
 
-__all__ = ["NODE_KEY", "WRITER", "create", "load", "wait"]
+__all__ = ["NODE_KEY", "WRITER", "WRITES", "create", "load", "wait"]
 
 #: The one service that writes ``node_state``.
 WRITER: Final = "gateway"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("create",)
 
 #: ``node_state`` key of the node key's seed (hex).
 NODE_KEY: Final = "node_key_seed"

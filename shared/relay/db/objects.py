@@ -16,6 +16,8 @@ import asyncpg
 from relay.db import Db
 
 __all__ = [
+    "WRITER",
+    "WRITES",
     "StoredObject",
     "children",
     "counts",
@@ -27,6 +29,11 @@ __all__ = [
     "referenced_between",
     "with_fingerprints",
 ]
+
+#: The one service that writes ``objects`` (through :mod:`relay.db.storing`).
+WRITER: Final = "store"
+#: Nothing here writes.
+WRITES: Final = ()
 
 #: A column that names an object's parent: a thread's board, a post's thread, a vote's target.
 ParentColumn = Literal["board", "thread", "target"]

@@ -12,10 +12,12 @@ from typing import Final
 from relay.db import Db
 from relay.settings import DAY_SECONDS
 
-__all__ = ["WRITER", "collect", "memory_cutoff"]
+__all__ = ["WRITER", "WRITES", "collect", "memory_cutoff"]
 
 #: The one service that deletes from ``objects`` and ``board_owners``.
 WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("collect",)
 
 
 def memory_cutoff(now: int, memory_days: int, head_days: int) -> int:

@@ -19,10 +19,21 @@ import asyncpg
 from relay import logging as relay_logging
 from relay.db import Conn
 
-__all__ = ["LOCK_ID", "MIGRATIONS_DIR", "WRITER", "Migration", "applied", "migrate", "migrations"]
+__all__ = [
+    "LOCK_ID",
+    "MIGRATIONS_DIR",
+    "WRITER",
+    "WRITES",
+    "Migration",
+    "applied",
+    "migrate",
+    "migrations",
+]
 
 #: The service that owns the schema (``mimrelay up`` applies the same files before starting it).
 WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("migrate",)
 
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 

@@ -27,10 +27,20 @@ from mim import canonical
 from mim.entities import Board, Key, Post, Provable, Thread, Truststate, Vote
 from relay.db import Conn
 
-__all__ = ["MAX_PARENT_DEPTH", "WRITER", "ObjectRow", "Outcome", "row_of", "store_objects"]
+__all__ = [
+    "MAX_PARENT_DEPTH",
+    "WRITER",
+    "WRITES",
+    "ObjectRow",
+    "Outcome",
+    "row_of",
+    "store_objects",
+]
 
 #: The one service that writes ``objects`` and ``board_owners``.
 WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("store_objects",)
 
 Outcome = Literal["inserted", "updated", "duplicate", "stale", "refused"]
 
