@@ -71,7 +71,7 @@ async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Re
 
 
 async def main(ctx: Context) -> None:
-    """Run the scheduler, the network scan and the collector until ``ctx.stop`` is set."""
+    """Run the scheduler, the network scan and sync requests until ``ctx.stop`` is set."""
     settings = cast(SyncerSettings, ctx.settings)
     bootstrap = parse_bootstrap(settings.bootstrap)
     pool = await ctx.pool(min_size=1, max_size=settings.pool_size)

@@ -50,7 +50,7 @@ async def test_lookups_by_fingerprint_version_and_reference_window(pool: asyncpg
 
 
 async def test_collect_forgets_only_what_left_the_memory_window(pool: asyncpg.Pool) -> None:
-    """The collector removes objects last referenced before the memory window, never the head."""
+    """Retention removes objects last referenced before the memory window, never the head."""
     f = Factory(9)
     now = 1000 * DAY
     old, recent = f.board(name="old board", now=1), f.board(name="recent board", now=1)
