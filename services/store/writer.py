@@ -14,8 +14,8 @@ Message format (published by the validator): body = canonical JSON of one object
 came: the validator encoded it, and encoding it again would only cost time. The accepted stream
 is trusted as far as that, as it is for the checks it stands for. An address whose
 ``Mim-Source`` header is ``first-party`` was heard from the node itself (§13.6): the gateway and
-the syncer publish those straight to the accepted stream (:mod:`relay.first_party`), with the times
-of the last ping and sync in headers.
+the syncer send those in like any object (:mod:`relay.first_party`), and the validator passes on
+the times of the last ping and sync in headers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """First-party addresses: what a node says of itself, sent to the store (PROTOCOL.md §13.6).
 
 When a remote answers our ping or sync, or sends us a request, what it says of itself is recorded
-at the place we reached it, with the times we last pinged and synced it. Those are facts we saw,
-not objects to check, so they skip the validators: :func:`report` publishes the address straight
-to the accepted stream with ``Mim-Source: first-party`` and the times in headers, and the store
-(the one writer of ``addresses``) applies them. The same report within the dedupe window is
-queued once.
+at the place we reached it, with the times we last pinged and synced it. :func:`report` sends the
+address in through the ingest stream like every other object, marked ``Mim-Source: first-party``
+with the times in headers (``Mim-Last-Ping``, ``Mim-Last-Sync``); a validator checks it and passes
+the marks on to the accepted stream, and the store (the one writer of ``addresses``) applies them.
+The same report (same address, same times) within the dedupe window is queued once.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from relay.bus import (
     headers,
     publish,
 )
+from relay.submit import dedupe_id
 
-__all__ = ["FIRST_PARTY", "Reporter", "Sighting", "report", "sighting"]
+__all__ = ["FIRST_PARTY", "Reporter", "Sighting", "marks", "report", "sighting"]
 
 #: ``Mim-Source`` value of an address heard from the node itself.
 FIRST_PARTY: Final = "first-party"
@@ -62,24 +63,23 @@ async def report(
     last_sync: int = 0,
     ack_wait_seconds: float = 5.0,
 ) -> None:
-    """Send ``address`` to the store as heard from its node; raises what ``relay.bus.publish``
-    raises when JetStream does not take it."""
+    """Send ``address`` in as heard from its node; raises what ``relay.bus.publish`` raises when
+    JetStream does not take it."""
     body = canonical.encode(address)
-    where = f"{address.location}/{address.sublocation}/{address.port}"
     hdrs = headers(
         kind="address",
         source=FIRST_PARTY,
-        message_id=f"address:{where}:{last_ping}:{last_sync}",
+        message_id=f"{dedupe_id('address', body)}:{last_ping}:{last_sync}",
     )
-    hdrs[HEADER_LAST_PING] = str(last_ping)
-    hdrs[HEADER_LAST_SYNC] = str(last_sync)
+    hdrs.update(marks(Sighting(last_ping, last_sync)))
     await publish(
-        js,
-        layout.accepted_subject("address"),
-        body,
-        headers=hdrs,
-        ack_wait_seconds=ack_wait_seconds,
+        js, layout.ingest_subject("address"), body, headers=hdrs, ack_wait_seconds=ack_wait_seconds
     )
+
+
+def marks(seen: Sighting) -> dict[str, str]:
+    """The headers that carry ``seen``, beside ``Mim-Source: first-party``."""
+    return {HEADER_LAST_PING: str(seen.last_ping), HEADER_LAST_SYNC: str(seen.last_sync)}
 
 
 @dataclass(frozen=True, slots=True)

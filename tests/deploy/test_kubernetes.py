@@ -160,7 +160,7 @@ def test_ports_probes_and_scrape_annotations_match_the_settings(
     gateway = deployments["gateway"]
     gateway_settings = _settings(gateway, configmaps, monkeypatch)
     api = {p["name"]: p["containerPort"] for p in _container(gateway)["ports"]}["api"]
-    assert api == gateway_settings.port  # type: ignore[attr-defined]
+    assert api == gateway_settings.gateway_port  # type: ignore[attr-defined]
     service = _of_kind(objects, "Service")["gateway"]
     labels = gateway["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()

@@ -1,18 +1,18 @@
-"""The store's schema in test databases, and its writer in the test's process."""
+"""The store's schema in test databases, and a node's pipeline (validator and store) for a test."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
-import nats
-from services.store.writer import Writer
 
-from relay.bus import Layout, ensure_streams
+from relay.bus import Layout
 from relay.db.schema import migrate
+from tests.helpers.procs import ServiceProcess
 
 
 async def migrate_template(url: str) -> None:
@@ -28,21 +28,24 @@ async def migrate_template(url: str) -> None:
 
 
 @asynccontextmanager
-async def running_writer(nats_url: str, database_url: str, layout: Layout) -> AsyncIterator[None]:
-    """The store's writer, in this process, storing what reaches the accepted stream (first-party
-    addresses included) until the block ends."""
-    nc = await nats.connect(nats_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    await ensure_streams(nc.jetstream(), layout)
-    stop = asyncio.Event()
-    task = asyncio.create_task(Writer(nc, pool, layout, fetch_timeout=0.2).run(stop))
-    try:
+async def running_pipeline(nats_url: str, database_url: str, layout: Layout) -> AsyncIterator[None]:
+    """A validator and a store process of this node, until the block ends: what enters the ingest
+    stream (first-party addresses included) is judged and stored."""
+    env = {
+        "MIM_NATS_URL": nats_url,
+        "MIM_DATABASE_URL": database_url,
+        "MIM_STREAM_PREFIX": layout.prefix,
+        "MIM_MIN_POW": "0",
+        "MIM_VALIDATOR_METRICS_PORT": "0",
+        "MIM_VALIDATOR_FETCH_TIMEOUT_SECONDS": "0.2",
+        "MIM_STORE_METRICS_PORT": "0",
+        "MIM_STORE_FETCH_TIMEOUT_SECONDS": "0.2",
+    }
+    with contextlib.ExitStack() as stack:
+        for service in ("store", "validator"):
+            proc = stack.enter_context(ServiceProcess(["-m", f"services.{service}"], env=env))
+            await asyncio.to_thread(proc.wait_for, "service_ready", 60.0)
         yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await pool.close()
-        await nc.close()
 
 
 async def wait_until(what: str, check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:

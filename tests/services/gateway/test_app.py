@@ -12,7 +12,7 @@ from mim import canonical, pages
 from mim import pow as mim_pow
 from mim.entities import Address, ApiResponse, Filter
 from mim.signing import SigningKey
-from tests.helpers.store import running_writer, wait_until
+from tests.helpers.store import running_pipeline, wait_until
 from tests.services.gateway.conftest import JSON, Running, make, sample, store, store_address
 from tests.services.gateway.crawler import crawl
 
@@ -164,7 +164,7 @@ async def test_post_filters_and_embeds(running: Running, fresh_database: str) ->
         sql = "SELECT count(*) FROM addresses WHERE first_party AND port = 7000"
         return int(await gw.pool.fetchval(sql)) == 1
 
-    async with running_writer(gw.settings.nats_url, fresh_database, gw.layout):
+    async with running_pipeline(gw.settings.nats_url, fresh_database, gw.layout):
         await wait_until("the sender stored first-party", sender_stored)
 
 
