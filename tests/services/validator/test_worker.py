@@ -20,8 +20,10 @@ from services.validator.settings import ValidatorSettings
 from services.validator.worker import Validator, ack_numbers
 
 from mim import verify
+from mim.entities import Address
 from relay import SettingsError
 from relay.bus import Layout, ensure_blocklist
+from relay.first_party import FIRST_PARTY, Sighting, report, sighting
 from relay.puller import Puller
 from relay.settings import load
 from relay.submit import submit
@@ -282,3 +284,19 @@ async def test_ack_numbers_read_the_reply_subject_as_nats_py_does(nc: NATS, layo
     )
     assert ack_numbers(domain) == (41, 3, 7)
     assert (domain.metadata.sequence.stream, domain.metadata.num_delivered) == (41, 3)
+
+
+async def test_a_first_party_address_goes_on_with_its_times(harness: Harness) -> None:
+    """An address reported first-party is checked like any address and reaches the accepted stream
+    marked first-party with its ping and sync times; the same report again is queued once, a
+    later ping is queued anew."""
+    js, layout = harness.js, harness.layout
+    address = Address(location="203.0.113.7", port=8090, location_type=4, type=2, entity_version=1)
+    await report(js, layout, address, last_ping=1_700_000_000)
+    await report(js, layout, address, last_ping=1_700_000_000)
+    await report(js, layout, address, last_ping=1_700_000_060)
+    await harness.run_until_idle()
+    accepted = await read_accepted(js, layout)
+    marks = [sighting(m.headers) for m in accepted]
+    assert marks == [Sighting(1_700_000_000, 0), Sighting(1_700_000_060, 0)]
+    assert all(m.headers and m.headers["Mim-Source"] == FIRST_PARTY for m in accepted)
