@@ -51,6 +51,7 @@ from relay import SettingsError
 
 __all__ = [
     "DAY_SECONDS",
+    "MIXIN_CONFIG",
     "TABLE_BEGIN",
     "TABLE_END",
     "LogFormat",
@@ -188,6 +189,16 @@ class ServiceSettings(NodeSettings):
     )
 
 
+#: The configuration of a mixin of node-wide settings (each field names its ``MIM_`` variable).
+MIXIN_CONFIG: Final = SettingsConfigDict(
+    frozen=True,
+    extra="ignore",
+    env_ignore_empty=True,
+    validate_by_name=True,
+    validate_by_alias=True,
+)
+
+
 class NetworkSettings(BaseSettings):
     """Where the node's Mim API is reached and what its head covers; fixed ``MIM_`` names.
 
@@ -197,13 +208,7 @@ class NetworkSettings(BaseSettings):
     Mixed in before a service's ``ServiceSettings`` base, like ``relay.policy.PolicySettings``.
     """
 
-    model_config = SettingsConfigDict(
-        frozen=True,
-        extra="ignore",
-        env_ignore_empty=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-    )
+    model_config = MIXIN_CONFIG
 
     network_head_days: int = Field(
         14,

@@ -8,17 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from nats.aio.client import Client as NATS
 
 from relay.bus import Layout
-from relay.cli import main
+from tests.helpers.cli import invoke
 from tests.services.store.test_service import start_store
-
-
-async def invoke(args: list[str], env: dict[str, str]) -> Result:
-    """Run the command in a thread: it starts its own event loop, as from a shell."""
-    return await asyncio.to_thread(CliRunner().invoke, main, args, env=env)
 
 
 @pytest.fixture

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from nats.aio.client import Client as NATS
 
 from relay.bus import Layout
 from relay.cli import main
+from tests.helpers.cli import invoke
 from tests.services.validator.helpers import make_post, wire
-
-
-async def invoke(args: list[str], env: dict[str, str]) -> Result:
-    """Run the command in a thread: it starts its own event loop, as from a shell."""
-    return await asyncio.to_thread(CliRunner().invoke, main, args, env=env)
 
 
 @pytest.fixture
