@@ -19,9 +19,6 @@ Contract:
   ``mimrelay status``; it is rewritten on every change and marked ``stopped`` at the end.
   ``<data_dir>/prometheus-targets.json`` lists the metrics endpoints for Prometheus' file discovery
   (``deploy/prometheus/prometheus-up.yml``).
-
-``python -m relay.node gateway`` runs the gateway with the metrics and health server every other
-service gets from ``relay.runner`` (the gateway runs under uvicorn, not the runner).
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -143,7 +139,7 @@ def plan_services(
     if syncer is None:
         syncer = _has_main("services.syncer")
     wanted: list[tuple[str, int, str, tuple[str, ...]]] = [
-        ("gateway", 1, "relay.node", ("gateway",)),
+        ("gateway", 1, "services.gateway", ()),
         ("store", 1, "services.store", ()),
         ("validator", validators, "services.validator", ()),
         ("miner", miners, "services.miner", ()),
@@ -283,9 +279,8 @@ class NodeSupervisor:
 
     async def _prepare(self) -> None:
         """Migrate the schema and ensure the streams before any service starts."""
-        from services.store.migrate import migrate  # noqa: PLC0415
-
         from relay.bus import Layout, StreamLimits, ensure_streams  # noqa: PLC0415
+        from relay.db.schema import migrate  # noqa: PLC0415
         from relay.runner import close_nats, close_pool, connect_nats, connect_pool  # noqa: PLC0415
 
         attempts, delay = self.settings.connect_attempts, self.settings.connect_retry_seconds
@@ -472,54 +467,3 @@ def read_state(data_dir: Path) -> dict[str, Any]:
     """The ``node.json`` of ``data_dir``; ``FileNotFoundError`` if no node ever ran there."""
     state: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
     return state
-
-
-# --- the gateway with a metrics and health server -----------------------------------------------
-
-
-def _gateway_ready(host: str, port: int) -> Callable[[], tuple[bool, dict[str, Any]]]:
-    target = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104
-
-    def health() -> tuple[bool, dict[str, Any]]:
-        # uvicorn listens only once the app's lifespan (NATS, pool, caches) has started
-        try:
-            with socket.create_connection((target, port), timeout=1.0):
-                return True, {"api_port": port}
-        except OSError:
-            return False, {"reason": "API not listening yet", "api_port": port}
-
-    return health
-
-
-def serve_gateway() -> int:
-    """Run the gateway, plus ``/metrics`` and ``/healthz`` on ``MIM_GATEWAY_METRICS_PORT``."""
-    import importlib  # noqa: PLC0415
-
-    from services.gateway.settings import GatewaySettings  # noqa: PLC0415
-
-    from relay.metrics import set_build_info, start_metrics_server  # noqa: PLC0415
-    from relay.settings import load  # noqa: PLC0415
-
-    try:
-        settings = load(GatewaySettings)
-    except RelayError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    gateway_main = importlib.import_module("services.gateway.__main__").main
-    server = start_metrics_server(
-        settings.metrics_host,
-        settings.metrics_port,
-        health=_gateway_ready(settings.host, settings.port),
-    )
-    set_build_info("gateway")
-    try:
-        status: int = gateway_main()
-        return status
-    finally:
-        server.stop()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["gateway"]:
-        sys.exit("usage: python -m relay.node gateway")
-    sys.exit(serve_gateway())
