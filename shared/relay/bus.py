@@ -10,6 +10,13 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
+    kv     MIM_NONCES      POST nonces seen (§11.4) and uses per node key   } shared request state
+    kv     MIM_LEASES      remotes leased on the Mim API (§11.2)            } of the gateway
+    kv     MIM_PING_LEASES remotes leased on /v0/ping (§11.2)               } replicas, each key
+    kv     MIM_INFLIGHT    requests in flight per remote                    } with its own time to
+    kv     MIM_RATES       submissions per token in the current window      } live (relay.kv)
+    kv     MIM_CONTAINERS  POST answer containers (id -> pages)             }
+    obj    MIM_CONTAINER_PAGES  the pages of those containers (§11.7)       }
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -206,6 +213,36 @@ class Layout:
     @property
     def blocklist_bucket(self) -> str:
         return f"{self._name}_BLOCKLIST"
+
+    # shared request state of the gateway replicas (relay.kv)
+    @property
+    def nonces_bucket(self) -> str:
+        return f"{self._name}_NONCES"
+
+    @property
+    def leases_bucket(self) -> str:
+        return f"{self._name}_LEASES"
+
+    @property
+    def ping_leases_bucket(self) -> str:
+        return f"{self._name}_PING_LEASES"
+
+    @property
+    def inflight_bucket(self) -> str:
+        return f"{self._name}_INFLIGHT"
+
+    @property
+    def rates_bucket(self) -> str:
+        return f"{self._name}_RATES"
+
+    @property
+    def containers_bucket(self) -> str:
+        return f"{self._name}_CONTAINERS"
+
+    @property
+    def container_pages_bucket(self) -> str:
+        """An object store: pages may pass the server's largest message."""
+        return f"{self._name}_CONTAINER_PAGES"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property
