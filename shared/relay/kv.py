@@ -19,7 +19,9 @@ Failures of NATS become :class:`relay.BusUnavailable`; nothing here retries for 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,7 +38,8 @@ _ERR_WRONG_LAST: Final = (10071, 10164)  # expected last subject sequence did no
 _ERR_FULL: Final = (10077, 10047)  # maximum messages or bytes exceeded; storage exhausted
 _ERR_NAME_IN_USE: Final = 10058
 _HEADER_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
-_SPEND_ATTEMPTS: Final = 8  # racing writers of one counter: each loss means another won
+_SPEND_ATTEMPTS: Final = 64  # racing writers of one counter: each loss means another won
+_SPEND_JITTER_SECONDS: Final = 0.002  # after a loss, so the racers spread out
 _FAILURES: Final = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -192,8 +195,9 @@ async def spend(
     """Count ``amount`` uses of ``key`` in its window of ``seconds``: False (and nothing counted)
     if they would pass ``limit``.
 
-    The window starts at the first use and the key expires with it; racing replicas retry on
-    the revision they lost to, a few times, and are refused past that.
+    The window starts at the first use and the key expires with it; a writer that lost a race
+    to another reads again and retries (each loss means another writer counted), and is refused
+    only after many losses in a row.
     """
     for _ in range(_SPEND_ATTEMPTS):
         entry = await bucket.get(key)
@@ -208,4 +212,5 @@ async def spend(
             won = await bucket.swap(key, value, entry.revision, ttl)
         if won is not None:
             return True
+        await asyncio.sleep(random.uniform(0, _SPEND_JITTER_SECONDS))
     return False
