@@ -243,8 +243,10 @@ class Edge:
         return _replay([whole], receive)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the rest of the body is never read, so the connection cannot carry another request
         reason = f"over {self._settings.max_body_bytes} bytes"
-        await refusal(413, "body", "http.body_size", reason)(scope, receive, send)
+        answer = refusal(413, "body", "http.body_size", reason, Connection="close")
+        await answer(scope, receive, send)
 
     async def _inner(self, scope: Scope, receive: Receive, send: Send, *, chunked: bool) -> None:
         started = False

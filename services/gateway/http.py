@@ -109,7 +109,8 @@ class GuardedHttp(HttpToolsProtocol):
     def _refuse(self, status: int, field: str, rule: str, reason: str) -> None:
         """Answer ``status`` in our error shape, close, and count ``rule``."""
         metrics.CONNECTION_LIMITS.labels(rule).inc()
-        body = json.dumps({"error": {"field": field, "rule": rule, "reason": reason}}).encode()
+        error = {"error": {"field": field, "rule": rule, "reason": reason}}
+        body = json.dumps(error, separators=(",", ":")).encode()
         head = b"".join(
             [
                 STATUS_LINE[status],

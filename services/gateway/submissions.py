@@ -298,7 +298,10 @@ def _install_objects(app: FastAPI, *, public: bool) -> None:
         "/api/objects/{kind}/{fingerprint}",
         response_model=StoredObjectAnswer,
         responses={
-            400: {"model": ErrorBody, "description": "Not a kind the store holds."},
+            400: {
+                "model": ErrorBody,
+                "description": "Not a kind the store holds, or a control character (NUL).",
+            },
             404: {"model": ErrorBody, "description": "The store does not hold this object (yet)."},
             422: {"model": ErrorBody, "description": "Not a fingerprint (over 64 bytes, or NUL)."},
             **(
@@ -320,9 +323,10 @@ def _install_objects(app: FastAPI, *, public: bool) -> None:
             raise OutOfBounds(
                 "fingerprint", "FINGERPRINT_MAX", f"{size} bytes is over {bounds.FINGERPRINT_MAX}"
             )
-        if "\x00" in fingerprint or not fingerprint.isprintable():
+        if not fingerprint.isprintable():
             # no stored fingerprint holds one, and the database refuses NUL in text
-            raise OutOfBounds("fingerprint", "FINGERPRINT_TEXT", "holds a control character")
+            reason = "holds a control character (NUL included)"
+            return refusal(400, "fingerprint", "request.fingerprint_text", reason)
         stored = await objects.get(request.app.state.gateway.pool, kind, fingerprint)
         if stored is None:
             return refusal(
