@@ -1,4 +1,5 @@
-"""Slow and idle connections: closed after their timeouts, and never more than the bound at once.
+"""Slow and idle connections, and clients that stop reading: closed after their timeouts, and
+never more than the bound at once.
 
 Bounds held in every test: the gateway's resident memory grows by at most ``RSS_GROWTH`` during
 the attack; the well-behaved client gets 200 for every request, none slower than ``WORST``.
@@ -7,10 +8,14 @@ the attack; the well-behaved client gets 200 for every request, none slower than
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.helpers.gateway import Gateway, Polite, gateway
+from tests.services.gateway.conftest import make, store
 
 RSS_GROWTH = 32 << 20  # bytes
 WORST = 2.0  # seconds, for one request of the well-behaved client
@@ -121,3 +126,46 @@ async def test_connections_past_the_bound_are_answered_503_and_closed(
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         writer.close()
         assert node.health() == 200
+
+
+async def test_a_client_that_stops_reading_is_cut_off(
+    nats_url: str, fresh_database: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """A client that asks for a 12 MB cache page and reads none of it, its receive buffer tiny,
+    is cut off after the write timeout instead of holding the page in the gateway; the
+    well-behaved client is served meanwhile."""
+    now = int(time.time())
+    board = make("board", {"name": "large"}, now - 100)
+    thread = make("thread", {"board": board.fingerprint, "name": "large"}, now - 90)
+    body = "x" * 60_000
+    posts = [
+        make("post", {"board": board.fingerprint, "thread": thread.fingerprint,
+                      "body": f"{n} {body}"}, now - 80)
+        for n in range(200)
+    ]  # fmt: skip
+    await store(fresh_database, [board, thread, *posts], now - 5)
+    settings = {"MIM_GATEWAY_WRITE_TIMEOUT_SECONDS": str(TIMEOUT)}
+    with gateway(nats_url, fresh_database, stream_prefix, tmp_path, **settings) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+            index = (await client.get("/v0/c0/posts/index.json")).json()
+        page = f"/v0/c0/posts/{index['results'][-1]['response_url']}/0.json"
+        with Polite(node.url) as polite:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", _port(node)))
+            sock.sendall(f"GET {page} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await asyncio.sleep(TIMEOUT + SLACK)
+            received = 0
+            sock.settimeout(5)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            except (ConnectionError, TimeoutError):
+                pass
+            sock.close()
+        cut = node.metric("mim_gateway_connection_limits_total", rule="http.write_timeout")
+        health = node.health()
+    assert cut == 1
+    assert received < 12_000_000
+    assert polite.manners.failed == [] and polite.manners.worst <= WORST, polite.manners
+    assert health == 200
