@@ -243,10 +243,9 @@ class Edge:
         return _replay([whole], receive)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # the rest of the body is never read, so the connection cannot carry another request
+        # the rest of the body is read and dropped by the connection layer, within its bound
         reason = f"over {self._settings.max_body_bytes} bytes"
-        answer = refusal(413, "body", "http.body_size", reason, Connection="close")
-        await answer(scope, receive, send)
+        await refusal(413, "body", "http.body_size", reason)(scope, receive, send)
 
     async def _inner(self, scope: Scope, receive: Receive, send: Send, *, chunked: bool) -> None:
         started = False

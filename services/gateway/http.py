@@ -9,7 +9,9 @@ which adds, per connection (each bound a setting, :class:`HttpLimits`):
 - the request line and headers must arrive within ``header_timeout`` of their first byte (408);
 - they may take ``max_header_bytes`` in all (431), ``max_headers`` header lines (431), and a URL
   of ``max_url_bytes`` (414); bytes past the limit are never handed to the parser;
-- a client that stops reading our answer for ``write_timeout`` is cut off.
+- a client that stops reading our answer for ``write_timeout`` is cut off;
+- the rest of a body we answered without reading (a 413) is read and dropped for at most
+  ``idle_timeout``, so the client can read our answer, then the connection is closed.
 
 Every refusal is a JSON body in the usual ``{"error": {...}}`` shape with ``Connection: close``,
 counted in ``mim_gateway_connection_limits_total`` by rule; open connections are the gauge
@@ -63,6 +65,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._idle: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -75,7 +78,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._idle = self.loop.call_later(self.limits.idle_timeout, self._on_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._idle, self._head_timer, self._write_timer):
+        for timer in (self._idle, self._head_timer, self._write_timer, self._linger):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -201,6 +204,20 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
         self._head_bytes = 0
         self._in_head = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._in_head and self._linger is None and not self.transport.is_closing():
+            # answered before its body ended: drop the rest, but not for ever
+            self._linger = self.loop.call_later(self.limits.idle_timeout, self._on_linger)
+
+    def _on_linger(self) -> None:
+        if not self.transport.is_closing():
+            metrics.CONNECTION_LIMITS.labels("http.body_linger").inc()
+            self.transport.close()
 
 
 def protocol(limits: HttpLimits) -> type[asyncio.Protocol]:

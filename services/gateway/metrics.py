@@ -57,7 +57,7 @@ CONNECTION_LIMITS = Counter(
     "mim_gateway_connection_limits_total",
     "Connections refused or closed at the HTTP layer, by rule (http.connections, http.idle,"
     " http.header_timeout, http.header_size, http.header_count, http.url_size, http.parse,"
-    " http.write_timeout).",
+    " http.write_timeout, http.body_linger).",
     ["rule"],
 )
 LEASES_REFUSED = Counter(

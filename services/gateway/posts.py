@@ -137,8 +137,7 @@ async def _checked(
         body = await read_body(request, gw.settings.max_body_bytes)
     except BodyTooLarge:
         _refused("body_size")
-        reason = f"over {gw.settings.max_body_bytes} bytes"
-        return refusal(413, "body", "http.body_size", reason, Connection="close")
+        return refusal(413, "body", "http.body_size", f"over {gw.settings.max_body_bytes} bytes")
     now = int(time.time())
     try:
         page = canonical.loads(ApiResponse, body)

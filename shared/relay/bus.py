@@ -70,6 +70,7 @@ __all__ = [
     "HEADER_STAGE",
     "KINDS",
     "MAX_HEADER_VALUE",
+    "NATS_UNAVAILABLE",
     "UNKNOWN_KIND",
     "Layout",
     "StreamLimits",
@@ -95,6 +96,16 @@ HEADER_REASON: Final = "Mim-Reason"
 HEADER_SOURCE: Final = "Mim-Source"
 HEADER_LAST_PING: Final = "Mim-Last-Ping"
 HEADER_LAST_SYNC: Final = "Mim-Last-Sync"
+
+#: What the NATS client raises when the server did not answer or cannot be reached now.
+NATS_UNAVAILABLE: Final = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+)
 
 # A header value longer than this is cut: reasons are for people, not for parsing.
 MAX_HEADER_VALUE: Final = 1024
@@ -476,14 +487,7 @@ async def publish(
         raise refusal(subject, exc.err_code or 0, exc.description or "", exc.code or 0) from exc
     except nats.js.errors.NoStreamResponseError as exc:
         raise BusUnavailable(f"{subject}: no stream answered") from exc
-    except (
-        nats.errors.TimeoutError,
-        nats.errors.NoRespondersError,
-        nats.errors.ConnectionClosedError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        nats.errors.OutboundBufferLimitError,
-    ) as exc:
+    except NATS_UNAVAILABLE as exc:
         raise BusUnavailable(f"{subject}: {exc!r}") from exc
     except nats.errors.MaxPayloadError as exc:
         raise BusError(f"{subject}: {len(payload)} bytes is over the server's max payload") from exc

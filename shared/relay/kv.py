@@ -31,6 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from relay import BusError, BusUnavailable, StateFull
+from relay.bus import NATS_UNAVAILABLE
 
 __all__ = ["Bucket", "BucketSpec", "Entry", "ensure_bucket", "spend"]
 
@@ -40,15 +41,7 @@ _ERR_NAME_IN_USE: Final = 10058
 _HEADER_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _SPEND_ATTEMPTS: Final = 64  # racing writers of one counter: each loss means another won
 _SPEND_JITTER_SECONDS: Final = 0.002  # after a loss, so the racers spread out
-_FAILURES: Final = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.NoStreamResponseError,
-)
+_FAILURES: Final = (*NATS_UNAVAILABLE, nats.js.errors.NoStreamResponseError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 from tests.helpers.gateway import Gateway, Polite, gateway
@@ -44,12 +45,15 @@ async def _endless_header(port: int, up_to: int) -> tuple[bytes, int]:
 
 
 async def _raw(port: int, request: bytes) -> bytes:
+    """Send ``request`` as it is; the one answer (head and body) that comes back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)
     await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    body = await asyncio.wait_for(reader.readexactly(int(length.group(1)) if length else 0), 10)
     writer.close()
-    return answer
+    return head + body
 
 
 def _error(answer: bytes) -> dict[str, str]:
@@ -94,3 +98,36 @@ async def test_oversized_heads_are_refused_by_rule_after_reading_their_bound(
         assert polite.manners.failed == [] and polite.manners.worst <= WORST, polite.manners
         assert node.health() == 200
         assert node.metric("mim_gateway_connection_limits_total", rule="http.header_size") == 8
+
+
+async def test_the_rest_of_a_refused_body_is_dropped_for_a_bounded_time(
+    nats_url: str, fresh_database: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """A client told 413 for a declared 64 MB body that keeps trickling it is read and dropped
+    (its memory stays flat) and cut off after the idle timeout, not held for ever."""
+    settings = {"MIM_GATEWAY_IDLE_TIMEOUT_SECONDS": "1"}
+    with gateway(nats_url, fresh_database, stream_prefix, tmp_path, **settings) as node:
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(node))
+        writer.write(
+            b"POST /v0/c0/posts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 67108864\r\n\r\n"
+        )
+        status = await asyncio.wait_for(reader.readline(), 10)
+        before = node.rss()
+        started = asyncio.get_running_loop().time()
+        closed = False
+        while not closed and asyncio.get_running_loop().time() - started < 10:
+            try:
+                writer.write(b" " * CHUNK)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            except ConnectionError:
+                closed = True
+        held = asyncio.get_running_loop().time() - started
+        writer.close()
+        lingered = node.metric("mim_gateway_connection_limits_total", rule="http.body_linger")
+        grown = node.rss() - before
+    assert status.startswith(b"HTTP/1.1 413")
+    assert closed and held <= 1 + 3
+    assert lingered == 1
+    assert grown <= RSS_GROWTH, grown
