@@ -16,6 +16,9 @@ MODULES = [
     "relay.metrics",
     "relay.runner",
     "relay.embedded",
+    "relay.embedded.process",
+    "relay.embedded.nats_server",
+    "relay.embedded.postgres",
     "relay.bus",
 ]
 
