@@ -13,6 +13,9 @@ Contract, for both classes:
   place when complete, so an interrupted first start is redone, not half-used).
 - ``stop(timeout)`` asks politely (SIGTERM for nats-server, SIGINT - fast shutdown - for
   PostgreSQL), then kills the whole process group. ``kill()`` kills it at once.
+- ``reap()`` cleans up after a server that exited on its own and returns its exit status;
+  ``restart()`` starts it again on the ports of its last start, so clients reconnect to the URLs
+  they already have (``mimrelay up`` keeps its servers running this way).
 - No child outlives us: each server leads its own process group, is stopped by an ``atexit``
   hook, and on Linux gets a parent-death signal in case we are killed outright. That signal is
   tied to the thread that started the server, so start servers from a long-lived thread.

@@ -81,6 +81,7 @@ class NatsServer(ChildServer):
         self._lock_fd: int | None = None
         self._url: str | None = None
         self._monitor_url: str | None = None
+        self._last_ports: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -130,6 +131,10 @@ class NatsServer(ChildServer):
             raise
         self._lock_fd = fd
 
+    def _keep_ports(self) -> None:
+        if self._last_ports is not None:
+            self._port, self._monitor_port = self._last_ports
+
     def _after_exit(self) -> None:
         self._url = self._monitor_url = None
         if self._lock_fd is not None:
@@ -168,6 +173,7 @@ class NatsServer(ChildServer):
                     self._url = ports["nats"][0]
                     self._monitor_url = ports["monitoring"][0]
             if self._monitor_url is not None and self._jetstream_healthy():
+                self._last_ports = (self.port, int(self._monitor_url.rsplit(":", 1)[1]))
                 return
             time.sleep(process.POLL_SECONDS)
         raise self._failed(f"nats-server not ready within {timeout}s")

@@ -86,6 +86,7 @@ class PostgresServer(ChildServer):
         self.host = host
         self._wanted_port = port
         self.port: int | None = None
+        self._last_port: int | None = None
         self.user = user
         self.database = database
         self.fsync = fsync
@@ -127,7 +128,7 @@ class PostgresServer(ChildServer):
                 port = self._wanted_port or free_port(self.host)
                 proc = self._spawn(self._command(bindir, port), account=account)
                 if self._wait_ready(proc, port, timeout):
-                    self.port = port
+                    self.port = self._last_port = port
                     return self
                 self._reap()
                 if attempt == attempts - 1 or "could not bind" not in log_tail(self.log_path):
@@ -218,6 +219,10 @@ class PostgresServer(ChildServer):
             os.chown(candidate, account.uid, account.gid)
             _grant_traversal(candidate, account)
         return candidate
+
+    def _keep_ports(self) -> None:
+        if self._last_port is not None:
+            self._wanted_port = self._last_port
 
     def _after_exit(self) -> None:
         self.port = None

@@ -1,8 +1,9 @@
 """A server binary run as a child process that leads its own process group, and never outlives us.
 
 :class:`ChildServer` is the base of ``NatsServer`` and ``PostgresServer``: it spawns the binary
-with its output appended to ``<data_dir>/<what>.log`` and stops it politely or kills its whole
-group. Every server still running is stopped at
+with its output appended to ``<data_dir>/<what>.log``, stops it politely or kills its whole group,
+cleans up after it when it has exited on its own (:meth:`ChildServer.reap`) and starts it again
+on the ports it had (:meth:`ChildServer.restart`). Every server still running is stopped at
 interpreter exit, and on Linux each gets a parent-death signal in case we are killed outright.
 """
 
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,8 @@ __all__ = [
 POLL_SECONDS: Final = 0.05
 #: How much of a server's log an error message quotes.
 LOG_TAIL_BYTES: Final = 4000
+#: How long a restart waits for what is left of the previous process group to be gone.
+_GROUP_GONE_SECONDS: Final = 5.0
 _PR_SET_PDEATHSIG: Final = 1
 
 
@@ -94,6 +98,19 @@ def log_tail(path: Path) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``; [] where /proc cannot tell."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
 
 
 # Servers still running, stopped at interpreter exit.
@@ -183,6 +200,39 @@ class ChildServer:
 
     def _after_exit(self) -> None:
         """Hook for subclasses: release what the server held."""
+
+    def _keep_ports(self) -> None:
+        """Hook for subclasses: listen where the last start listened, from now on."""
+
+    def reap(self) -> int | None:
+        """The exit status of a server that exited on its own, once cleaned up after; else None.
+
+        Cleaning up kills what is left of its process group, closes its log and releases what it
+        held (nats-server's lock on its data directory), as ``stop`` does.
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return None
+        self._reap()
+        return proc.returncode
+
+    def restart(self) -> Self:
+        """Start again after an exit, on the same data directory and the ports of the last start.
+
+        Clients keep the URLs they have and reconnect by themselves. What is left of the previous
+        process group (PostgreSQL's backends outlive a killed postmaster for a moment) is killed
+        and waited for first, as the new server would find it in its way.
+        """
+        if self.running:
+            return self
+        previous = self._proc
+        self.reap()
+        if previous is not None:
+            deadline = time.monotonic() + _GROUP_GONE_SECONDS
+            while _group_members(previous.pid) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+        self._keep_ports()
+        return self.start()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Ask the server to shut down, kill it after ``timeout``; returns its exit status."""
