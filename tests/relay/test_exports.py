@@ -15,6 +15,7 @@ MODULES = [
     "relay.logging",
     "relay.metrics",
     "relay.runner",
+    "relay.health",
     "relay.embedded",
     "relay.embedded.process",
     "relay.embedded.nats_server",
