@@ -21,6 +21,9 @@ MODULES = [
     "relay.embedded.nats_server",
     "relay.embedded.postgres",
     "relay.bus",
+    "relay.node_services",
+    "relay.node_state",
+    "relay.restarts",
 ]
 
 
