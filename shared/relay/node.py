@@ -2,23 +2,25 @@
 
 Contract:
 
-- Start nats-server (JetStream, store in ``<data_dir>/nats``) and PostgreSQL (cluster in
-  ``<data_dir>/postgres``) through ``relay.embedded``, unless ``MIM_NATS_URL`` /
+- Start nats-server and PostgreSQL (``relay.node_servers``), unless ``MIM_NATS_URL`` /
   ``MIM_DATABASE_URL`` point at servers of their own; apply the store's migrations and ensure the
   streams, so every service starts against a ready bus and schema.
 - Start each service replica as a child process ``python -m <module>`` (``relay.node_services``),
   each with its own metrics port (``MIM_<SERVICE>_METRICS_PORT``), logging to our stdout.
-- A child that exits while the node runs is started again after a pause that doubles from
-  ``restart_min_seconds`` up to ``restart_max_seconds``; the pause is reset once a child has run
-  for ``restart_reset_seconds``. A child exiting with status 2 (bad settings) stops the node:
-  restarting it would not help.
+- Keep both running. A replica that exits is started again after a pause that doubles from
+  ``restart_min_seconds`` up to ``restart_max_seconds``; a server that exits is started again on
+  its data directory and ports after a pause from ``server_restart_min_seconds`` up to
+  ``server_restart_max_seconds``. A pause is reset once the process has run for
+  ``restart_reset_seconds``. A replica exiting with status 2 (bad settings), or a server failing
+  ``server_failures_max`` times in a row, stops the node (exit status 1) with a message naming
+  it: restarting would not help.
 - On SIGINT or SIGTERM: SIGTERM to every child (they drain), SIGKILL to the process group of any
   still running after ``stop_timeout_seconds``, then nats-server, then PostgreSQL. A second signal
   is forwarded, which cuts the children's grace short.
-- ``<data_dir>/node.json`` describes the running node (pids, URLs, metrics endpoints) for
-  ``mimrelay status``, and ``<data_dir>/prometheus-targets.json`` lists the metrics endpoints
-  (``relay.node_state``); both are rewritten on every change, and ``node.json`` is marked
-  ``stopped`` at the end.
+- ``<data_dir>/node.json`` describes the running node (pids, URLs, the servers' state, metrics
+  endpoints) for ``mimrelay status``, and ``<data_dir>/prometheus-targets.json`` lists the
+  metrics endpoints (``relay.node_state``); both are rewritten on every change, and ``node.json``
+  is marked ``stopped`` at the end.
 
 ``python -m relay.node gateway`` runs the gateway with the metrics and health server every other
 service gets from ``relay.runner`` (the gateway runs under uvicorn, not the runner).
@@ -40,8 +42,9 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from relay import RelayError
-from relay.embedded import NatsServer, PostgresServer, free_port
+from relay.embedded import free_port
 from relay.logging import get_logger
+from relay.node_servers import NodeServers
 from relay.node_services import EXIT_BAD_SETTINGS, Replicas, ServiceSpec
 from relay.node_state import STATE_FILE, TARGETS_FILE, announce, read_state, write_state
 from relay.restarts import Backoff
@@ -96,6 +99,21 @@ class NodeSupervisorSettings(NodeSettings):
     )
     server_stop_seconds: float = Field(
         20.0, gt=0, description="How long nats-server and PostgreSQL may take to stop."
+    )
+    server_restart_min_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Pause before restarting nats-server or PostgreSQL after it exited; "
+        "doubles each time.",
+    )
+    server_restart_max_seconds: float = Field(
+        30.0, gt=0, description="Longest pause before restarting nats-server or PostgreSQL."
+    )
+    server_failures_max: int = Field(
+        5,
+        ge=1,
+        description="Exits or failed starts in a row (none followed by a run of "
+        "restart_reset_seconds) after which nats-server or PostgreSQL stops the node.",
     )
 
 
@@ -157,10 +175,14 @@ class NodeSupervisor:
         self._announce = announce or (lambda _line: None)
         self._announced = False
         s = settings
-        self.nats: NatsServer | None = None
-        self.postgres: PostgresServer | None = None
-        self.nats_url = ""
-        self.database_url = ""
+        self.servers = NodeServers(
+            self.data_dir,
+            lambda: Backoff(
+                s.server_restart_min_seconds, s.server_restart_max_seconds, s.restart_reset_seconds
+            ),
+            failures_max=s.server_failures_max,
+            stop_seconds=s.server_stop_seconds,
+        )
         self.replicas = Replicas(
             self.specs,
             lambda: Backoff(s.restart_min_seconds, s.restart_max_seconds, s.restart_reset_seconds),
@@ -168,6 +190,14 @@ class NodeSupervisor:
         )
         self._signals = 0
         self._failure: str | None = None
+
+    @property
+    def nats_url(self) -> str:
+        return self.servers.nats_url
+
+    @property
+    def database_url(self) -> str:
+        return self.servers.database_url
 
     # --- signals -------------------------------------------------------------------------------
 
@@ -187,7 +217,8 @@ class NodeSupervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._start_servers()
+            env = os.environ
+            self.servers.start(env.get("MIM_NATS_URL", ""), env.get("MIM_DATABASE_URL", ""))
             if not self.stopping:
                 asyncio.run(self._prepare())
             self.replicas.env = self._env()
@@ -199,36 +230,24 @@ class NodeSupervisor:
             _log.error("node_failed", error=str(exc))
         finally:
             self.replicas.stop(self.settings.stop_timeout_seconds)
-            self._stop_servers()
+            self.servers.stop()
             self._write_state("stopped")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         _log.info("node_stopped", failure=self._failure)
+        if self._failure:
+            self._announce(f"mimrelay node stopped: {self._failure}")
         return 1 if self._failure else 0
 
     def _tick(self) -> None:
-        changed = self.replicas.poll(lambda: self.stopping)
-        self._failure = self._failure or self.replicas.failure
+        changed = self.servers.poll()
+        if not self.stopping and self.servers.failure is None:
+            changed |= self.replicas.poll(lambda: self.stopping)
+        self._failure = self._failure or self.servers.failure or self.replicas.failure
         if changed:
             self._write_state("running")
 
     # --- servers -------------------------------------------------------------------------------
-
-    def _start_servers(self) -> None:
-        env_nats = os.environ.get("MIM_NATS_URL", "")
-        env_db = os.environ.get("MIM_DATABASE_URL", "")
-        if env_nats:
-            self.nats_url = env_nats
-        else:
-            self.nats = NatsServer(self.data_dir / "nats").start()
-            self.nats_url = self.nats.url
-            _log.info("nats_started", url=self.nats_url, pid=self.nats.pid)
-        if env_db:
-            self.database_url = env_db
-        else:
-            self.postgres = PostgresServer(self.data_dir / "postgres").start()
-            self.database_url = self.postgres.dsn
-            _log.info("postgres_started", url=self.database_url, pid=self.postgres.pid)
 
     async def _prepare(self) -> None:
         """Migrate the schema and ensure the streams before any service starts."""
@@ -251,14 +270,6 @@ class NodeSupervisor:
             await close_nats(nc)
         _log.info("node_prepared", migrations_applied=applied)
 
-    def _stop_servers(self) -> None:
-        timeout = self.settings.server_stop_seconds
-        for server in (self.nats, self.postgres):
-            if server is not None and server.running:
-                pid = server.pid
-                status = server.stop(timeout)
-                _log.info("server_stopped", server=server.log_path.stem, pid=pid, status=status)
-
     # --- children ------------------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
@@ -273,6 +284,7 @@ class NodeSupervisor:
 
     def state(self, status: str) -> dict[str, Any]:
         """What ``node.json`` holds: enough for ``mimrelay status`` and for tests."""
+        servers = self.servers
         return {
             "state": status,
             "pid": os.getpid(),
@@ -280,10 +292,11 @@ class NodeSupervisor:
             "stream_prefix": self.settings.stream_prefix,
             "api_url": self.api_url,
             "nats_url": redact_url(self.nats_url),
-            "nats_monitor_url": self.nats.monitor_url if self.nats and self.nats.running else "",
-            "nats_pid": self.nats.pid if self.nats else None,
+            "nats_monitor_url": servers.nats_monitor_url,
+            "nats_pid": servers.nats.entry()["pid"] if servers.nats else None,
             "database_url": redact_url(self.database_url),
-            "postgres_pid": self.postgres.pid if self.postgres else None,
+            "postgres_pid": servers.postgres.entry()["pid"] if servers.postgres else None,
+            "servers": servers.state(),
             "services": [replica.state() for replica in self.replicas.all],
         }
 

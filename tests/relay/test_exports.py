@@ -21,6 +21,7 @@ MODULES = [
     "relay.embedded.nats_server",
     "relay.embedded.postgres",
     "relay.bus",
+    "relay.node_servers",
     "relay.node_services",
     "relay.node_state",
     "relay.restarts",
