@@ -478,7 +478,8 @@ class Context:
                 self.fail("NATS connection closed")
 
         async def disconnected() -> None:
-            self.dependencies.lost("nats", "connection lost, reconnecting")
+            if not self.stop.is_set():  # not the drain at the end
+                self.dependencies.lost("nats", "connection lost, reconnecting")
 
         async def reconnected() -> None:
             self.dependencies.back("nats")
