@@ -15,7 +15,6 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from relay.embedded.process import death_signal
 from relay.logging import get_logger
 from relay.restarts import Backoff
 
@@ -32,7 +32,6 @@ __all__ = ["EXIT_BAD_SETTINGS", "Replica", "Replicas", "ServiceSpec"]
 
 EXIT_BAD_SETTINGS: Final = 2  # relay.runner's exit status for invalid settings
 _TICK_SECONDS: Final = 0.1
-_PR_SET_PDEATHSIG: Final = 1
 
 _log = get_logger("relay.node")
 
@@ -51,25 +50,6 @@ class ServiceSpec:
     @property
     def argv(self) -> list[str]:
         return [sys.executable, "-m", self.module, *self.args]
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when the supervisor dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        # Runs between fork and exec: no imports, no locks, no logging.
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
 
 
 class Replica:
@@ -126,8 +106,8 @@ class Replicas:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **replica.spec.env},
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            # only calls prctl(2) between fork and exec; see _die_with_parent
-            preexec_fn=_die_with_parent(),  # noqa: PLW1509
+            # only calls prctl(2) between fork and exec; see death_signal
+            preexec_fn=death_signal(signal.SIGTERM),  # noqa: PLW1509
         )
         replica.started_at = time.monotonic()
         replica.next_start = None

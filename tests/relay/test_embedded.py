@@ -51,11 +51,18 @@ def _wait_group_gone(pgid: int, timeout: float = 5.0) -> list[int]:
     return alive
 
 
-def _wait_exited(server: NatsServer | PostgresServer, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+def _kill_outright_and_restart(server: NatsServer | PostgresServer) -> int:
+    """Kill the server's main process with -9 (not its group), check that it is reaped with that
+    status, restart it; the pid it had."""
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
     while server.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not server.running
+    assert server.reap() == -signal.SIGKILL
+    server.restart()
+    return pid
 
 
 async def _messages_once_answered(nc: NATS, stream: str) -> int:
@@ -127,12 +134,7 @@ async def test_nats_killed_outright_restarts_on_its_port_with_its_streams(data_d
         await nc.jetstream().add_stream(StreamConfig(name="KEEP", subjects=["keep.>"]))
         await nc.jetstream().publish("keep.one", b"1")
         assert server.reap() is None
-        pid = server.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        _wait_exited(server)
-        assert server.reap() == -signal.SIGKILL
-        server.restart()
+        pid = _kill_outright_and_restart(server)
         assert server.url == url
         assert server.pid != pid
         assert await _messages_once_answered(nc, "KEEP") == 1
@@ -226,12 +228,7 @@ async def test_postgres_killed_outright_restarts_on_its_port_with_its_rows(data_
         dsn = server.dsn
         conn = await asyncpg.connect(dsn)
         await conn.execute("create table t (n int); insert into t values (1)")
-        pid = server.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        _wait_exited(server)
-        assert server.reap() == -signal.SIGKILL
-        server.restart()
+        pid = _kill_outright_and_restart(server)
         assert server.dsn == dsn
         assert _group_alive(pid) == []
         again = await asyncpg.connect(dsn)

@@ -34,6 +34,7 @@ __all__ = [
     "ChildServer",
     "accepts",
     "clean_env",
+    "death_signal",
     "free_port",
     "log_tail",
 ]
@@ -64,8 +65,11 @@ def accepts(host: str, port: int) -> bool:
         return False
 
 
-def _death_signal_setter(sig: signal.Signals) -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to send ``sig`` to the child when we die."""
+def death_signal(sig: signal.Signals) -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to send ``sig`` to the child when we die (None elsewhere).
+
+    It is tied to the thread that starts the child: start children from a long-lived thread.
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -169,8 +173,8 @@ class ChildServer:
             cwd=self.data_dir,
             env=clean_env(),
             start_new_session=True,
-            # only calls prctl(2) between fork and exec; see _death_signal_setter
-            preexec_fn=_death_signal_setter(self._stop_signal),  # noqa: PLW1509
+            # only calls prctl(2) between fork and exec; see death_signal
+            preexec_fn=death_signal(self._stop_signal),  # noqa: PLW1509
             user=account.uid if account else None,
             group=account.gid if account else None,
             extra_groups=[] if account else None,
