@@ -15,6 +15,8 @@ each registers a check here, and from then on:
   ``postgres unreachable: ConnectionRefusedError: ...``; once everything is back, 200 again.
 - Each change is one log line, ``dependency_lost`` (``dependency``, ``reason``) or
   ``dependency_back`` (``dependency``, ``down_s``), and sets ``mim_dependency_up{dependency}``.
+  A check that raises something unforeseen is logged (``dependency_check_failed``) and counts as
+  a failed one: a health check never ends the service.
 
 The state is read by the metrics server's thread while the event loop changes it, so it is never
 changed in place: each change replaces the mapping.
@@ -42,7 +44,15 @@ Check = Callable[[], Awaitable[str | None]]
 #: How long one check may take before its dependency counts as unreachable.
 CHECK_TIMEOUT_SECONDS: Final = 2.0
 
-_PG_FAILURES: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# What a connection does when the server goes away under it: refused or reset sockets, closed
+# connections, and a protocol caught mid-operation by the lost connection.
+_PG_FAILURES: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def nats_check(client: NATS) -> Check:
@@ -139,9 +149,11 @@ class DependencyWatch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 
-    @staticmethod
-    async def _ask(check: Check) -> str | None:
+    async def _ask(self, check: Check) -> str | None:
         try:
             return await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS * 2)
         except TimeoutError:
             return f"no answer within {CHECK_TIMEOUT_SECONDS * 2:g}s"
+        except Exception as exc:  # a check that cannot tell counts as a failed one, not a crash
+            self._log.error("dependency_check_failed", exc_info=exc)
+            return f"check failed: {exc!r}"
