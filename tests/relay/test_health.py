@@ -98,3 +98,18 @@ async def test_nats_down_while_the_client_reconnects(dedicated_nats_server: Nats
         stop.set()
         await running
         await nc.close()
+
+
+async def test_a_check_that_raises_counts_as_failed_and_is_logged() -> None:
+    """A check that raises something unforeseen makes its dependency unreachable, with the error
+    named and logged, instead of ending the watch (and with it the service)."""
+
+    async def broken() -> str | None:
+        raise RuntimeError("no idea")
+
+    watch = DependencyWatch(_LOG, interval=0.1)
+    watch.add("nats", broken)
+    with capture_logs() as logs:
+        await watch.check_once()
+    assert watch.problem() == "nats unreachable: check failed: RuntimeError('no idea')"
+    assert [e["event"] for e in logs] == ["dependency_check_failed", "dependency_lost"]
