@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +24,17 @@ import pytest
 from mim import canonical
 from mim.entities import Provable
 from relay.embedded import free_port
-from tests.helpers.node import DIFFICULTY, KEY, Node, http_post_json, node_environment, wait_until
+from tests.helpers.node import (
+    DIFFICULTY,
+    KEY,
+    WAIT_SECONDS,
+    Node,
+    http_post_json,
+    node_environment,
+    wait_until,
+)
 from tests.helpers.objects import signed_posts
-from tests.helpers.procs import parse_lines
+from tests.helpers.procs import alive, parse_lines
 
 #: From the kill -9 of a server to a node that `mimrelay status` calls healthy again, at most.
 RECOVERY_BOUND_SECONDS = 60.0
@@ -90,16 +99,20 @@ def _stored_posts(database_url: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    env = node_environment(
-        MIM_NODE_SERVER_RESTART_MIN_SECONDS=str(SERVER_PAUSE_SECONDS),
-        MIM_DEPENDENCY_CHECK_SECONDS="0.5",
-    )
-    started = Node(tmp_path / "data", free_port(), env, 1)
-    yield started
-    if started.proc.poll() is None:
-        started.proc.kill()
-        started.proc.wait()
+def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start a `mimrelay up` node with extra settings; it is killed at the end if still running."""
+    started: list[Node] = []
+
+    def start(**extra: str) -> Node:
+        env = node_environment(MIM_DEPENDENCY_CHECK_SECONDS="0.5", **extra)
+        started.append(Node(tmp_path / "data", free_port(), env, len(started) + 1))
+        return started[-1]
+
+    yield start
+    for node in started:
+        if node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
 
 
 def _kill_and_watch(
@@ -116,6 +129,15 @@ def _kill_and_watch(
     remaining = RECOVERY_BOUND_SECONDS - (time.monotonic() - killed)
     wait_until("a healthy node again", lambda: node.status()["exit_code"] == 0, remaining)
     return report, time.monotonic() - killed
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    """Whether ``sock`` could bind ``port`` on the loopback now."""
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def _service(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -142,10 +164,13 @@ def _postgres_down(report: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_up_comes_back_by_itself_after_nats_then_postgres_are_killed(node: Node) -> None:
+def test_up_comes_back_by_itself_after_nats_then_postgres_are_killed(
+    start_node: Callable[..., Node],
+) -> None:
     """Under a steady stream of submissions, kill -9 of nats-server and then of PostgreSQL: each
     time `mimrelay status` names what is down (exit 1), the node is healthy again within the bound
     without any service restarting, and every acknowledged post is stored exactly once."""
+    node = start_node(MIM_NODE_SERVER_RESTART_MIN_SECONDS=str(SERVER_PAUSE_SECONDS))
     node.wait_healthy()
     objects = signed_posts(
         2000, 19, key=KEY, difficulty=DIFFICULTY, start=int(time.time()) - 2000, label="heal"
@@ -197,3 +222,31 @@ def test_up_comes_back_by_itself_after_nats_then_postgres_are_killed(node: Node)
     restarts = [r["server"] for r in records if r["event"] == "server_restarted"]
     assert restarts == ["nats-server", "postgres"]
     assert node.interrupt() == 0
+
+
+@pytest.mark.slow
+def test_up_stops_with_a_clear_message_when_nats_cannot_come_back(
+    start_node: Callable[..., Node],
+) -> None:
+    """When nats-server is killed and its port taken, so it cannot start again, the node stops
+    after its failures in a row: exit status 1, a message naming nats-server and its log, and no
+    process of the node left behind."""
+    node = start_node(MIM_NODE_SERVER_RESTART_MIN_SECONDS="1", MIM_NODE_SERVER_FAILURES_MAX="2")
+    node.wait_healthy()
+    state = node.state()
+    port = int(state["nats_url"].rsplit(":", 1)[1])
+    pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(state["nats_pid"], signal.SIGKILL)
+        wait_until("nats-server's port free", lambda: _bound(squatter, port), 5)
+        squatter.listen()
+        status = node.proc.wait(WAIT_SECONDS)
+    assert status == 1
+    log = node.log.read_text()
+    message = "mimrelay node stopped: nats-server keeps failing: it exited or did not start 2 times"
+    assert message in log
+    assert str(node.data_dir / "nats" / "nats-server.log") in log
+    assert [pid for pid in pids if alive(pid)] == []
+    assert node.state()["state"] == "stopped"
+    assert node.state()["servers"]["nats"]["state"] == "failed"
