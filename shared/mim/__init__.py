@@ -7,6 +7,7 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 
 from mim import bounds, canonical, create, entities, errors, fingerprint, inputs, signing, verify
 from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
+from mim import paths as paths  # where a node serves what (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
     KINDS,
@@ -71,6 +72,7 @@ __all__ = [
     "inputs",
     "pages",
     "parse",
+    "paths",
     "pow",
     "signing",
     "verify",

@@ -21,9 +21,6 @@ Contract:
   endpoints) for ``mimrelay status``, and ``<data_dir>/prometheus-targets.json`` lists the
   metrics endpoints (``relay.node_state``); both are rewritten on every change, and ``node.json``
   is marked ``stopped`` at the end.
-
-``python -m relay.node gateway`` runs the gateway with the metrics and health server every other
-service gets from ``relay.runner`` (the gateway runs under uvicorn, not the runner).
 """
 
 from __future__ import annotations
@@ -31,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
@@ -138,7 +133,7 @@ def plan_services(
     if syncer is None:
         syncer = _has_main("services.syncer")
     wanted: list[tuple[str, int, str, tuple[str, ...]]] = [
-        ("gateway", 1, "relay.node", ("gateway",)),
+        ("gateway", 1, "services.gateway", ()),
         ("store", 1, "services.store", ()),
         ("validator", validators, "services.validator", ()),
         ("miner", miners, "services.miner", ()),
@@ -251,9 +246,8 @@ class NodeSupervisor:
 
     async def _prepare(self) -> None:
         """Migrate the schema and ensure the streams before any service starts."""
-        from services.store.migrate import migrate  # noqa: PLC0415
-
         from relay.bus import Layout, StreamLimits, ensure_streams  # noqa: PLC0415
+        from relay.db.schema import migrate  # noqa: PLC0415
         from relay.runner import close_nats, close_pool, connect_nats, connect_pool  # noqa: PLC0415
 
         attempts, delay = self.settings.connect_attempts, self.settings.connect_retry_seconds
@@ -306,54 +300,3 @@ class NodeSupervisor:
         if status == "running" and not self._announced:
             self._announced = True
             announce(self._announce, state, self.specs)
-
-
-# --- the gateway with a metrics and health server -----------------------------------------------
-
-
-def _gateway_ready(host: str, port: int) -> Callable[[], tuple[bool, dict[str, Any]]]:
-    target = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104
-
-    def health() -> tuple[bool, dict[str, Any]]:
-        # uvicorn listens only once the app's lifespan (NATS, pool, caches) has started
-        try:
-            with socket.create_connection((target, port), timeout=1.0):
-                return True, {"api_port": port}
-        except OSError:
-            return False, {"reason": "API not listening yet", "api_port": port}
-
-    return health
-
-
-def serve_gateway() -> int:
-    """Run the gateway, plus ``/metrics`` and ``/healthz`` on ``MIM_GATEWAY_METRICS_PORT``."""
-    import importlib  # noqa: PLC0415
-
-    from services.gateway.settings import GatewaySettings  # noqa: PLC0415
-
-    from relay.metrics import set_build_info, start_metrics_server  # noqa: PLC0415
-    from relay.settings import load  # noqa: PLC0415
-
-    try:
-        settings = load(GatewaySettings)
-    except RelayError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    gateway_main = importlib.import_module("services.gateway.__main__").main
-    server = start_metrics_server(
-        settings.metrics_host,
-        settings.metrics_port,
-        health=_gateway_ready(settings.host, settings.port),
-    )
-    set_build_info("gateway")
-    try:
-        status: int = gateway_main()
-        return status
-    finally:
-        server.stop()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["gateway"]:
-        sys.exit("usage: python -m relay.node gateway")
-    sys.exit(serve_gateway())

@@ -82,6 +82,7 @@ __all__ = [
     "pool_worker_init",
     "probe",
     "run_service",
+    "sleep",
 ]
 
 _T = TypeVar("_T")
@@ -263,6 +264,20 @@ async def close_pool(pool: asyncpg.Pool, wait_seconds: float = 10.0) -> None:
         pool.terminate()
 
 
+# --- waiting --------------------------------------------------------------------------------
+
+
+async def sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile; True if it was set."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 # --- CPU-bound work -------------------------------------------------------------------------
 
 
@@ -370,6 +385,7 @@ class Context:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = False
         self._unready_reason = "starting"
+        self._problems: dict[str, str] = {}
         self.dependencies = DependencyWatch(self.log, settings.dependency_check_seconds)
 
     # readiness
@@ -390,6 +406,17 @@ class Context:
         if was_ready:
             self.log.warning("service_not_ready", reason=reason)
 
+    def set_problem(self, name: str, detail: str | None) -> None:
+        """Mark (``detail``) or clear (None) the problem ``name``; ``/healthz`` says 503 while any
+        problem is marked, e.g. a background task that keeps failing."""
+        if detail is None:
+            if self._problems.pop(name, None) is not None:
+                self.log.info("service_problem_cleared", problem=name)
+            return
+        if name not in self._problems:
+            self.log.warning("service_problem", problem=name, detail=detail)
+        self._problems[name] = detail
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         """The ``/healthz`` answer; called from the metrics server's thread."""
         details: dict[str, Any] = {"service": self.name}
@@ -397,10 +424,12 @@ class Context:
             return False, {**details, "reason": "stopping"}
         if not self._ready:
             return False, {**details, "reason": self._unready_reason}
-        problem = self.dependencies.problem()
         details.update(self.dependencies.details())
-        if problem is not None:
-            return False, {**details, "reason": problem}
+        problems = dict(self._problems)
+        reasons = [*filter(None, [self.dependencies.problem()]), *problems.values()]
+        if reasons:
+            extra = {"problems": problems} if problems else {}
+            return False, {**details, "reason": "; ".join(reasons), **extra}
         return True, details
 
     # stopping
@@ -416,6 +445,10 @@ class Context:
             self.failure = reason
             self.log.error("service_failing", reason=reason)
         self.request_stop("failed")
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if the stop is requested meanwhile; True if it was."""
+        return await sleep(self.stop, seconds)
 
     async def until_stopped(self, awaitable: Awaitable[_T]) -> _T | None:
         """Await ``awaitable`` unless the stop is requested first (then cancel it, return None)."""
@@ -526,6 +559,16 @@ class Context:
     def _close_timeout(self) -> float:
         return max(1.0, self.settings.shutdown_grace_seconds)
 
+    async def aclose(self, reason: str = "closed") -> int:
+        """Stop as SIGTERM would, then close every resource; how many tasks were cancelled.
+
+        For running a service's parts inside another program (a test), where no runner does it.
+        """
+        self.request_stop(reason)
+        cancelled = await _drain(self)
+        await _close_resources(self)
+        return cancelled
+
 
 # --- running a service ----------------------------------------------------------------------
 
@@ -609,7 +652,12 @@ async def _run_until_stopped(ctx: Context, main: Main) -> int:
     await ctx.stop.wait()
     grace = ctx.settings.shutdown_grace_seconds
     _log.info("shutdown_started", reason=ctx.stop_reason, grace_s=grace, in_flight=len(ctx.tasks))
-    pending = await _wait_tasks(ctx, grace)
+    return await _drain(ctx)
+
+
+async def _drain(ctx: Context) -> int:
+    """Give the tracked tasks the grace period, cancel what is left; how many were cancelled."""
+    pending = await _wait_tasks(ctx, ctx.settings.shutdown_grace_seconds)
     for task in pending:
         task.cancel()
     if pending:

@@ -43,7 +43,8 @@ RECOVERY_BOUND_SECONDS = 60.0
 SERVER_PAUSE_SECONDS = 4.0
 #: Submissions made before the first kill, and between and after the outages.
 STEADY = 40
-RUNNER_SERVICES = ("store", "validator", "miner", "syncer")
+#: Every service of the node, each of which must say NATS is unreachable while it is.
+SERVICES = ("gateway", "store", "validator", "miner", "syncer")
 
 
 class Submitter(threading.Thread):
@@ -144,14 +145,10 @@ def _service(report: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in report["services"] if s["name"] == name)
 
 
-def _runner_services(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in report["services"] if s["name"].split("-")[0] in RUNNER_SERVICES]
-
-
 def _nats_down(report: dict[str, Any]) -> bool:
     nats = next(s for s in report["servers"] if s["name"] == "nats")
     return not nats["up"] and all(
-        "nats unreachable" in s.get("reason", "") for s in _runner_services(report)
+        "nats unreachable" in s.get("reason", "") for s in report["services"]
     )
 
 
@@ -159,7 +156,7 @@ def _postgres_down(report: dict[str, Any]) -> bool:
     postgres = next(s for s in report["servers"] if s["name"] == "postgres")
     return not postgres["up"] and all(
         "postgres unreachable" in _service(report, name).get("reason", "")
-        for name in ("store", "syncer")
+        for name in ("gateway", "store", "syncer")
     )
 
 
@@ -192,6 +189,7 @@ def test_up_comes_back_by_itself_after_nats_then_postgres_are_killed(
         f" {len(submitter.acked)} submissions acknowledged, {len(submitter.refused)} refused"
     )
     assert nats_report["exit_code"] == 1
+    assert {s["name"].split("-")[0] for s in nats_report["services"]} == set(SERVICES)
     assert next(s for s in nats_report["servers"] if s["name"] == "nats")["reason"].startswith(
         "restarting: exited with status -9"
     )

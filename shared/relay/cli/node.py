@@ -7,8 +7,8 @@ process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings.
 ``status`` reads ``<data_dir>/node.json`` and asks the running node: the state of nats-server and
 PostgreSQL (running, restarting, failed, or external) and whether each answers at its address,
 each service's ``/healthz`` (with the reason when it is not healthy), the depth of each stream
-and consumer, objects stored per kind, and peers. Exit status 0 when the node runs, both servers
-answer and every service is healthy; 1 when anything is down.
+and consumer, objects stored per kind, and known addresses. Exit status 0 when the node runs,
+both servers answer and every service is healthy; 1 when anything is down.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from relay import logging as relay_logging
 from relay.embedded import free_port
 from relay.embedded.process import accepts
 from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services, read_state
-from relay.settings import NodeSettings, load
+from relay.settings import NetworkSettings, NodeSettings, load
 
 _HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -66,8 +66,6 @@ def up(
     data_dir: Path | None,
 ) -> None:
     """Run the whole node here: NATS, PostgreSQL, gateway, validators, store, miners, syncer."""
-    from services.gateway.settings import GatewaySettings  # noqa: PLC0415 - heavy
-
     settings = _load(
         NodeSupervisorSettings,
         validators=validators,
@@ -75,9 +73,9 @@ def up(
         metrics_port_base=metrics_port_base,
         data_dir=data_dir,
     )
-    gateway = load(GatewaySettings)
-    api_host = host if host is not None else gateway.host
-    api_port = port if port is not None else gateway.port
+    network = load(NetworkSettings)
+    api_host = host if host is not None else network.gateway_host
+    api_port = port if port is not None else network.gateway_port
     if api_port == 0:  # fixed now, so health checks, status and restarts know it
         api_port = free_port()
     relay_logging.configure("node", settings)
@@ -87,7 +85,7 @@ def up(
         metrics_port_base=settings.metrics_port_base,
     )
     shown = "127.0.0.1" if api_host in ("", "0.0.0.0") else api_host  # noqa: S104
-    scheme = "https" if gateway.tls else "http"
+    scheme = "https" if network.tls else "http"
     supervisor = NodeSupervisor(
         settings,
         specs,
@@ -148,17 +146,14 @@ async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
 
 
 async def _database(database_url: str) -> dict[str, Any]:
+    from relay.db import objects  # noqa: PLC0415
     from relay.runner import close_pool, connect_pool  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
-        rows = await pool.fetch("SELECT kind, count(*) AS n FROM objects GROUP BY kind")
-        objects = {row["kind"]: row["n"] for row in rows}
-        peers = None
-        if await pool.fetchval("SELECT to_regclass('peers') IS NOT NULL"):
-            peers = await pool.fetchval("SELECT count(*) FROM peers")
-        addresses = await pool.fetchval("SELECT count(*) FROM addresses")
-        return {"objects": objects, "peers": peers, "addresses": addresses}
+        counts = await objects.counts(pool)
+        addresses = counts.pop("address", 0)
+        return {"objects": counts, "addresses": addresses}
     finally:
         await close_pool(pool, 2.0)
 
@@ -268,8 +263,7 @@ def _print(report: dict[str, Any]) -> None:
     else:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(objects.items())) or "none"
         click.echo(f"objects  {counts}")
-        peers = report.get("peers")
-        click.echo(f"peers    {'n/a' if peers is None else peers}  addresses {report['addresses']}")
+        click.echo(f"addresses {report['addresses']}")
 
 
 @click.command("status")
@@ -278,7 +272,7 @@ def _print(report: dict[str, Any]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(data_dir: Path | None, as_json: bool) -> None:
-    """Show the servers' state, each service's health, stream depths, objects and peers.
+    """Show the servers' state, each service's health, stream depths, objects and addresses.
 
     Exits 1 when the node is not running or anything in it is down.
     """
