@@ -27,8 +27,11 @@ every counter the service added to ``ctx.counters`` (``handled=...``). A clean s
 exception escaping ``main`` or a tracked task, or ``ctx.fail()``, exits 1.
 
 Health: each service serves ``GET /healthz`` on its metrics port (``relay.metrics``): 200 once
-``ctx.mark_ready()`` was called and while not stopping, 503 otherwise. A compose healthcheck
-needs no curl in the image::
+``ctx.mark_ready()`` was called, while not stopping and while NATS and PostgreSQL, when opened
+through the context, answer (``relay.health``); 503 with the reason otherwise. The context's NATS
+client keeps reconnecting for as long as the service runs, so a lost server makes the service
+unhealthy, not gone, and a server back on its address makes it healthy again. A compose
+healthcheck needs no curl in the image::
 
     python -c "import sys, relay.runner as r; sys.exit(not r.probe('http://127.0.0.1:9102/healthz'))"
 """
@@ -59,6 +62,7 @@ from nats.aio.client import Client as NATS
 
 from relay import DependencyUnavailable, SettingsError
 from relay import logging as relay_logging
+from relay.health import Check, DependencyWatch, nats_check, pool_check
 from relay.metrics import MetricsServer, set_build_info, start_metrics_server, version
 from relay.settings import ServiceSettings, load, redact_url
 
@@ -121,21 +125,27 @@ async def connect_nats(
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     on_closed: Callable[[], Awaitable[None]] | None = None,
+    reconnect_forever: bool = False,
 ) -> NATS:
     """Connect to NATS, trying ``attempts`` times ``delay`` apart, logging each failed try.
 
-    Once connected the client reconnects on its own with the same budget; when that is spent the
-    connection closes and ``on_closed`` runs. Raises ``DependencyUnavailable``.
+    Once connected the client reconnects on its own, ``delay`` apart, with the same budget (or for
+    as long as it lives, with ``reconnect_forever``); when that is spent the connection closes and
+    ``on_closed`` runs. Of the failed tries of one reconnection only the first is logged.
+    Raises ``DependencyUnavailable``.
     """
     logger = log or _log
     shown = redact_url(url)
     tries = 0
+    failed_reconnects = 0
     connected = False
 
     async def error_cb(exc: Exception) -> None:
-        nonlocal tries
+        nonlocal tries, failed_reconnects
         if connected:
-            logger.warning("nats_error", error=repr(exc))
+            failed_reconnects += client.is_reconnecting
+            say = logger.warning if failed_reconnects <= 1 else logger.debug
+            say("nats_error", error=repr(exc))
             return
         tries += 1
         logger.info(
@@ -154,7 +164,9 @@ async def connect_nats(
                 await on_disconnect()
 
     async def reconnected_cb() -> None:
-        logger.info("nats_reconnected", url=shown)
+        nonlocal failed_reconnects
+        logger.info("nats_reconnected", url=shown, failed_attempts=failed_reconnects)
+        failed_reconnects = 0
         if on_reconnect is not None:
             await on_reconnect()
 
@@ -183,6 +195,8 @@ async def connect_nats(
             f"NATS at {shown} did not answer after {max(tries, 1)} attempts: {exc!r}"
         ) from exc
     connected = True
+    if reconnect_forever:
+        client.options["max_reconnect_attempts"] = -1  # read at each try; negative: no limit
     logger.info("dependency_ready", dependency="nats", url=shown, attempts=tries + 1)
     return client
 
@@ -372,6 +386,7 @@ class Context:
         self._ready = False
         self._unready_reason = "starting"
         self._problems: dict[str, str] = {}
+        self.dependencies = DependencyWatch(self.log, settings.dependency_check_seconds)
 
     # readiness
     @property
@@ -409,9 +424,12 @@ class Context:
             return False, {**details, "reason": "stopping"}
         if not self._ready:
             return False, {**details, "reason": self._unready_reason}
+        details.update(self.dependencies.details())
         problems = dict(self._problems)
-        if problems:
-            return False, {**details, "reason": "; ".join(problems.values()), "problems": problems}
+        reasons = [*filter(None, [self.dependencies.problem()]), *problems.values()]
+        if reasons:
+            extra = {"problems": problems} if problems else {}
+            return False, {**details, "reason": "; ".join(reasons), **extra}
         return True, details
 
     # stopping
@@ -478,18 +496,26 @@ class Context:
         return frozenset(self._tasks)
 
     # resources
+    def _watch(self, name: str, check: Check) -> None:
+        if self.dependencies.add(name, check):
+            self.spawn(self.dependencies.run(self.stop), name="dependency-watch")
+
     async def nats(self) -> NATS:
-        """A NATS connection from the settings, drained when the service stops."""
+        """A NATS connection from the settings, reconnecting until the service stops, then drained.
+
+        While it is lost, ``/healthz`` answers 503 naming NATS.
+        """
 
         async def closed() -> None:
             if not self.stop.is_set():
                 self.fail("NATS connection closed")
 
         async def disconnected() -> None:
-            self.mark_not_ready("nats disconnected")
+            if not self.stop.is_set():  # not the drain at the end
+                self.dependencies.lost("nats", "connection lost, reconnecting")
 
         async def reconnected() -> None:
-            self.mark_ready()
+            self.dependencies.back("nats")
 
         client = await connect_nats(
             self.settings.nats_url,
@@ -500,12 +526,17 @@ class Context:
             on_disconnect=disconnected,
             on_reconnect=reconnected,
             on_closed=closed,
+            reconnect_forever=True,
         )
         self.stack.push_async_callback(close_nats, client, self._close_timeout)
+        self._watch("nats", nats_check(client))
         return client
 
     async def pool(self, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-        """An asyncpg pool on the settings' database, closed when the service stops."""
+        """An asyncpg pool on the settings' database, closed when the service stops.
+
+        While PostgreSQL does not answer through it, ``/healthz`` answers 503 naming PostgreSQL.
+        """
         pool = await connect_pool(
             self.settings.database_url,
             attempts=self.settings.connect_attempts,
@@ -516,6 +547,7 @@ class Context:
             **kwargs,
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
+        self._watch("postgres", pool_check(pool))
         return pool
 
     def processes(self, pool: _P) -> _P:

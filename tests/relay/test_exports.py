@@ -15,8 +15,16 @@ MODULES = [
     "relay.logging",
     "relay.metrics",
     "relay.runner",
+    "relay.health",
     "relay.embedded",
+    "relay.embedded.process",
+    "relay.embedded.nats_server",
+    "relay.embedded.postgres",
     "relay.bus",
+    "relay.node_servers",
+    "relay.node_services",
+    "relay.node_state",
+    "relay.restarts",
 ]
 
 
