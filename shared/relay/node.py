@@ -247,8 +247,8 @@ class NodeSupervisor:
     async def _prepare(self) -> None:
         """Migrate the schema and ensure the streams before any service starts."""
         from relay.bus import Layout, StreamLimits, ensure_streams  # noqa: PLC0415
+        from relay.connect import close_nats, close_pool, connect_nats, connect_pool  # noqa: PLC0415
         from relay.db.schema import migrate  # noqa: PLC0415
-        from relay.runner import close_nats, close_pool, connect_nats, connect_pool  # noqa: PLC0415
 
         attempts, delay = self.settings.connect_attempts, self.settings.connect_retry_seconds
         pool = await connect_pool(self.database_url, attempts=attempts, delay=delay, max_size=1)

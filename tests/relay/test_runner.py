@@ -18,19 +18,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from relay import DependencyUnavailable
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.cpu import CpuPool
 from relay.embedded import NatsServer, PostgresServer, free_port
 from relay.metrics import version
-from relay.runner import (
-    Context,
-    CpuPool,
-    _serve,
-    close_nats,
-    close_pool,
-    connect_nats,
-    connect_pool,
-    health_url,
-    probe,
-)
+from relay.runner import Context, _serve, health_url, probe
 from relay.settings import ServiceSettings
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procs import REPO, ServiceProcess, alive
@@ -361,7 +353,7 @@ def test_metrics_port_in_use_fails_cleanly() -> None:
 
 _POOL_SCRIPT = """
 import asyncio, os, sys
-from relay.runner import CpuPool
+from relay.cpu import CpuPool
 
 async def main():
     pool = CpuPool(2)

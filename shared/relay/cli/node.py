@@ -120,7 +120,7 @@ def _health(url: str) -> dict[str, Any]:
 
 async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
     from relay.bus import Layout  # noqa: PLC0415
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415
 
     layout = Layout(prefix)
     nc = await connect_nats(nats_url, "status", attempts=1, delay=0.1)
@@ -146,8 +146,8 @@ async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
 
 
 async def _database(database_url: str) -> dict[str, Any]:
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
     from relay.db import objects  # noqa: PLC0415
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
