@@ -100,7 +100,7 @@ async def _ask_store(
     settings: NodeSettings, op: blocks_api.Op, target: str = "", reason: str = ""
 ) -> dict[str, Any]:
     """Ask the node's store to change or list the block list."""
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
 
     nc = await connect_nats(settings.nats_url, "mimrelay-blocks", attempts=1)
     try:
