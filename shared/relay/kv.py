@@ -14,7 +14,9 @@ Writes are conditional where it matters: :meth:`Bucket.claim` creates a key only
 or the same nonce cannot both win. :meth:`Bucket.drop` removes one revision outright (no delete
 marker left to count). :func:`spend` counts uses of a key in a fixed window on top of these.
 
-Failures of NATS become :class:`relay.BusUnavailable`; nothing here retries for long.
+Failures of NATS become :class:`relay.BusUnavailable`; nothing here retries for long. A bucket
+held in the server's memory is gone when the server restarts: the first operation that finds its
+stream missing makes it again (empty, as memory state is) and is tried once more.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -32,6 +35,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from relay import BusError, BusUnavailable, StateFull
 from relay.bus import NATS_UNAVAILABLE
+from relay.logging import get_logger
 
 __all__ = ["Bucket", "BucketSpec", "Entry", "ensure_bucket", "spend"]
 
@@ -42,6 +46,12 @@ _HEADER_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _SPEND_ATTEMPTS: Final = 64  # racing writers of one counter: each loss means another won
 _SPEND_JITTER_SECONDS: Final = 0.002  # after a loss, so the racers spread out
 _FAILURES: Final = (*NATS_UNAVAILABLE, nats.js.errors.NoStreamResponseError)
+# what an operation on a stream the server no longer has raises
+_GONE: Final = (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError)
+
+T = TypeVar("T")
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,11 @@ def _stream(spec: BucketSpec) -> StreamConfig:
 
 async def ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> Bucket:
     """Create ``spec``'s bucket, or bring an existing one to ``spec``; safe to run concurrently."""
+    await _create(js, spec)
+    return Bucket(js, spec)
+
+
+async def _create(js: JetStreamContext, spec: BucketSpec) -> None:
     config = _stream(spec)
     try:
         try:
@@ -99,7 +114,6 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> Bucket:
         raise BusError(f"bucket {spec.name} cannot take its configuration: {exc}") from exc
     except _FAILURES as exc:
         raise BusUnavailable(f"bucket {spec.name}: {exc!r}") from exc
-    return Bucket(js, spec.name)
 
 
 def _ttl(seconds: float | None) -> float | None:
@@ -110,11 +124,21 @@ def _ttl(seconds: float | None) -> float | None:
 class Bucket:
     """One bucket of shared state; keys are ``[A-Za-z0-9_=/.-]`` tokens."""
 
-    def __init__(self, js: JetStreamContext, name: str) -> None:
+    def __init__(self, js: JetStreamContext, spec: BucketSpec) -> None:
         self._js = js
-        self.name = name
-        self.stream = f"KV_{name}"
-        self._prefix = f"$KV.{name}."
+        self._spec = spec
+        self.name = spec.name
+        self.stream = f"KV_{spec.name}"
+        self._prefix = f"$KV.{spec.name}."
+
+    async def _on_stream(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op``, made again on a new stream if the server lost ours."""
+        try:
+            return await op()
+        except _GONE as exc:
+            _log.warning("bucket_recreated", bucket=self.name, error=repr(exc))
+            await _create(self._js, self._spec)
+        return await op()
 
     async def _publish(
         self, key: str, value: bytes, ttl: float | None, last: int | None
@@ -122,8 +146,10 @@ class Bucket:
         """Write ``key``; its revision, or None when ``last`` was not the key's revision."""
         headers = None if last is None else {_HEADER_EXPECTED_LAST: str(last)}
         try:
-            ack = await self._js.publish(
-                self._prefix + key, value, headers=headers, msg_ttl=_ttl(ttl)
+            ack = await self._on_stream(
+                lambda: self._js.publish(
+                    self._prefix + key, value, headers=headers, msg_ttl=_ttl(ttl)
+                )
             )
         except nats.js.errors.APIError as exc:
             if exc.err_code in _ERR_WRONG_LAST:
@@ -154,7 +180,9 @@ class Bucket:
     async def get(self, key: str) -> Entry | None:
         """The key's value and revision, or None if it is absent (or expired)."""
         try:
-            msg = await self._js.get_last_msg(self.stream, self._prefix + key, direct=True)
+            msg = await self._on_stream(
+                lambda: self._js.get_last_msg(self.stream, self._prefix + key, direct=True)
+            )
         except nats.js.errors.NotFoundError:
             return None
         except _FAILURES as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from relay import StateFull
+from relay.embedded import NatsServer
 from relay.kv import BucketSpec, ensure_bucket, spend
 
 
@@ -78,3 +80,27 @@ async def test_spend_counts_uses_in_a_window_across_racing_writers(
     assert not await spend(bucket, "other", limit=10, seconds=60, now=now, amount=11)
     assert await spend(bucket, "other", limit=10, seconds=60, now=now, amount=10)
     assert not await spend(bucket, "other", limit=10, seconds=60, now=now)
+
+
+async def test_a_bucket_in_memory_comes_back_after_the_server_restarts(
+    dedicated_nats_server: NatsServer,
+) -> None:
+    """A bucket held in the server's memory is gone when nats-server is killed and restarted; the
+    next claim makes it again, empty, with its bounds, and works."""
+    nc = await nats.connect(dedicated_nats_server.url, reconnect_time_wait=0.2)
+    try:
+        spec = BucketSpec("MEMORY_T", "test", max_entries=1, memory=True)
+        bucket = await ensure_bucket(nc.jetstream(), spec)
+        assert await bucket.claim("before", ttl=60) is not None
+        await asyncio.to_thread(dedicated_nats_server.kill)
+        await asyncio.to_thread(dedicated_nats_server.restart)
+        deadline = time.monotonic() + 20
+        while not nc.is_connected:
+            assert time.monotonic() < deadline, "the client did not reconnect"
+            await asyncio.sleep(0.1)
+        assert await bucket.get("before") is None
+        assert await bucket.claim("after", ttl=60) is not None
+        with pytest.raises(StateFull):
+            await bucket.claim("third", ttl=60)
+    finally:
+        await nc.close()
