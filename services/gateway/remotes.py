@@ -20,6 +20,7 @@ dies). Prebuilt cache files are answered in microseconds and keep to the replica
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -36,13 +37,16 @@ __all__ = ["LeaseClass", "LeaseName", "Leases", "Refusal", "Ticket", "remote_key
 LeaseName = Literal["main", "ping"]
 _SLOT_GRACE_SECONDS: Final = 5.0  # a slot outlives its request's timeout by this much
 _PRUNE_EVERY: Final = 1024  # local entries are pruned after this many new ones
+_KEYS_CACHED: Final = 4096
 
 _log = get_logger(__name__)
 
 
+@functools.lru_cache(maxsize=_KEYS_CACHED)
 def remote_key(host: str, ipv6_prefix: int) -> str:
     """The lease key of ``host``: ``4.<address>`` or ``6.<network hex>.<prefix>``; a host that is
-    no IP address (a Unix socket peer) is one remote, ``other``."""
+    no IP address (a Unix socket peer) is one remote, ``other``. (Kept for the most recent hosts:
+    parsing an address costs more than the rest of a cached GET's lease.)"""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
