@@ -5,13 +5,22 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 ``pow`` unshadowed.
 """
 
-from mim import bounds, canonical, create, entities, errors, fingerprint, inputs, signing, verify
+from mim import (
+    bounds,
+    canonical,
+    create,
+    entities,
+    errors,
+    fingerprint,
+    inputs,
+    kinds,
+    nodes,
+    signing,
+    verify,
+)
 from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
-    KINDS,
-    PLURALS,
-    PROVABLE_KINDS,
     Address,
     ApiResponse,
     Board,
@@ -34,6 +43,8 @@ from mim.errors import (
     OutOfBounds,
     UpdateRefused,
 )
+from mim.kinds import KINDS, PLURALS, PROVABLE_KINDS, Kind
+from mim.nodes import LocationType, NodeType
 from mim.signing import SigningKey
 from mim.verify import Policy, Verdict
 
@@ -50,8 +61,11 @@ __all__ = [
     "InsufficientWork",
     "InvalidObject",
     "Key",
+    "Kind",
+    "LocationType",
     "MalformedJSON",
     "MimError",
+    "NodeType",
     "OutOfBounds",
     "Policy",
     "Post",
@@ -69,6 +83,8 @@ __all__ = [
     "errors",
     "fingerprint",
     "inputs",
+    "kinds",
+    "nodes",
     "pages",
     "parse",
     "pow",

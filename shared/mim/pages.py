@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
-from mim import canonical, entities, signing
+from mim import canonical, signing
 from mim import pow as mim_pow
 from mim.entities import (
-    PLURALS,
     Address,
     Answer,
     ApiResponse,
@@ -34,7 +33,6 @@ from mim.entities import (
     Filter,
     Key,
     KeyIndex,
-    Kind,
     PageManifest,
     PageManifestEntity,
     Pagination,
@@ -52,6 +50,8 @@ from mim.entities import (
     VoteIndex,
 )
 from mim.errors import BadSignature, InvalidObject
+from mim.kinds import KINDS, PLURALS, PROVABLE_KINDS, Kind
+from mim.nodes import LocationType, NodeType
 
 __all__ = [
     "CACHE_SLICE_SECONDS",
@@ -98,8 +98,8 @@ CACHE_MIN_TAIL_SECONDS: Final = (
     3 * 3600
 )  # a last slice shorter than this joins the one before (§11.6)
 MANIFEST_PAGE_SIZE: Final = 30000  # PageManifests per manifest page (§11.6)
-NODE_TYPE_LIVE: Final = 2  # §10.3
-NODE_TYPE_STATIC: Final = 255  # §10.3
+NODE_TYPE_LIVE: Final = NodeType.LIVE  # what this node declares itself (§10.3)
+NODE_TYPE_STATIC: Final = NodeType.STATIC  # what a static export declares (§10.3)
 PROTOCOL_C0: Final = "c0"
 #: Entities per entity page and per index page, by kind (§11.6).
 ENTITY_PAGE_SIZES: Final[dict[Kind, int]] = {
@@ -131,7 +131,7 @@ PROTOCOL: Final = Protocol(
             name=PROTOCOL_C0,
             version_major=1,
             version_minor=0,
-            supported_entities=("board", "thread", "post", "vote", "key", "truststate"),
+            supported_entities=PROVABLE_KINDS,
         ),
     ),
 )
@@ -156,7 +156,7 @@ def node_id(public_key_hex: str) -> str:
 def prefill(public_key_hex: str, *, port: int, node_type: int, nonce: str, now: int) -> ApiResponse:
     """A page with the fields ``Prefill`` sets (§11.5); our own address carries no location."""
     address = Address(
-        location_type=4,
+        location_type=LocationType.IPV4,
         port=port,
         type=node_type,
         protocol=PROTOCOL,
@@ -434,7 +434,7 @@ def entity_counts(objects: Iterable[Entity]) -> tuple[EntityCount, ...]:
         counts[obj.kind] = counts.get(obj.kind, 0) + 1
     return tuple(
         EntityCount(protocol=PROTOCOL_C0, name=kind, count=counts[kind])
-        for kind in entities.KINDS
+        for kind in KINDS
         if kind in counts
     )
 

@@ -30,9 +30,10 @@ from typing import Any, Final, TypeVar
 
 from mim import bounds, canonical, fingerprint, signing
 from mim import pow as mim_pow
-from mim.entities import PROVABLE_KINDS, Address, Board, Entity, Key, Provable, Truststate, parse
+from mim.entities import Address, Board, Entity, Key, Provable, Truststate, parse
 from mim.errors import BadSignature, InsufficientWork, MimError, UpdateRefused
 from mim.inputs import Inputs, Owners
+from mim.kinds import PROVABLE_KINDS
 
 __all__ = [
     "CA_ONLY_TRUST_TYPECLASSES",
