@@ -7,8 +7,9 @@ it is not the default for the annotation, the JSON key where it differs from the
 (``json``), and ``omitempty``. Slices are tuples; ``None`` is Go's nil slice (``null`` on the wire),
 ``()`` an empty one (``[]``), and the two stay distinct through a round trip (§3.2).
 
-Objects are frozen. Wire bytes become objects only through :func:`parse`, and objects become bytes
-only through :func:`mim.canonical.dumps`. Changing a field order or a key here is a protocol change.
+Objects are frozen. Wire bytes become objects only through :func:`parse` (``mim.decoder``), and
+objects become bytes only through :func:`mim.canonical.dumps`. Changing a field order or a key here
+is a protocol change.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
+from mim.decoder import loads
 from mim.kinds import KINDS, PLURALS, PROVABLE_KINDS, Kind, singular
 
 __all__ = [
@@ -468,7 +470,5 @@ def parse(kind: str, raw: bytes | str) -> Entity:
     Raises :class:`mim.errors.MalformedJSON` naming the field for anything Go's ``json.Unmarshal``
     refuses (not JSON, not an object, a wrong type, an integer out of its Go type's range).
     """
-    from mim import canonical  # noqa: PLC0415 - canonical imports this module
-
-    obj: Entity = canonical.loads(entity_class(kind), raw)
+    obj: Entity = loads(entity_class(kind), raw)
     return obj
