@@ -43,6 +43,7 @@ from mim.errors import (
     InvalidObject,
     MalformedJSON,
     MimError,
+    NotEntitled,
     OutOfBounds,
     UpdateRefused,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "MalformedJSON",
     "MimError",
     "NodeType",
+    "NotEntitled",
     "OutOfBounds",
     "Policy",
     "Post",

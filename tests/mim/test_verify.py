@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mim import canonical, entities, verify
+from mim import canonical, entities, fingerprint, verify
 from mim import pow as mim_pow
 from mim.create import create, update
 from mim.errors import MalformedJSON, OutOfBounds, UpdateRefused
+from mim.inputs import Inputs
 from mim.signing import SigningKey
+from tests.vectors import section
 
 DIFFICULTY = 4
 POLICY = verify.Policy.uniform(DIFFICULTY)
@@ -180,3 +182,69 @@ def test_any_single_change_is_rejected_at_its_stage(
     verdict = verify.verify_entity(tampered, POLICY)
     assert not verdict.ok
     assert verdict.stage == _expected_stage(obj, name, updated), verdict.reason
+
+
+# --------------------------------------------------------------------------- from the vectors
+
+VECTOR_ENTITIES = {r["id"]: r for r in section("entities")}
+VECTOR_CASES = {r["id"]: r for r in section("negative_cases")}
+VECTOR_POLICY = verify.Policy.uniform(6)  # the profiles' minimum: the vectors mint at 6 to 12 bits
+
+
+def _mixed_board(signed_over: str, worked_over: str) -> str:
+    """board-01 signed again over one spelling of its (absent) owners and worked over the other,
+    with its fingerprint made anew: wire JSON with owners ``null``."""
+    record = VECTOR_ENTITIES["board-01"]
+    key = SigningKey.from_seed_hex(record["private_key_seed_hex"])
+    base = entities.parse("board", record["object_json"])
+    assert isinstance(base, entities.Board)
+    spelled = {"[]": (), "null": None}
+    unsigned = dataclasses.replace(
+        base, board_owners=spelled[signed_over], fingerprint="", proof_of_work="", signature=""
+    )
+    signature = key.sign(Inputs(unsigned).signature())
+    signed = dataclasses.replace(unsigned, board_owners=spelled[worked_over], signature=signature)
+    work = mim_pow.sign_prefix(MINT(Inputs(signed).proof_of_work(), 6), key.sign)
+    worked = dataclasses.replace(signed, proof_of_work=work)
+    final = dataclasses.replace(worked, board_owners=None, fingerprint=fingerprint.compute(worked))
+    return canonical.dumps(final)
+
+
+@pytest.mark.parametrize(("signed_over", "worked_over"), [("[]", "null"), ("null", "[]")])
+def test_a_board_is_verified_over_one_spelling_of_its_owners(
+    signed_over: str, worked_over: str
+) -> None:
+    """A board whose signature verifies only over one spelling of its empty owners and its proof
+    of work only over the other is refused, however the wire spells them (§20.3); over one
+    spelling for both it is accepted and passed on spelled that way."""
+    for wire_owners in ("null", "[]"):
+        wire = _mixed_board(signed_over, worked_over).replace(
+            '"board_owners":null', f'"board_owners":{wire_owners}'
+        )
+        verdict = verify.verify("board", wire, VECTOR_POLICY)
+        assert (verdict.ok, verdict.stage) == (False, "pow"), verdict.reason
+        same = _mixed_board(signed_over, signed_over).replace(
+            '"board_owners":null', f'"board_owners":{wire_owners}'
+        )
+        accepted = verify.verify("board", same, VECTOR_POLICY)
+        assert accepted.ok, accepted.reason
+        assert f'"board_owners":{signed_over}' in accepted.canonical.decode()
+        assert accepted.entity is not None
+        assert canonical.encode(accepted.entity) == accepted.canonical
+
+
+@pytest.mark.parametrize(
+    "case", ["neg-truststate-entitlement-typeclass-2", "neg-truststate-entitlement-typeclass-3"]
+)
+def test_ca_only_trust_types_fail_at_entitlements(case: str) -> None:
+    """A naming or F451 trust state from a key other than the trusted CA's has valid proofs and
+    fails at stage `entitlements`, as in the reference (§8.1 step 7)."""
+    record = VECTOR_CASES[case]
+    assert record["verify"]["frontend"]["failed_stage"] == "entitlements"
+    verdict = verify.verify("truststate", record["object_json"], VECTOR_POLICY)
+    assert (verdict.ok, verdict.stage, verdict.rule) == (
+        False,
+        "entitlements",
+        "entitlement.ca_only",
+    )
+    assert verdict.field == "truststate.typeclass"
