@@ -10,11 +10,14 @@ as Go's ``hex.DecodeString`` reads it (either case, even length, nothing else). 
 or key, bad hex, a signature that is not 64 bytes and a key that is not 32 bytes all mean "not
 valid"; the reference panics on the last (§6), we answer ``False``.
 
+A public key of small order (one of the eight points of the curve's torsion, in any encoding) is
+refused here, before any library sees it (§6, §20.12): anyone can make a signature that verifies
+for such a key (the identity key ``01 00…00`` takes the signature ``01 00…00 ‖ 0`` for every
+message), so it proves nothing.  The reference, OpenSSL and Go's standard library accept them.
+
 Verification runs on libsodium (PyNaCl), which is about twice as fast as OpenSSL here and agrees
 with ``cryptography`` on every vector.  The two differ on adversarial input only: libsodium also
-refuses small-order public keys and small-order ``R`` (for example the identity key ``01 00…00``
-with the signature ``01 00…00 ‖ 0``, which OpenSSL and the reference's Go code accept for every
-message).  Refusing a key that anyone can sign for is the strict choice of §6's REC.  Signing uses
+refuses small-order public keys (as we do anyway) and small-order ``R``.  Signing uses
 ``cryptography``; Ed25519 signing is deterministic, so the output matches the reference bit for bit.
 
 ECDSA (§20.8) is accepted only when a caller passes ``allow_ecdsa=True``: keys are SEC1 points in
@@ -56,6 +59,7 @@ __all__ = [
     "diagnose",
     "key_fingerprint",
     "message_digest",
+    "small_order",
     "verify",
     "verify_backend",
     "verify_digest",
@@ -76,6 +80,49 @@ def message_digest(text: str) -> bytes:
 def key_fingerprint(public_key_hex: str) -> str:
     """Lowercase hex SHA-256 of the key's hex *string*: node ID and fingerprint (§0.12, §17.2)."""
     return hashlib.sha256(utf8(public_key_hex)).hexdigest()
+
+
+# --- Keys of small order (§6, §20.12) ----------------------------------------------------------
+
+_P: Final = 2**255 - 19  # the field of Curve25519
+_D: Final = -121665 * pow(121666, -1, _P) % _P  # Ed25519: -x² + y² = 1 + d·x²·y²
+_SQRT_MINUS_ONE: Final = pow(2, (_P - 1) // 4, _P)
+_Y_MASK: Final = (1 << 255) - 1  # an encoding is y, little-endian, with the sign of x on top
+
+
+def _sqrt(value: int) -> int | None:
+    """A square root of ``value`` modulo p, if it has one (p ≡ 5 mod 8)."""
+    root = pow(value, (_P + 3) // 8, _P)
+    for candidate in (root, root * _SQRT_MINUS_ONE % _P):
+        if candidate * candidate % _P == value % _P:
+            return candidate
+    return None
+
+
+def _torsion_ys() -> frozenset[int]:
+    """The y coordinates of the eight points of order dividing 8.
+
+    Order 1 and 2: (0, 1) and (0, -1). Order 4: (±√-1, 0). Order 8: the points P whose double
+    has y = 0; with x² = -y² the curve equation gives d·y⁴ + 2y² - 1 = 0, so
+    y² = (-1 ± √(1 + d)) / d, of which one is a square: y = ±√ of it, x = ±√-1·y.
+    """
+    ys = {1, _P - 1, 0}
+    root = _sqrt(1 + _D)
+    assert root is not None  # d + 1 is a square on this curve
+    for sign in (1, -1):
+        y = _sqrt((sign * root - 1) * pow(_D, -1, _P) % _P)
+        if y is not None:
+            ys.update((y, _P - y))
+    return frozenset(ys)
+
+
+_TORSION_YS: Final = _torsion_ys()
+
+
+def small_order(public_key: bytes) -> bool:
+    """Whether a 32-byte Ed25519 key is a point of small order, in any encoding: either sign of
+    x, and a y written as itself or (for y < 19) as y + p."""
+    return (int.from_bytes(public_key, "little") & _Y_MASK) % _P in _TORSION_YS
 
 
 # --- Ed25519 verification backends -------------------------------------------------------------
@@ -121,7 +168,7 @@ def _ed25519_key(public_key_hex: str) -> bytes | None:
     key = _keys.get(public_key_hex)
     if key is None:
         key = unhex(public_key_hex)
-        if key is None or len(key) != PUBLIC_KEY_SIZE:
+        if key is None or len(key) != PUBLIC_KEY_SIZE or small_order(key):
             return None
         if len(_keys) >= _KEY_CACHE_SIZE:
             _keys.clear()
@@ -187,6 +234,8 @@ def _signature_problem(
         if allow_ecdsa and _ecdsa_keys(key):
             return "signature.invalid", f"not made by {key_field} (ECDSA, hex(r)-hex(s))"
         return "public_key.length", f"{len(key)} bytes, need {PUBLIC_KEY_SIZE}"
+    if small_order(key):
+        return "public_key.small_order", f"{key_field} has small order: anyone can sign for it"
     signature = unhex(signature_hex)
     if signature is None:
         return "signature.hex", f"not even-length hex: {_excerpt(signature_hex)}"

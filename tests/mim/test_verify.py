@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mim import canonical, entities, fingerprint, verify
+from mim import canonical, entities, fingerprint, signing, verify
 from mim import pow as mim_pow
 from mim.create import create, update
 from mim.errors import MalformedJSON, OutOfBounds, UpdateRefused
 from mim.inputs import Inputs
 from mim.signing import SigningKey
+from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
 from tests.vectors import section
 
 DIFFICULTY = 4
@@ -248,3 +249,51 @@ def test_ca_only_trust_types_fail_at_entitlements(case: str) -> None:
         "entitlement.ca_only",
     )
     assert verdict.field == "truststate.typeclass"
+
+
+def _forged(record_id: str) -> str:
+    """The vector object made over as if "signed" by the identity key: every signature it needs
+    is the forgery OpenSSL accepts for any message, every proof of work is real work, and the
+    fingerprint is made anew."""
+    record = VECTOR_ENTITIES[record_id]
+    obj = entities.parse(record["entity_type"], record["object_json"])
+    assert not isinstance(obj, entities.Address)
+    if isinstance(obj, entities.Key):
+        obj = dataclasses.replace(obj, key=IDENTITY_KEY)
+    else:
+        obj = dataclasses.replace(obj, owner_publickey=IDENTITY_KEY)
+    if record["is_update"]:
+        obj = dataclasses.replace(obj, update_signature="", update_proof_of_work="")
+        obj = dataclasses.replace(obj, fingerprint=fingerprint.compute(obj))
+        obj = dataclasses.replace(obj, update_signature=FORGED_SIGNATURE)
+        work = MINT(Inputs(obj).update_proof_of_work(), 6) + FORGED_SIGNATURE
+        obj = dataclasses.replace(obj, update_proof_of_work=work)
+    else:
+        obj = dataclasses.replace(obj, signature=FORGED_SIGNATURE, proof_of_work="")
+        work = MINT(Inputs(obj).proof_of_work(), 6) + FORGED_SIGNATURE
+        obj = dataclasses.replace(obj, proof_of_work=work)
+        obj = dataclasses.replace(obj, fingerprint=fingerprint.compute(obj))
+    return canonical.dumps(obj)
+
+
+@pytest.mark.parametrize("record_id", ["post-01", "key-01", "post-01-u1", "board-01-u1"])
+def test_objects_and_updates_by_a_key_of_small_order_are_refused(
+    record_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object or update whose every proof is "signed" by the identity key is refused at stage
+    signature (§20.12), also when signatures are checked by OpenSSL, which accepts each forgery."""
+    wire = _forged(record_id)
+    kind = VECTOR_ENTITIES[record_id]["entity_type"]
+    for backend in ("pynacl", "cryptography"):
+        if backend == "cryptography":
+            verify_with_openssl(monkeypatch)
+        verdict = verify.verify(kind, wire, VECTOR_POLICY)
+        assert (verdict.ok, verdict.stage, verdict.rule) == (
+            False,
+            "signature",
+            "public_key.small_order",
+        ), verdict.reason
+    # without the rule, the forgery passes: a key cache of its own keeps that from other tests
+    monkeypatch.setattr(signing, "_keys", {})
+    monkeypatch.setattr(signing, "small_order", lambda key: False)
+    assert verify.verify(kind, wire, VECTOR_POLICY).ok
