@@ -7,21 +7,24 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 
 from mim import (
     bounds,
+    caches,
     canonical,
     create,
     decoder,
     entities,
+    envelope,
     errors,
     fingerprint,
     inputs,
     kinds,
     nodes,
+    request,
     scanner,
     schema,
     signing,
     verify,
 )
-from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
+from mim import pages as pages  # the names of envelope, request and caches (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
     Address,
@@ -82,10 +85,12 @@ __all__ = [
     "Verdict",
     "Vote",
     "bounds",
+    "caches",
     "canonical",
     "create",
     "decoder",
     "entities",
+    "envelope",
     "errors",
     "fingerprint",
     "inputs",
@@ -94,6 +99,7 @@ __all__ = [
     "pages",
     "parse",
     "pow",
+    "request",
     "scanner",
     "schema",
     "signing",
