@@ -22,6 +22,7 @@ from mim import (
     scanner,
     schema,
     signing,
+    torsion,
     verify,
 )
 from mim import pages as pages  # the names of envelope, request and caches (§11)
@@ -103,5 +104,6 @@ __all__ = [
     "scanner",
     "schema",
     "signing",
+    "torsion",
     "verify",
 ]

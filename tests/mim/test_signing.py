@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mim import signing
+from mim import signing, torsion
 from mim.errors import BadSignature
 from mim.signing import EcdsaSigningKey, SigningKey
 from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
@@ -340,7 +340,7 @@ def _encodings_of_small_order() -> list[bytes]:
     """Every 32-byte encoding of a point of order dividing 8: each y (and y + p where that still
     fits in 255 bits), with either sign bit."""
     p = 2**255 - 19
-    ys = sorted(signing._TORSION_YS)
+    ys = sorted(torsion._TORSION_YS)
     ys += [y + p for y in ys if y + p < 2**255]
     return [(y | sign << 255).to_bytes(32, "little") for y in ys for sign in (0, 1)]
 
@@ -349,7 +349,7 @@ def test_small_order_is_libsodiums_torsion_in_every_encoding() -> None:
     """The keys found to be of small order are the eight torsion points in all their encodings,
     each of which libsodium also finds unfit; real keys are not of small order."""
     encodings = _encodings_of_small_order()
-    assert len(signing._TORSION_YS) == 5  # y = 1, -1, 0, and two for the four points of order 8
+    assert len(torsion._TORSION_YS) == 5  # y = 1, -1, 0, and two for the four points of order 8
     assert len(encodings) == 14
     for encoding in encodings:
         assert signing.small_order(encoding)
