@@ -51,8 +51,8 @@ from mim import canonical, create, pages
 from mim import pow as mim_pow
 from mim.entities import ApiResponse, Filter, Provable
 from mim.signing import SigningKey
+from relay.db import storing
 from relay.embedded import NatsServer, PostgresServer, free_port
-from services.store import persist
 
 MINT = mim_pow.local_minter(random.Random(3).randrange)
 AUTHOR = SigningKey.generate(bytes(range(1, 33)))
@@ -107,7 +107,7 @@ async def _seed_head(url: str, now: int) -> list[Provable]:
         )
         posts = _posts(board, thread, 300, now - 600)
         async with conn.transaction():
-            await persist.store_objects(conn, [key, board, thread, *posts], now - 60)
+            await storing.store_objects(conn, [key, board, thread, *posts], now - 60)
         return [board, thread, *posts]
     finally:
         await conn.close()

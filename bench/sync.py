@@ -57,11 +57,11 @@ from mim.entities import Provable
 from mim.signing import SigningKey
 from relay import RelayError
 from relay.bus import Layout
+from relay.db import identity
 from relay.embedded import NatsServer, PostgresServer, free_port
 from relay.publisher import Publisher
 from relay.settings import load
 from relay.submit import submit_many
-from services.gateway import identity
 
 MINT = mim_pow.local_minter(random.Random(11).randrange)
 AUTHOR = SigningKey.generate(bytes(range(2, 34)))
@@ -195,7 +195,7 @@ async def _sync(
     nc = await nats.connect(nats_url)
     client = Client(request_timeout=300.0, scheme="http", max_page_bytes=settings.max_page_bytes)
     try:
-        key = await identity.load_or_create(pool)
+        key = await identity.create(pool)
         syncer = Syncer(settings, client, pool, Layout(prefix), key, nc=nc)
         started = time.perf_counter()
         report = await syncer.sync(parse_remote(remote))

@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import State
 from starlette.types import Message, Receive, Scope, Send
 
-from services.gateway import caches, metrics
+from relay.caches import Tree
+from services.gateway import metrics
+from services.gateway.answers import refusal
 from services.gateway.settings import GatewaySettings
 
-__all__ = ["Edge", "Leases", "refusal", "route_of"]
+__all__ = ["Edge", "Leases", "route_of"]
 
 _MAIN_ROUTES: Final = {
     "v0/status": "status",
@@ -46,12 +47,6 @@ _GZIP_LEVEL: Final = 6
 _GZIP_MIN_BYTES: Final = 512  # what the FastAPI route compresses on the fly when no copy is kept
 _JSON: Final = (b"content-type", b"application/json")
 _GZIP_HEADERS: Final = ((b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding"))
-
-
-def refusal(status: int, field: str, rule: str, reason: str, **headers: str) -> JSONResponse:
-    """A 4xx answer whose body names the refused field and rule."""
-    body = {"error": {"field": field, "rule": rule, "reason": reason}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def route_of(method: str, path: str) -> str:
@@ -158,12 +153,12 @@ class Edge:
             settings.max_remotes, settings.remote_lease_seconds, settings.max_requests_per_remote
         )
         self._meter = _Meter()
-        self._tree: caches.Tree | None = None
+        self._tree: Tree | None = None
         self._files: dict[str, _Prebuilt] = {}
 
     @property
     def state(self) -> State:
-        """The FastAPI app's state (``state.gateway`` once its lifespan has started)."""
+        """The FastAPI app's state (``state.gateway`` is the running gateway)."""
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -215,8 +210,7 @@ class Edge:
                 self._leases.release(remote, time.monotonic())
 
     async def _cached(self, path: str, gzip_ok: bool, send: Send) -> None:
-        gw: Any = getattr(self.app.state, "gateway", None)
-        tree: caches.Tree = gw.tree if gw is not None else caches.Tree(0, {})
+        tree: Tree = self.app.state.gateway.tree
         if tree is not self._tree:
             self._tree, self._files = tree, {}
         key = path[1:]

@@ -2,9 +2,9 @@
 
 A request must say ``Content-Type: application/json``, decode as an ``ApiResponse`` and pass
 :func:`mim.pages.check_request`; its filters become a :class:`mim.pages.Query`. The sender's
-address is then recorded as first-party (§13.6). Answers that fit one page carry the objects
-inline; larger ones are written as a container under ``/v0/responses/post_<id>/`` and named in
-``results``.
+address is then reported first-party to the store (§13.6). Answers that fit one page carry the
+objects inline; larger ones are written as a container under ``/v0/responses/post_<id>/`` and
+named in ``results``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-import asyncpg
 from fastapi import Request, Response
 
-from mim import canonical, pages
+from mim import canonical, pages, paths
 from mim.entities import (
     PLURALS,
     Address,
@@ -32,11 +31,14 @@ from mim.entities import (
     entity_class,
 )
 from mim.errors import MimError
+from relay import RelayError
+from relay.db import addresses, objects
+from relay.db.objects import ParentColumn, StoredObject
+from relay.first_party import report
 from relay.logging import get_logger
 from services.gateway import metrics
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
+from services.gateway.answers import json_bytes, refusal, refused
+from services.gateway.state import Gateway
 
 __all__ = ["answer", "read_body"]
 
@@ -44,7 +46,12 @@ _log = get_logger(__name__)
 _SINGULAR: Final[dict[str, Kind]] = {plural: kind for kind, plural in PLURALS.items()}
 _RESPONSE_LIFE_SECONDS: Final = 60 * 60  # containers stay reachable for an hour (§11.7)
 _ADDRESS_ANSWER: Final = ((2, 80), (3, 10), (255, 10))  # node type, at most (§11.7)
-_COLUMNS: Final = "kind, body, last_referenced"
+# what an ``embed`` adds to an answer, and the column that links it to what it embeds into
+_CHILDREN: Final[dict[tuple[str, str], tuple[Kind, ParentColumn]]] = {
+    ("board", "threads"): ("thread", "board"),
+    ("thread", "posts"): ("post", "thread"),
+    ("post", "votes"): ("vote", "target"),
+}
 
 
 class BodyTooLarge(Exception):
@@ -69,8 +76,6 @@ def _refused(rule_family: str) -> None:
 
 async def answer(gw: Gateway, request: Request, what: str) -> Response:
     """Check the request, then answer a node, address or entity POST."""
-    from services.gateway.app import json_bytes, refusal  # noqa: PLC0415 - app imports us
-
     if request.headers.getlist("content-type")[:1] != ["application/json"]:
         _refused("content_type")
         return refusal(400, "content-type", "request.content_type", "need application/json")
@@ -88,7 +93,7 @@ async def answer(gw: Gateway, request: Request, what: str) -> Response:
         query = pages.parse_filters(page.filters, now=now, head_seconds=gw.head_seconds)
     except MimError as exc:
         _refused(exc.rule.split(".")[0])
-        return refusal(400, exc.field, exc.rule, exc.reason)
+        return refused(exc, 400)
     await _record_sender(gw, request, page, now)
     if what == "node":
         reply = pages.node_page(gw.base(now))
@@ -100,7 +105,7 @@ async def answer(gw: Gateway, request: Request, what: str) -> Response:
 
 
 async def _record_sender(gw: Gateway, request: Request, page: ApiResponse, now: int) -> None:
-    """Store the sender as a first-party address at the connection's IP (§11.4, §13.6)."""
+    """Report the sender as a first-party address at the connection's IP (§11.4, §13.6)."""
     host = request.client.host if request.client else ""
     try:
         ip = ipaddress.ip_address(host)
@@ -113,49 +118,30 @@ async def _record_sender(gw: Gateway, request: Request, page: ApiResponse, now: 
         location_type=6 if ip.version == 6 else 4,  # §10.3 location types
         type=pages.NODE_TYPE_LIVE,
     )
-    from services.store import repo  # noqa: PLC0415 - the store is optional at import time
-
     try:
-        await repo.upsert_first_party_address(gw.pool, address, now, last_ping=now)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        _log.warning("sender_not_recorded", error=repr(exc))
+        await report(gw.nc.jetstream(), gw.layout, address, last_ping=now)
+    except RelayError as exc:
+        _log.warning("sender_not_recorded", error=str(exc))
 
 
-async def _fetch(gw: Gateway, sql: str, *args: Any) -> list[tuple[int, Entity]]:
-    rows = await gw.pool.fetch(sql, *args)
-    return [
-        (r["last_referenced"], canonical.loads(entity_class(r["kind"]), r["body"])) for r in rows
-    ]
+def _decoded(rows: Sequence[StoredObject]) -> list[Entity]:
+    return [canonical.loads(entity_class(r.kind), r.body) for r in rows]
 
 
 async def _select(gw: Gateway, kind: Kind, query: pages.Query) -> list[Entity]:
     """The objects the query names, within the head; time ranges start at the last generation."""
     head_start = int(time.time()) - gw.head_seconds
     if query.fingerprints:
-        sql = (
-            f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
-            " AND fingerprint = ANY($2::text[]) AND last_referenced >= $3"
-            " ORDER BY last_referenced, fingerprint"
+        rows = await objects.with_fingerprints(
+            gw.pool, kind, query.fingerprints, referenced_since=head_start
         )
-        rows = await _fetch(gw, sql, kind, list(query.fingerprints), head_start)
     else:
         # The caches hold what was committed when they were read; an object stamped earlier but
         # committed later is in no cache, so the live tail reaches back over that gap.
         tail_start = gw.tree.generated_at - gw.settings.live_tail_overlap_seconds
         start = max(query.start, head_start, tail_start)
-        sql = (
-            f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
-            " AND last_referenced BETWEEN $2 AND $3 ORDER BY last_referenced, fingerprint"
-        )
-        rows = await _fetch(gw, sql, kind, start, query.end)
-    return [obj for _, obj in rows]
-
-
-_EMBED_SQL: Final = {
-    ("board", "threads"): ("thread", "board"),
-    ("thread", "posts"): ("post", "thread"),
-    ("post", "votes"): ("vote", "target"),
-}
+        rows = await objects.in_window(gw.pool, kind, start, query.end)
+    return _decoded(rows)
 
 
 async def _embedded(
@@ -165,23 +151,15 @@ async def _embedded(
     extra: list[Entity] = []
     fingerprints = [getattr(o, "fingerprint", "") for o in found]
     for embed in embeds:
-        link = _EMBED_SQL.get((kind, embed))
+        link = _CHILDREN.get((kind, embed))
         if link is None:
             continue
         child, column = link
-        sql = (
-            f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
-            f" AND {column} = ANY($2::text[]) ORDER BY last_referenced, fingerprint"
-        )
-        extra.extend(obj for _, obj in await _fetch(gw, sql, child, fingerprints))
+        extra.extend(_decoded(await objects.children(gw.pool, child, column, fingerprints)))
     if "keys" in embeds:
         # a Key is found by its public key: owners name keys by the key's hash, not its fingerprint
         public_keys = sorted({getattr(o, "owner_publickey", "") for o in [*found, *extra]} - {""})
-        sql = (
-            f"SELECT {_COLUMNS} FROM objects WHERE kind = 'key'"  # noqa: S608
-            " AND owner_publickey = ANY($1::text[]) ORDER BY fingerprint"
-        )
-        extra.extend(obj for _, obj in await _fetch(gw, sql, public_keys))
+        extra.extend(_decoded(await objects.keys_of(gw.pool, public_keys)))
     return extra
 
 
@@ -215,15 +193,16 @@ def _container(
         del gw.responses[old]
     container_base = replace(base, starts_from=query.start, ends_at=query.end)
     for rel, page in pages.cache_pages(kind, objects, container_base, post=True).items():
-        gw.responses[f"v0/responses/post_{rid}/{rel}"] = (expires, gw.signed(page))
-    return ResultCache(response_url=f"post_{rid}", starts_from=query.start, ends_at=query.end)
+        where = f"{paths.RESPONSES}/{paths.container_folder(rid)}/{rel}"
+        gw.responses[where] = (expires, gw.signed(page))
+    return ResultCache(
+        response_url=paths.container_folder(rid), starts_from=query.start, ends_at=query.end
+    )
 
 
 async def _addresses(gw: Gateway, query: pages.Query, now: int) -> ApiResponse:
     """Up to 100 recently pinged addresses, sanitised (§11.7)."""
-    from services.store import repo  # noqa: PLC0415
-
-    stored = await repo.list_addresses(gw.pool, limit=1000)
+    stored = await addresses.recent(gw.pool, limit=1000)
     recent = [
         canonical.loads(Address, a.body) for a in stored if query.start <= a.last_ping <= query.end
     ]

@@ -10,33 +10,18 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from relay.policy import PolicySettings
-from relay.settings import ServiceSettings
+from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
 
 __all__ = ["GatewaySettings"]
 
 
-class GatewaySettings(PolicySettings, ServiceSettings):
+class GatewaySettings(PolicySettings, NetworkSettings, PoolSettings, ServiceSettings):
     """What the public Mim API needs; service fields read ``MIM_GATEWAY_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_GATEWAY_")
 
     metrics_port: int = Field(
         9101, ge=0, le=65535, description="Port of `/metrics` and `/healthz` (0 picks a free one)."
-    )
-    host: str = Field("0.0.0.0", description="Address the Mim API listens on.")  # noqa: S104
-    port: int = Field(8090, ge=0, le=65535, description="Port of the Mim API (0 picks a free one).")
-    public_port: int = Field(
-        0,
-        ge=0,
-        le=65535,
-        description="Port announced in our address (0: the listening port).",
-    )
-    network_head_days: int = Field(
-        14,
-        ge=1,
-        le=28,
-        validation_alias="MIM_NETWORK_HEAD_DAYS",
-        description="Days of the network head that caches and POST answers cover.",
     )
     live_tail_overlap_seconds: int = Field(
         default=120,
@@ -46,13 +31,11 @@ class GatewaySettings(PolicySettings, ServiceSettings):
             " before it may commit after the caches were read, and must still be served."
         ),
     )
-    tls: bool = Field(
-        default=False,
-        validation_alias="MIM_TLS",
-        description="Serve HTTPS with a self-signed certificate kept in the data directory.",
-    )
     cache_interval_seconds: float = Field(
         300.0, gt=0, description="Pause between two regenerations of the GET caches."
+    )
+    cache_failures_unhealthy: int = Field(
+        3, ge=1, description="Cache generations failing in a row after which `/healthz` says 503."
     )
     max_body_bytes: int = Field(
         4 << 20, ge=1024, description="Largest request body accepted; larger ones get 413."
@@ -81,7 +64,6 @@ class GatewaySettings(PolicySettings, ServiceSettings):
     submit_retry_after_seconds: int = Field(
         5, ge=1, description="`Retry-After` sent when the ingest stream is full."
     )
-    pool_size: int = Field(4, ge=1, description="Connections in the PostgreSQL pool.")
     gzip_min_bytes: int = Field(
         512, ge=0, description="Smallest answer gzip-compressed for clients that accept gzip."
     )

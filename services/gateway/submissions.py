@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -34,13 +34,12 @@ from mim.entities import Entity, entity_class
 from mim.errors import MimError, OutOfBounds
 from mim.verify import Policy, Verdict, verify_entity
 from relay import BusError, BusUnavailable
+from relay.db import objects
 from relay.submit import IngestFull, dedupe_id, submit
 from services.gateway import metrics
+from services.gateway.answers import ErrorBody, refusal, refused
 from services.gateway.settings import GatewaySettings
-from services.store import repo
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
+from services.gateway.state import Gateway
 
 __all__ = [
     "INLINE_VERIFY_MAX",
@@ -106,21 +105,6 @@ class StoredObjectAnswer(BaseModel):
     object: dict[str, Any] = Field(description="The stored object, in its canonical JSON.")
 
 
-class ErrorDetail(BaseModel):
-    field: str
-    rule: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-def _error(status: int, field: str, rule: str, reason: str, **headers: str) -> JSONResponse:
-    body = {"error": {"field": field, "rule": rule, "reason": reason}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
-
-
 def _judge(batch: Sequence[tuple[SubmitItem, Entity]], policy: Policy) -> list[Verdict]:
     # an accepted verdict carries the object's canonical bytes, which are what gets queued: a
     # validator decodes them back to this very object, so it reaches this verdict too
@@ -138,7 +122,7 @@ def _decode(batch: Sequence[SubmitItem]) -> list[tuple[SubmitItem, Entity]] | JS
         try:
             obj = canonical.loads(entity_class(item.kind), json.dumps(item.object))
         except MimError as exc:
-            return _error(400, f"[{n}].{exc.field}", exc.rule, exc.reason)
+            return refused(exc, 400, field=f"[{n}].{exc.field}")
         decoded.append((item, obj))
     return decoded
 
@@ -163,24 +147,23 @@ async def _queue(
         if not verdict.ok:
             metrics.SUBMITTED.labels("rejected").inc()
             continue
-        assert gw.nc is not None  # the app's lifespan connected it
         raw = verdict.canonical
         try:
             ack = await submit(gw.nc.jetstream(), gw.layout, item.kind, raw, source="local")
         except IngestFull as exc:
             metrics.SUBMITTED.labels("full").inc()
             retry = str(settings.submit_retry_after_seconds)
-            return _error(429, "ingest", "submit.full", str(exc), **{"Retry-After": retry})
+            return refusal(429, "ingest", "submit.full", str(exc), **{"Retry-After": retry})
         except (BusUnavailable, BusError) as exc:
             metrics.SUBMITTED.labels("unavailable").inc()
-            return _error(503, "ingest", "submit.unavailable", str(exc))
+            return refusal(503, "ingest", "submit.unavailable", str(exc))
         metrics.SUBMITTED.labels("duplicate" if ack.duplicate else "queued").inc()
         receipt.id = dedupe_id(item.kind, raw)
         receipt.duplicate = bool(ack.duplicate)
     return receipts
 
 
-def _stored_answer(stored: repo.StoredObject) -> Response:
+def _stored_answer(stored: objects.StoredObject) -> Response:
     # the stored bytes go out as they are: the canonical encoding, not a re-serialisation
     head = json.dumps(
         {"kind": stored.kind, "fingerprint": stored.fingerprint, "last_update": stored.last_update}
@@ -211,7 +194,7 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
     ) -> SubmitResult | JSONResponse:
         batch = items if isinstance(items, list) else [items]
         if len(batch) > settings.submit_max_objects:
-            return _error(
+            return refusal(
                 413, "body", "submit.count", f"over {settings.submit_max_objects} objects"
             )
         decoded = _decode(batch)
@@ -247,9 +230,9 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
             raise OutOfBounds(
                 "fingerprint", "FINGERPRINT_MAX", f"{size} bytes is over {bounds.FINGERPRINT_MAX}"
             )
-        stored = await repo.get(request.app.state.gateway.pool, kind, fingerprint)
+        stored = await objects.get(request.app.state.gateway.pool, kind, fingerprint)
         if stored is None:
-            return _error(
+            return refusal(
                 404, "fingerprint", "object.not_stored", f"no stored {kind} {fingerprint}"
             )
         return _stored_answer(stored)

@@ -1,12 +1,18 @@
-"""``python -m services.store``: apply migrations, then store accepted objects until SIGTERM."""
+"""``python -m services.store``: migrate, then store accepted objects until SIGTERM.
+
+Beside the writer, every replica answers the operator's block-list requests (one replica of the
+queue group takes each) and runs retention every ``collect_interval_seconds``.
+"""
 
 from __future__ import annotations
 
 from typing import cast
 
-from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.bus import Layout, StreamLimits, ensure_blocklist, ensure_streams
+from relay.db.schema import migrate
 from relay.runner import Context, run_service
-from services.store.migrate import migrate
+from services.store import retention
+from services.store.blocks import Keeper
 from services.store.settings import StoreSettings
 from services.store.writer import Writer
 
@@ -21,6 +27,8 @@ async def main(ctx: Context) -> None:
     js = nc.jetstream()
     layout = Layout.from_settings(settings)
     await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+    keeper = Keeper(pool, await ensure_blocklist(js, layout))
+    await nc.subscribe(layout.blocks_subject, queue=layout.store_queue_group, cb=keeper.answer)
     writer = Writer(
         nc,
         pool,
@@ -32,6 +40,7 @@ async def main(ctx: Context) -> None:
         retry_max=settings.retry_max_seconds,
     )
     ctx.mark_ready()
+    ctx.spawn(retention.run(ctx, pool, settings), name="retention")
     try:
         await writer.run(ctx.stop)
     finally:

@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "ADDRESSES",
     "BATCH_SIZE",
+    "COLLECTED",
     "DB_ERRORS",
     "OBJECTS",
     "OUTCOMES",
@@ -46,4 +47,7 @@ DB_ERRORS: Final = Counter(
 PENDING: Final = Gauge(
     "mim_store_consumer_pending",
     "Messages on the accepted stream not yet delivered to or acknowledged by the store.",
+)
+COLLECTED: Final = Counter(
+    "mim_store_collected_total", "Objects removed by retention (§20.6), by kind.", ["kind"]
 )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from relay.settings import ServiceSettings
+from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
 
 __all__ = ["StoreSettings"]
 
 
-class StoreSettings(ServiceSettings):
+class StoreSettings(NetworkSettings, PoolSettings, ServiceSettings):
     """What one store replica needs; every field reads ``MIM_STORE_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_STORE_")
@@ -33,4 +33,6 @@ class StoreSettings(ServiceSettings):
     retry_max_seconds: float = Field(
         5.0, gt=0, description="Longest pause between two tries after database errors."
     )
-    pool_size: int = Field(4, ge=1, description="Connections in the PostgreSQL pool.")
+    collect_interval_seconds: float = Field(
+        3600.0, gt=0, description="Pause between two retention runs (§20.6)."
+    )

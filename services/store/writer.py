@@ -13,7 +13,9 @@ Message format (published by the validator): body = canonical JSON of one object
 ``Mim-Kind`` = its kind (the subject's last token is the fallback). The body is stored as it
 came: the validator encoded it, and encoding it again would only cost time. The accepted stream
 is trusted as far as that, as it is for the checks it stands for. An address whose
-``Mim-Source`` header is ``first-party`` was heard from the node itself (§13.6).
+``Mim-Source`` header is ``first-party`` was heard from the node itself (§13.6): the gateway and
+the syncer send those in like any object (:mod:`relay.first_party`), and the validator passes on
+the times of the last ping and sync in headers.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from nats.aio.msg import Msg
 from mim import MimError, parse
 from mim.entities import Address, Provable
 from relay import logging as relay_logging
-from relay.bus import HEADER_KIND, HEADER_SOURCE, KINDS, Layout
+from relay.bus import HEADER_KIND, KINDS, Layout
+from relay.db import Conn, addresses, storing
+from relay.first_party import sighting
 from relay.puller import Puller
-from services.store import metrics, persist
+from relay.runner import sleep
+from services.store import metrics
 
-__all__ = ["FIRST_PARTY", "BatchResult", "Writer"]
-
-#: ``Mim-Source`` value of an address heard from the node itself.
-FIRST_PARTY: Final = "first-party"
+__all__ = ["BatchResult", "Writer"]
 
 # Failures after which the database may answer again: lost or refused connections, a server
 # shutting down, a statement cut off. Anything else is a bug or bad data, not a reason to wait.
@@ -54,6 +56,8 @@ _TRANSIENT: Final = (
     asyncpg.InsufficientResourcesError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # a connection whose server died under it: PostgreSQL said so (FATAL) before the socket closed
+    asyncpg.InternalClientError,
 )
 
 _log = relay_logging.get_logger(__name__)
@@ -101,7 +105,6 @@ class Writer:
         self._retry_max = retry_max
         self._clock = clock
         self.handled = 0
-        self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished first."""
@@ -109,7 +112,6 @@ class Writer:
         puller = Puller(self._nc, layout.accepted_stream, layout.store_consumer,
                         batch=self._batch_size)  # fmt: skip
         await puller.start()
-        self.ready = True
         delay = self._retry_min
         try:
             while not stop.is_set():
@@ -125,12 +127,11 @@ class Writer:
                         "batch_write_failed", error=repr(exc), size=len(msgs), retry_s=delay
                     )
                     await _settle(msgs, functools.partial(Msg.nak, delay=delay))
-                    await _sleep_or_stop(stop, delay)
+                    await sleep(stop, delay)
                     delay = min(delay * 2, self._retry_max)
                     continue
                 delay = self._retry_min
         finally:
-            self.ready = False
             await puller.close()
 
     async def _update_pending(self) -> None:
@@ -160,7 +161,7 @@ class Writer:
             provable = [i for i in items if not isinstance(i.entity, Address)]
             provables = [cast(Provable, i.entity) for i in provable]
             bodies = [_text(i.msg.data) for i in provable]
-            outcomes = await persist.store_objects(conn, provables, now, bodies)
+            outcomes = await storing.store_objects(conn, provables, now, bodies)
             addresses = await self._store_addresses(conn, items, now)
         metrics.WRITE_DURATION.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
@@ -176,22 +177,23 @@ class Writer:
         return result
 
     async def _store_addresses(
-        self, conn: persist.Conn, items: list[_Item], now: int
-    ) -> list[tuple[str, persist.AddressOutcome]]:
-        done: list[tuple[str, persist.AddressOutcome]] = []
+        self, conn: Conn, items: list[_Item], now: int
+    ) -> list[tuple[str, addresses.AddressOutcome]]:
+        done: list[tuple[str, addresses.AddressOutcome]] = []
         for item in items:
             if not isinstance(item.entity, Address):
                 continue
-            if (item.msg.headers or {}).get(HEADER_SOURCE) == FIRST_PARTY:
-                written = await persist.store_first_party_address(
-                    conn, item.entity, now, last_ping=now
+            seen = sighting(item.msg.headers)
+            if seen is not None:
+                written = await addresses.store_first_party(
+                    conn, item.entity, now, last_ping=seen.last_ping, last_sync=seen.last_sync
                 )
                 done.append(("first_party", written))
             else:
-                written = await persist.store_third_party_address(conn, item.entity, now)
+                written = await addresses.store_third_party(conn, item.entity, now)
                 done.append(("third_party", written))
         if done:
-            await persist.prune_addresses(conn, self._address_max)
+            await addresses.prune(conn, self._address_max)
         return done
 
 
@@ -232,10 +234,3 @@ def _text(data: bytes) -> str | None:
         return data.decode()
     except UnicodeDecodeError:
         return None  # not ours: let the store encode the entity itself
-
-
-async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=delay)
-    except TimeoutError:
-        return

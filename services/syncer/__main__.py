@@ -1,29 +1,27 @@
-"""``python -m services.syncer``: the neighbour loop, the network scan and the retention collector.
+"""``python -m services.syncer``: the neighbour loop, the network scan, and syncs on request.
 
-Opens NATS, the pool, one HTTP client pool for syncs and one for pings, loads the node key (made
-by the gateway if it did not exist yet), then runs until SIGTERM: the scheduler
-(:mod:`services.syncer.peers`, with the bootstrap check of :mod:`services.syncer.bootstrap`), the
-network scan (:mod:`services.syncer.scan`) every ``scan_interval_seconds``, and the collector,
-which forgets objects last referenced before ``MIM_NETWORK_MEMORY_DAYS`` (never inside the network
-head) every ``collect_interval_seconds``. Request proofs of work go to the miners, or to the
-service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
+Opens NATS, the pool, one HTTP client pool for syncs and one for pings, waits for the node key
+(made by the gateway), then runs until SIGTERM: the scheduler (:mod:`services.syncer.peers`, with
+the bootstrap check of :mod:`services.syncer.bootstrap`), the network scan
+(:mod:`services.syncer.scan`) every ``scan_interval_seconds``, and the operator's "sync this
+remote now" requests (:mod:`services.syncer.requests`). Request proofs of work go to the miners,
+or to the service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import cast
 
 import asyncpg
 
 from mim import pages
 from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.cpu import CpuPool
+from relay.db import addresses, identity
+from relay.first_party import Reporter
 from relay.publisher import Publisher
-from relay.runner import Context, CpuPool, run_service
-from services.gateway import identity
-from services.store import repo
-from services.syncer import metrics
+from relay.runner import Context, run_service
+from services.syncer import metrics, requests
 from services.syncer.bootstrap import Bootstrap
 from services.syncer.client import Client
 from services.syncer.peers import (
@@ -38,7 +36,7 @@ from services.syncer.scan import Pinger, Scanner
 from services.syncer.settings import SyncerSettings
 from services.syncer.sync import Syncer
 
-__all__ = ["collect_once", "known_remotes", "main", "make_client"]
+__all__ = ["known_remotes", "main", "make_client"]
 
 
 def make_client(settings: SyncerSettings, *, for_pings: bool = False) -> Client:
@@ -59,7 +57,7 @@ def make_client(settings: SyncerSettings, *, for_pings: bool = False) -> Client:
 
 async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Remote]:
     """Stored addresses we could dial, newest ping or sync first; refreshes the peers gauge."""
-    stored = await repo.list_addresses(pool, limit=settings.address_read_max)
+    stored = await addresses.recent(pool, limit=settings.address_read_max)
     by_type: dict[str, int] = {}
     remotes: list[Remote] = []
     for row in stored:
@@ -73,31 +71,8 @@ async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Re
     return remotes
 
 
-async def collect_once(pool: asyncpg.Pool, settings: SyncerSettings) -> dict[str, int]:
-    """One retention run (§20.6); counts what it removed."""
-    removed = await repo.collect(
-        pool, int(time.time()), settings.network_memory_days, settings.network_head_days
-    )
-    for kind, count in removed.items():
-        metrics.COLLECTED.labels(kind).inc(count)
-    return removed
-
-
-async def _collector(ctx: Context, pool: asyncpg.Pool, settings: SyncerSettings) -> None:
-    while not ctx.stop.is_set():
-        try:
-            removed = await collect_once(pool, settings)
-            ctx.log.info("retention_collected", removed=sum(removed.values()), **removed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            ctx.log.warning("retention_failed", error=repr(exc))
-        try:
-            await asyncio.wait_for(ctx.stop.wait(), settings.collect_interval_seconds)
-        except TimeoutError:
-            continue
-
-
 async def main(ctx: Context) -> None:
-    """Run the scheduler, the network scan and the collector until ``ctx.stop`` is set."""
+    """Run the scheduler, the network scan and sync requests until ``ctx.stop`` is set."""
     settings = cast(SyncerSettings, ctx.settings)
     bootstrap = parse_bootstrap(settings.bootstrap)
     pool = await ctx.pool(min_size=1, max_size=settings.pool_size)
@@ -105,7 +80,9 @@ async def main(ctx: Context) -> None:
     js = nc.jetstream()
     layout = Layout.from_settings(settings)
     await ensure_streams(js, layout, StreamLimits.from_settings(settings))
-    key = await identity.load_or_create(pool)
+    key = await identity.wait(
+        pool, attempts=settings.connect_attempts, delay=settings.connect_retry_seconds
+    )
     node_id = pages.node_id(key.public_hex)
     client = make_client(settings)
     ctx.stack.push_async_callback(client.aclose)
@@ -113,7 +90,7 @@ async def main(ctx: Context) -> None:
     ctx.stack.push_async_callback(ping_client.aclose)
     cpu = ctx.processes(CpuPool(settings.process_workers))
     syncer = Syncer(settings, client, pool, layout, key, nc=nc, cpu=cpu)
-    pinger = Pinger(ping_client, pool, node_id)
+    pinger = Pinger(ping_client, Reporter(js, layout), node_id)
     scanner = Scanner(
         pinger,
         pool,
@@ -164,8 +141,8 @@ async def main(ctx: Context) -> None:
                  last_bootstrap=await bootstrapper.last(),
                  ca_nodes=[str(r) for r in scheduler.ca_nodes],
                  max_concurrent=settings.max_concurrent_syncs)  # fmt: skip
+    await requests.serve(ctx, nc, layout, syncer.sync)
     ctx.mark_ready()
-    ctx.spawn(_collector(ctx, pool, settings), name="collector")
     ctx.spawn(scanner.run(ctx.stop), name="network-scan")
     await scheduler.run(ctx.stop, settings.tick_seconds)
 

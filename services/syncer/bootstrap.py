@@ -7,7 +7,7 @@ remote itself counts when it declares type 3 or 254), the addresses found (at mo
 ingest stream like any address a remote gives us, so they are stored third-party, and each is
 pinged; those that answer are stored first-party and returned. The scheduler syncs each of them
 (which excludes it for its rest window) and calls :meth:`Bootstrap.done`: when at least one sync
-succeeded the time is written to ``node_state`` (``syncer.last_bootstrap``), so a restarted syncer
+succeeded the time is written to ``syncer_state`` (``syncer.last_bootstrap``), so a restarted syncer
 remembers it; otherwise the check waits ``bootstrap_retry_seconds`` before trying again.
 """
 
@@ -24,18 +24,17 @@ from mim import canonical
 from mim.entities import Address
 from relay import RelayError
 from relay.bus import Layout
+from relay.db import cursors
 from relay.logging import get_logger
 from relay.publisher import Publisher
 from relay.submit import submit_many
-from services.store import repo
 from services.syncer.check import Broken, decode, placed_at
 from services.syncer.client import Client, FetchError
 from services.syncer.peers import Remote, remote_of
 from services.syncer.scan import Pinger
 
-__all__ = ["BOOTSTRAPPER_TYPES", "MAX_BOOTSTRAPPERS", "STATE_KEY", "Bootstrap"]
+__all__ = ["BOOTSTRAPPER_TYPES", "MAX_BOOTSTRAPPERS", "Bootstrap"]
 
-STATE_KEY: Final = "syncer.last_bootstrap"
 BOOTSTRAPPER_TYPES: Final = frozenset({3, 254})  # live and static bootstrappers (§10.3)
 MAX_BOOTSTRAPPERS: Final = 99  # the reference's bound on one answer (§13.3)
 
@@ -79,7 +78,7 @@ class Bootstrap:
     async def last(self) -> int:
         """Unix time of the last successful bootstrap (0: never)."""
         if self._last is None:
-            value = await repo.get_state(self._pool, STATE_KEY)
+            value = await cursors.get_state(self._pool, cursors.LAST_BOOTSTRAP)
             self._last = int(value) if value and value.isdigit() else 0
         return self._last
 
@@ -125,7 +124,7 @@ class Bootstrap:
         now = int(time.time())
         self._last = now  # in this process at least, even if the store cannot keep it
         try:
-            await repo.set_state(self._pool, STATE_KEY, str(now))
+            await cursors.set_state(self._pool, cursors.LAST_BOOTSTRAP, str(now))
         except _DB_ERRORS as exc:
             _log.warning("bootstrap_state_not_saved", error=repr(exc))
         _log.info("bootstrap_finished", synced=synced)

@@ -4,8 +4,7 @@ Both the sync and the network scan read a remote's signed node page and, when it
 the address the remote gives of itself at the place we dialled, first-party. This module holds that
 once: :func:`decode` (a page, verified, from the expected key), :func:`node_page` (one node page
 request, protocol 1.0 required), :func:`answered` (a remote that answered, recorded with its last
-ping) and :func:`record` (the first-party write, through the store's
-``upsert_first_party_address``).
+ping) and :func:`record` (the first-party report, which the store writes).
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-import asyncpg
-
 from mim import canonical, pages
 from mim.entities import Address, ApiResponse
 from mim.errors import MimError
 from relay import RelayError
-from services.store import repo
+from relay.first_party import Reporter
 from services.syncer.peers import STATIC_TYPES, Remote
 
 __all__ = [
@@ -109,7 +106,7 @@ def placed_at(address: Address, remote: Remote) -> Address:
 
 
 async def answered(
-    pool: asyncpg.Pool, remote: Remote, said: Address, *, static: bool, page_time: int
+    reporter: Reporter, remote: Remote, said: Address, *, static: bool, page_time: int
 ) -> Address:
     """Record that ``remote`` answered; what it ``said`` of itself, as :func:`own_address` fills it.
 
@@ -118,22 +115,23 @@ async def answered(
     """
     address = own_address(said, static=static)
     seen = page_time if static else int(time.time())
-    await record(pool, remote, address, last_ping=seen)
+    await record(reporter, remote, address, last_ping=seen)
     return address
 
 
 async def record(
-    pool: asyncpg.Pool,
+    reporter: Reporter,
     remote: Remote,
     address: Address,
     *,
     last_ping: int = 0,
     last_sync: int = 0,
 ) -> None:
-    """Store ``address`` first-party, at the place we dialled (§13.4 step 3, §13.6)."""
+    """Report ``address`` first-party, at the place we dialled (§13.4 step 3, §13.6).
+
+    Raises what :func:`relay.first_party.report` raises when the bus does not take it.
+    """
     stored = replace(
         placed_at(address, remote), location_type=remote.location_type, entity_version=1
     )
-    await repo.upsert_first_party_address(
-        pool, stored, int(time.time()), last_ping=last_ping, last_sync=last_sync
-    )
+    await reporter(stored, last_ping=last_ping, last_sync=last_sync)

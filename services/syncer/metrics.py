@@ -7,7 +7,6 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "BYTES_FETCHED",
     "CACHES_SKIPPED",
-    "COLLECTED",
     "EXCLUSIONS",
     "LAST_SCAN",
     "OBJECTS_PULLED",
@@ -66,9 +65,6 @@ REMOTE_LAG_SECONDS = Histogram(
     "mim_syncer_remote_lag_seconds",
     "After a sync, how far the remote's newest page time is behind the remote's clock now.",
     buckets=(1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 7 * 86400),
-)
-COLLECTED = Counter(
-    "mim_syncer_collected_total", "Objects removed by retention, by kind.", ["kind"]
 )
 PURGATORY = Counter(
     "mim_syncer_purgatory_objects_total",

@@ -27,8 +27,9 @@ from typing import Final, Protocol
 
 from mim import canonical
 from mim.entities import Address
+from relay.db.addresses import StoredAddress
 from relay.logging import get_logger
-from services.store.repo import StoredAddress
+from relay.runner import sleep
 from services.syncer import metrics
 
 __all__ = [
@@ -372,8 +373,4 @@ class Scheduler:
         while not stop.is_set():
             started = self._clock()
             await self.tick()
-            wait = max(0.0, tick_seconds - (self._clock() - started))
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-            except TimeoutError:
-                continue
+            await sleep(stop, max(0.0, tick_seconds - (self._clock() - started)))

@@ -1,6 +1,6 @@
 """Purgatory: what a sync brings from beyond our event horizon waits for a newer descendant (§13.5).
 
-Our event horizon is the collector's cutoff, ``now - max(MIM_NETWORK_MEMORY_DAYS,
+Our event horizon is retention's cutoff (the store's), ``now - max(MIM_NETWORK_MEMORY_DAYS,
 MIM_NETWORK_HEAD_DAYS)`` (§15, §20.6): retention forgets what was last referenced before it, and
 without purgatory the next sync would pull it straight back. During one sync, every object whose
 last-modified time (the later of ``creation`` and ``last_update``) is before the horizon is held;

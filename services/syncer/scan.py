@@ -24,9 +24,13 @@ from typing import Any, Final
 
 import asyncpg
 
+from mim import paths
 from mim.entities import Address
+from relay import RelayError
+from relay.db import addresses
+from relay.first_party import Reporter
 from relay.logging import get_logger
-from services.store import repo
+from relay.runner import sleep
 from services.syncer import check, metrics
 from services.syncer.check import SyncFailed
 from services.syncer.client import Client, FetchError
@@ -34,7 +38,6 @@ from services.syncer.peers import Remote, stored_remote
 
 __all__ = ["Ping", "Pinger", "ScanReport", "Scanner"]
 
-_PING_PATH: Final = "v0/ping/node"
 _FALLBACK_STATUS: Final = frozenset({204, 404})  # older nodes (§11.3); static files
 
 _log = get_logger(__name__)
@@ -56,9 +59,9 @@ class Ping:
 class Pinger:
     """Pings remotes and records those that answer, first-party."""
 
-    def __init__(self, client: Client, pool: asyncpg.Pool, node_id: str) -> None:
+    def __init__(self, client: Client, reporter: Reporter, node_id: str) -> None:
         self._client = client
-        self._pool = pool
+        self._reporter = reporter
         self._node_id = node_id
 
     async def ping(self, remote: Remote) -> Ping:
@@ -67,19 +70,21 @@ class Pinger:
         async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
             status, data = await self._client.request(remote, method, path, body=body, page="ping")
             if status in _FALLBACK_STATUS:
-                return await self._client.request(remote, method, "v0/node", page="node")
+                return await self._client.request(remote, method, paths.NODE, page="node")
             return status, data
 
         try:
-            page = await check.node_page(request, "GET", _PING_PATH, None, own_id=self._node_id)
+            page = await check.node_page(
+                request, "GET", paths.PING_NODE, None, own_id=self._node_id
+            )
         except (SyncFailed, FetchError) as exc:
             return self._done(Ping(remote, exc.reason))
         static = check.is_static(remote, page)
         try:
             address = await check.answered(
-                self._pool, remote, page.address, static=static, page_time=page.timestamp
+                self._reporter, remote, page.address, static=static, page_time=page.timestamp
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except RelayError as exc:
             _log.warning("ping_not_recorded", peer=str(remote), error=repr(exc))
             return self._done(Ping(remote, "store"))
         answered = replace(remote, static=static, node_type=address.type)
@@ -175,7 +180,7 @@ class Scanner:
     async def _due(self, report: ScanReport) -> list[Remote]:
         now, mono = int(time.time()), self._clock()
         self._attempts = {k: t for k, t in self._attempts.items() if mono - t < self._skip}
-        stored = await repo.list_addresses(self._pool, limit=self._table_max)
+        stored = await addresses.recent(self._pool, limit=self._table_max)
         report.addresses = len(stored)
         due: list[Remote] = []
         for row in stored:
@@ -214,8 +219,5 @@ class Scanner:
                 await self.scan_if_stale()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("network_scan_failed", error=repr(exc))
-            wait = self.due_in() or 1.0  # 0: a scout's scan is running; look again shortly
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-            except TimeoutError:
-                continue
+            # 0: a scout's scan is running; look again shortly
+            await sleep(stop, self.due_in() or 1.0)

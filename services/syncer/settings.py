@@ -1,7 +1,7 @@
 """Settings of the syncer (``MIM_SYNCER_*`` plus the node-wide ``MIM_*``).
 
 Defaults are the reference's (PROTOCOL.md §13.1, §13.2, §16) except where §20 says we do better:
-several remotes are synced at once (``max_concurrent_syncs``), and retention runs (§20.6).
+several remotes are synced at once (``max_concurrent_syncs``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
 from mim.pages import REQUEST_MIN_POW
-from relay.settings import ServiceSettings
+from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
 from services.syncer.peers import parse_bootstrap
 
 
@@ -26,7 +26,7 @@ Remotes = Annotated[str, AfterValidator(_remotes)]
 __all__ = ["SyncerSettings"]
 
 
-class SyncerSettings(ServiceSettings):
+class SyncerSettings(NetworkSettings, PoolSettings, ServiceSettings):
     """What the syncer needs; service fields read ``MIM_SYNCER_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_SYNCER_")
@@ -41,9 +41,6 @@ class SyncerSettings(ServiceSettings):
             "Comma-separated `host:port` remotes to start from (IPv4, `[v6]:port`, names);"
             " also asked for `/v0/bootstrappers` (§13.3)."
         ),
-    )
-    public_port: int = Field(
-        8090, ge=1, le=65535, description="Port of our gateway, announced in our POST requests."
     )
     scheme: str = Field(
         "auto",
@@ -160,19 +157,6 @@ class SyncerSettings(ServiceSettings):
         default=False,
         description="Keep loopback and unspecified addresses learned from remotes (§13.6).",
     )
-    network_memory_days: int = Field(
-        180,
-        ge=1,
-        validation_alias="MIM_NETWORK_MEMORY_DAYS",
-        description="Objects last referenced longer ago than this are forgotten (§20.6).",
-    )
-    network_head_days: int = Field(
-        14,
-        ge=1,
-        le=28,
-        validation_alias="MIM_NETWORK_HEAD_DAYS",
-        description="Days of the network head; retention never reaches into it.",
-    )
     purgatory_max_held: int = Field(
         10_000,
         ge=0,
@@ -181,7 +165,3 @@ class SyncerSettings(ServiceSettings):
             " descendants (§13.5); more are dropped."
         ),
     )
-    collect_interval_seconds: float = Field(
-        3600.0, gt=0, description="Pause between two retention runs."
-    )
-    pool_size: int = Field(4, ge=1, description="Connections in the PostgreSQL pool.")

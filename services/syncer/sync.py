@@ -32,16 +32,17 @@ from typing import Any, Final
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from mim import canonical, pages
+from mim import canonical, pages, paths
 from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
 from mim.signing import SigningKey
 from relay import RelayError, mining
 from relay.bus import Layout
+from relay.cpu import CpuPool
+from relay.db import cursors, objects, retention
+from relay.first_party import Reporter
 from relay.logging import get_logger
 from relay.publisher import Publisher
-from relay.runner import CpuPool
 from relay.submit import submit_many
-from services.store import repo
 from services.syncer import check, metrics
 from services.syncer.check import Broken, SyncFailed, decode
 from services.syncer.client import Client, FetchError, Tally
@@ -138,6 +139,7 @@ class Syncer:
         self.key = key
         self.nc = nc
         self._publisher = Publisher(nc, timeout=_PUBLISH_TIMEOUT_SECONDS) if nc else None
+        self._reporter = Reporter(nc.jetstream(), layout) if nc else None
         # without a miner, request PoW is searched in a worker process when we have a pool
         self._local_pow = mining.in_pool(cpu) if cpu is not None else None
         self.node_id = pages.node_id(key.public_hex)
@@ -147,7 +149,7 @@ class Syncer:
     async def sync(self, remote: Remote, progress: Progress | None = None) -> Report:
         """Sync with ``remote`` once; never raises for what the remote does."""
         report = Report(remote=str(remote))
-        horizon = repo.memory_cutoff(
+        horizon = retention.memory_cutoff(
             int(time.time()), self.settings.network_memory_days, self.settings.network_head_days
         )
         purgatory = Purgatory(horizon, max_held=self.settings.purgatory_max_held)
@@ -163,7 +165,7 @@ class Syncer:
                 step(endpoint)
                 await self._endpoint(run, endpoint)
             await self._settle(run)
-            await check.record(self.pool, run.remote, run.address, last_sync=int(time.time()))
+            await self._record(run, last_sync=int(time.time()))
             report.ok = True
         except (SyncFailed, FetchError) as exc:
             report.reason = exc.reason
@@ -194,7 +196,7 @@ class Syncer:
     # ------------------------------------------------------------------ check (§13.4 step 2)
 
     async def _check(self, run: _Run) -> None:
-        status, _ = await self._request(run, "GET", "v0/status", "status")
+        status, _ = await self._request(run, "GET", paths.STATUS, "status")
         if not 200 <= status < 300:
             raise SyncFailed("status", f"GET /v0/status answered {status}")
         node = await self._node_page(run, "GET", None)
@@ -207,16 +209,27 @@ class Syncer:
             if answer.node_public_key != node.node_public_key:
                 raise SyncFailed("node_key", "the POST answer is signed by another key")
             own = answer.address
-        run.address = await check.answered(
-            self.pool, run.remote, own, static=run.static, page_time=node.timestamp
-        )
+        run.address = check.own_address(own, static=run.static)
+        seen = node.timestamp if run.static else int(time.time())
+        await self._record(run, last_ping=seen)
         run.report.node_type = run.address.type
+
+    async def _record(self, run: _Run, *, last_ping: int = 0, last_sync: int = 0) -> None:
+        """Report the remote first-party; a report the bus does not take is logged, not fatal."""
+        if self._reporter is None:
+            return
+        try:
+            await check.record(
+                self._reporter, run.remote, run.address, last_ping=last_ping, last_sync=last_sync
+            )
+        except RelayError as exc:
+            _log.warning("peer_not_recorded", peer=str(run.remote), error=str(exc))
 
     async def _node_page(self, run: _Run, method: str, body: bytes | None) -> ApiResponse:
         async def request(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
             return await self._request(run, method, path, "node", body)
 
-        return await check.node_page(request, method, "v0/node", body, own_id=self.node_id)
+        return await check.node_page(request, method, paths.NODE, body, own_id=self.node_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -232,7 +245,7 @@ class Syncer:
         else off the event loop (a worker of ``cpu`` when given, else a thread)."""
         base = pages.prefill(
             self.key.public_hex,
-            port=self.settings.public_port,
+            port=self.settings.announced_port(),
             node_type=pages.NODE_TYPE_LIVE,
             nonce=secrets.token_hex(32),
             now=int(time.time()),
@@ -279,14 +292,14 @@ class Syncer:
 
     async def _endpoint(self, run: _Run, plural: str) -> None:
         kind = _KINDS[plural]
-        cursor = await repo.get_cursor(self.pool, run.report.node_id, plural)
-        folder = "v0/addresses" if kind == "address" else f"v0/c0/{plural}"
+        cursor = await cursors.get(self.pool, run.report.node_id, plural)
+        folder = paths.endpoint(kind)
         run.cache_broken = False
         newest = cursor
         try:
-            index = await self._page(run, f"{folder}/index.json", "index")
+            index = await self._page(run, f"{folder}/{paths.INDEX}", "index")
         except Broken as exc:
-            self._count_broken(run, exc.reason, f"{folder}/index.json")
+            self._count_broken(run, exc.reason, f"{folder}/{paths.INDEX}")
             index, run.cache_broken = None, True
         # Ask from a little before the cursor: an object the remote stamped before its page time
         # may have committed after it. What we already hold is filtered out by version.
@@ -294,16 +307,16 @@ class Syncer:
         if index is not None:
             newest = max(newest, index.timestamp)
             node = run.report.node_id
-            known = await repo.synced_caches(self.pool, node, plural)
+            known = await cursors.synced_caches(self.pool, node, plural)
             taken = await self._caches(run, kind, folder, index, since, known)
             if taken != known:
-                await repo.set_synced_caches(self.pool, node, plural, taken)
+                await cursors.set_synced_caches(self.pool, node, plural, taken)
         if not run.static:
             newest = max(newest, await self._live_tail(run, kind, plural, since))
         if run.cache_broken:
             run.report.cursors[plural] = cursor
             return
-        run.report.cursors[plural] = await repo.set_cursor(
+        run.report.cursors[plural] = await cursors.advance(
             self.pool, run.report.node_id, plural, newest
         )
         if newest:
@@ -335,7 +348,7 @@ class Syncer:
             if result.ends_at < cursor:
                 continue
             if not _CACHE_URL.match(url):
-                self._count_broken(run, "index", f"{folder}/index.json")
+                self._count_broken(run, "index", f"{folder}/{paths.INDEX}")
                 run.cache_broken = True
                 continue
             holds = run.purgatory.holds
@@ -351,7 +364,7 @@ class Syncer:
 
     async def _live_tail(self, run: _Run, kind: Kind, plural: str, cursor: int) -> int:
         """POST for what arrived since ``cursor``; the newest page timestamp seen."""
-        path = "v0/addresses" if kind == "address" else f"v0/c0/{plural}"
+        path = paths.endpoint(kind)
         body = await self._post_body(pages.timestamp_filter(cursor, 0))
         status, data = await self._request(run, "POST", path, "post", body)
         if status != 200:
@@ -423,7 +436,7 @@ class Syncer:
                 return None if number == 0 else wanted
             manifests = getattr(page.response, f"{plural}_manifest") or ()
             pairs = {(e.fingerprint, e.last_update) for m in manifests for e in m.entities or ()}
-            have = await repo.have_versions(self.pool, kind, pairs)
+            have = await objects.have_versions(self.pool, kind, pairs)
             for manifest in manifests:
                 listed = {(e.fingerprint, e.last_update) for e in manifest.entities or ()}
                 if listed - have:
@@ -460,7 +473,7 @@ class Syncer:
         else:  # publish a version once per sync, and never one we hold already
             fresh = [o for o in found if not isinstance(o, Address) and _version(o) not in run.seen]
             run.seen.update(_version(o) for o in fresh)
-            held = await repo.have_versions(self.pool, kind, [_version(o)[1:] for o in fresh])
+            held = await objects.have_versions(self.pool, kind, [_version(o)[1:] for o in fresh])
             found = run.purgatory.sort(o for o in fresh if _version(o)[1:] not in held)
         await self._publish(run, kind, found)
 
@@ -493,8 +506,8 @@ class Syncer:
         run.report.purgatory = {
             outcome: settled.total(outcome) for outcome in ("held", "admitted", "dropped")
         }
-        for kind, objects in by_kind.items():
-            await self._publish(run, kind, objects)
+        for kind, held in by_kind.items():
+            await self._publish(run, kind, held)
 
     def _learnable(self, address: Address) -> bool:
         host = address.location.strip("[]")

@@ -9,8 +9,6 @@ already seen), ``stage`` is a verification stage of ``mim.verify.STAGES`` plus `
 
 from __future__ import annotations
 
-from typing import Final
-
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -21,12 +19,7 @@ __all__ = [
     "OBJECTS",
     "REJECTIONS",
     "RETRIES",
-    "STEPS",
 ]
-
-#: What ``mim_validator_check_duration_seconds`` times: one object's verification, then per
-#: batch the block-list matching with the verdicts, the publishes, and the acks.
-STEPS: Final = ("verify", "blocked", "publish", "ack")
 
 OBJECTS = Counter(
     "mim_validator_objects_total",

@@ -57,6 +57,7 @@ from relay.bus import (
     headers,
     msg_id,
 )
+from relay.first_party import marks, sighting
 from relay.publisher import Confirmed, Outgoing, Publisher
 from relay.puller import Puller
 from relay.runner import Context
@@ -225,6 +226,10 @@ class Validator:
         source = item.source
         if source:
             hdrs[HEADER_SOURCE] = header_value(source)
+            seen = sighting(item.msg.headers)
+            if seen is not None:  # an address heard from its node: the times go on with it
+                hdrs.update(marks(seen))
+                hdrs[HEADER_MSG_ID] += f":{seen.last_ping}:{seen.last_sync}"
         item.final = "accepted"
         item.publish = Outgoing(self._accepted_subjects[kind], verdict.canonical, hdrs)
 

@@ -26,6 +26,7 @@ from mim import (
     verify,
 )
 from mim import pages as pages  # the names of envelope, request and caches (§11)
+from mim import paths as paths  # where a node serves what (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
     Address,
@@ -99,6 +100,7 @@ __all__ = [
     "nodes",
     "pages",
     "parse",
+    "paths",
     "pow",
     "request",
     "scanner",

@@ -9,7 +9,9 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
     stream MIM_ACCEPTED    subjects mim.accepted.<kind>             work queue; limits, discard new
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
-    kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason)
+    kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
+    core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
+           mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
            mim.miner.split     (every miner)              one hard proof, searched by all
            mim.miner.cancel.<job>                          stop searching for job <job>
@@ -53,6 +55,8 @@ from relay.settings import NodeSettings
 
 __all__ = [
     "HEADER_KIND",
+    "HEADER_LAST_PING",
+    "HEADER_LAST_SYNC",
     "HEADER_MSG_ID",
     "HEADER_REASON",
     "HEADER_SOURCE",
@@ -82,6 +86,8 @@ HEADER_KIND: Final = "Mim-Kind"
 HEADER_STAGE: Final = "Mim-Stage"
 HEADER_REASON: Final = "Mim-Reason"
 HEADER_SOURCE: Final = "Mim-Source"
+HEADER_LAST_PING: Final = "Mim-Last-Ping"
+HEADER_LAST_SYNC: Final = "Mim-Last-Sync"
 
 # A header value longer than this is cut: reasons are for people, not for parsing.
 MAX_HEADER_VALUE: Final = 1024
@@ -200,6 +206,25 @@ class Layout:
     @property
     def blocklist_bucket(self) -> str:
         return f"{self._name}_BLOCKLIST"
+
+    # requests to the services that own a piece of work (core NATS request/reply)
+    @property
+    def blocks_subject(self) -> str:
+        """Block-list changes and listings, answered by one store replica."""
+        return f"{self._root}.store.blocks"
+
+    @property
+    def store_queue_group(self) -> str:
+        return f"{self._root}-store"
+
+    @property
+    def sync_subject(self) -> str:
+        """One sync of a named remote, now: answered by one syncer replica."""
+        return f"{self._root}.syncer.sync"
+
+    @property
+    def syncer_queue_group(self) -> str:
+        return f"{self._root}-syncers"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,12 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from mim.entities import PROVABLE_KINDS
 from mim.pow import MAX_DIFFICULTY
 from mim.verify import DEFAULT_MIN_POW, Policy
+from relay.settings import MIXIN_CONFIG
 
 __all__ = ["PolicySettings"]
 
@@ -40,13 +41,7 @@ def _override(variable: str, what: str) -> int | None:
 class PolicySettings(BaseSettings):
     """The node-wide acceptance policy (PROTOCOL.md §20.2, §20.8, §20.9); fixed ``MIM_`` names."""
 
-    model_config = SettingsConfigDict(
-        frozen=True,
-        extra="ignore",
-        env_ignore_empty=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-    )
+    model_config = MIXIN_CONFIG
 
     min_pow: int = Field(
         DEFAULT_MIN_POW,

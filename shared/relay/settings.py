@@ -40,7 +40,7 @@ import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, ValidationError
@@ -50,11 +50,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from relay import SettingsError
 
 __all__ = [
+    "DAY_SECONDS",
+    "MIXIN_CONFIG",
     "TABLE_BEGIN",
     "TABLE_END",
     "LogFormat",
     "LogLevel",
+    "NetworkSettings",
     "NodeSettings",
+    "PoolSettings",
     "ServiceSettings",
     "config_table",
     "discover",
@@ -65,6 +69,8 @@ __all__ = [
 ]
 
 _S = TypeVar("_S", bound=BaseSettings)
+
+DAY_SECONDS: Final = 86_400
 
 TABLE_BEGIN = "<!-- config-table:begin -->"
 TABLE_END = "<!-- config-table:end -->"
@@ -137,6 +143,13 @@ class NodeSettings(BaseSettings):
         validation_alias="MIM_CONNECT_RETRY_SECONDS",
         description="Pause between two of those tries.",
     )
+    dependency_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias="MIM_DEPENDENCY_CHECK_SECONDS",
+        description="How often a service checks that PostgreSQL answers; "
+        "`/healthz` is 503 while it or NATS does not.",
+    )
     stream_max_msgs: int = Field(
         default=1_000_000,
         ge=1,
@@ -181,6 +194,84 @@ class ServiceSettings(NodeSettings):
         ge=0,
         description="On SIGTERM, how long in-flight work may finish before cancelling.",
     )
+
+
+#: The configuration of a mixin of node-wide settings (each field names its ``MIM_`` variable).
+MIXIN_CONFIG: Final = SettingsConfigDict(
+    frozen=True,
+    extra="ignore",
+    env_ignore_empty=True,
+    validate_by_name=True,
+    validate_by_alias=True,
+)
+
+
+class NetworkSettings(BaseSettings):
+    """Where the node's Mim API is reached and what its head covers; fixed ``MIM_`` names.
+
+    Every process that faces the network agrees on these (the gateway serves them, the syncer
+    announces them, ``mimrelay up`` prints them).
+
+    Mixed in before a service's ``ServiceSettings`` base, like ``relay.policy.PolicySettings``.
+    """
+
+    model_config = MIXIN_CONFIG
+
+    network_head_days: int = Field(
+        14,
+        ge=1,
+        le=28,
+        validation_alias="MIM_NETWORK_HEAD_DAYS",
+        description="Days of the network head: what caches and POST answers cover, and what"
+        " retention never touches.",
+    )
+    network_memory_days: int = Field(
+        180,
+        ge=1,
+        validation_alias="MIM_NETWORK_MEMORY_DAYS",
+        description="Objects last referenced longer ago than this are forgotten (§20.6).",
+    )
+    gateway_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a relay serves the network
+        validation_alias="MIM_GATEWAY_HOST",
+        description="Address the Mim API listens on.",
+    )
+    gateway_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        validation_alias="MIM_GATEWAY_PORT",
+        description="Port the Mim API listens on (0 picks a free one).",
+    )
+    public_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        validation_alias="MIM_PUBLIC_PORT",
+        description="Port remotes reach our Mim API on, announced in our address and requests"
+        " (0: `MIM_GATEWAY_PORT`; set it behind a proxy or a port mapping).",
+    )
+
+    tls: bool = Field(
+        default=False,
+        validation_alias="MIM_TLS",
+        description="Serve HTTPS with a self-signed certificate kept in the data directory.",
+    )
+
+    @property
+    def head_seconds(self) -> int:
+        """The network head in seconds."""
+        return self.network_head_days * DAY_SECONDS
+
+    def announced_port(self, listening: int | None = None) -> int:
+        """The port we announce: ``public_port``, else the port the Mim API listens on."""
+        return self.public_port or listening or self.gateway_port
+
+
+class PoolSettings(BaseSettings):
+    """The PostgreSQL pool of a service that has one; reads ``MIM_<SERVICE>_POOL_SIZE``."""
+
+    pool_size: int = Field(4, ge=1, description="Connections in the PostgreSQL pool.")
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

@@ -36,8 +36,9 @@ from relay.publisher import Confirmed, Outgoing, Publisher
 
 __all__ = ["SOURCES", "IngestFull", "dedupe_id", "submit", "submit_many"]
 
-#: Where an object came from; carried in the ``Mim-Source`` header for logs and metrics.
-SOURCES: Final = ("local", "gateway", "peer")
+#: Where an object came from: submitted on this node, or fetched from a peer; carried in the
+#: ``Mim-Source`` header for logs and metrics (first-party addresses say ``first-party``).
+SOURCES: Final = ("local", "peer")
 
 
 class IngestFull(StreamFull):

@@ -49,7 +49,7 @@ def load_yaml(path: Path) -> Any:
 
 def settings_class(module: str) -> type[BaseSettings]:
     """The settings class of the service that ``python -m <module>`` runs."""
-    service = "gateway" if module == "relay.node" else module.rsplit(".", 1)[-1]
+    service = module.rsplit(".", 1)[-1]
     classes = [cls for cls in discover() if cls.__module__ == f"services.{service}.settings"]
     assert len(classes) == 1, f"no single settings class for {module}: {classes}"
     return classes[0]

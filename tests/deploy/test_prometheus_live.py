@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services.gateway.caches import DAY_SECONDS, Head, build_tree
 
 from mim import canonical, pages
 from mim.entities import KINDS, Entity, Kind, Post
 from mim.signing import SigningKey
+from relay.caches import Head, build_tree
 from relay.embedded import free_port
 from relay.node import TARGETS_FILE
+from relay.settings import DAY_SECONDS
 from tests.deploy.manifests import DEPLOY, load_yaml
 from tests.helpers.node import Node, http_get, http_post_json, node_environment, posts, wait_until
 from tests.helpers.procs import alive, processes_mentioning

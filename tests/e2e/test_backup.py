@@ -21,8 +21,8 @@ from mim.create import create, update
 from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout
+from relay.db import storing
 from relay.embedded import free_port
-from services.store import persist
 from tests.helpers.pipeline import wait_drained
 from tests.helpers.procs import REPO, ServiceProcess
 from tests.helpers.servers import TemplateSetup
@@ -67,7 +67,7 @@ async def _seed(url: str, objects: list[Provable]) -> None:
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction():
-            await persist.store_objects(conn, objects, NOW + 100)
+            await storing.store_objects(conn, objects, NOW + 100)
     finally:
         await conn.close()
 

@@ -97,13 +97,13 @@ def _is_object(body: str) -> bool:
 
 async def export_jsonl(database_url: str, out: IO[str], progress: Any = None) -> int:
     """Write every stored object to ``out`` as wrapper lines; return how many were written."""
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
-    from services.store import repo  # noqa: PLC0415 - asyncpg only for the commands that need it
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
+    from relay.db import objects  # noqa: PLC0415 - asyncpg only for the commands that need it
 
     pool = await connect_pool(database_url, attempts=1, max_size=2)
     try:
         written = 0
-        async for kind, body in repo.export_all(pool):
+        async for kind, body in objects.export_all(pool):
             out.write(wrapper_line(kind, body) + "\n")
             written += 1
             if progress is not None:
@@ -114,12 +114,12 @@ async def export_jsonl(database_url: str, out: IO[str], progress: Any = None) ->
 
 
 async def _stored_objects(database_url: str) -> int:
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
-    from services.store import repo  # noqa: PLC0415
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
+    from relay.db import objects  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
-        counts = await repo.counts(pool)
+        counts = await objects.counts(pool)
     finally:
         await close_pool(pool)
     return sum(n for kind, n in counts.items() if kind != "address")
@@ -187,7 +187,7 @@ async def import_jsonl(
     progress: Any = None,
 ) -> ImportSummary:
     """Submit every line of ``source`` to the ingest stream, ``IMPORT_WINDOW`` at a time."""
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
 
     summary = ImportSummary()
     nc = await connect_nats(settings.nats_url, "mimrelay-import", attempts=1)

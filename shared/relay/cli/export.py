@@ -15,21 +15,23 @@ from pathlib import Path
 import click
 
 from mim import pages
-from relay.runner import close_pool, connect_pool
-from relay.settings import load
+from relay import caches
+from relay.connect import close_pool, connect_pool
+from relay.db import identity
+from relay.settings import NetworkSettings, NodeSettings, load
+
+
+class _ExportSettings(NetworkSettings, NodeSettings):
+    """The node-wide settings and where its API is reached (the port the pages announce)."""
 
 
 async def _export(directory: Path) -> int:
-    from services.gateway.settings import GatewaySettings  # noqa: PLC0415
-
-    from services.gateway import caches, identity  # noqa: PLC0415 - heavy, only for this command
-
-    settings = load(GatewaySettings)
+    settings = load(_ExportSettings)
     pool = await connect_pool(
         settings.database_url, attempts=settings.connect_attempts, delay=1.0, max_size=2
     )
     try:
-        key = await identity.load_or_create(pool)
+        key = await identity.wait(pool, attempts=1, delay=0.0)
         now = int(time.time())
         head = await caches.read_head(pool, now=now, head_days=settings.network_head_days)
     finally:
@@ -37,7 +39,7 @@ async def _export(directory: Path) -> int:
     tree = caches.build_tree(
         head,
         key,
-        port=settings.public_port or settings.port,
+        port=settings.announced_port(),
         node_type=pages.NODE_TYPE_STATIC,
         nonce=secrets.token_hex(32),
         compress=False,

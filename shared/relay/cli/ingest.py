@@ -9,27 +9,28 @@
   mix kinds; ``--kind`` is then not needed. A wrapped object is re-encoded compactly by the
   standard JSON encoder (key order kept); bare objects are sent byte for byte.
 
-``block FINGERPRINT --reason TEXT`` / ``unblock FINGERPRINT`` change the block list (the
-``blocks`` table and the validators' bucket); ``blocks`` prints it (``--json`` for JSON lines,
-``--sync`` first rewrites the bucket from the table).
+``block FINGERPRINT --reason TEXT`` / ``unblock FINGERPRINT`` ask the node's store to change the
+block list (it keeps the ``blocks`` table and the validators' bucket); ``blocks`` prints it
+(``--json`` for JSON lines, ``--sync`` first has the store rewrite the bucket from the table).
 
-Connections come from the node settings (``MIM_NATS_URL``, ``MIM_DATABASE_URL``,
-``MIM_STREAM_PREFIX``). Exit codes: 0 done, 1 the node refused (ingest full, bus down), 2 a
-usage, file or input error; a message on stderr, never a traceback.
+Connections come from the node settings (``MIM_NATS_URL``, ``MIM_STREAM_PREFIX``). Exit codes:
+0 done, 1 the node refused (ingest full, bus down, no store answering), 2 a usage, file or input
+error; a message on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from relay.bus import KINDS, Layout, StreamLimits, ensure_blocklist, ensure_streams
+from relay import blocks as blocks_api
+from relay.bus import KINDS, Layout, StreamLimits, ensure_streams
 from relay.cli.running import fail, node_settings, run
 from relay.settings import NodeSettings
 
@@ -115,7 +116,7 @@ def submit(file: Path, kind: str | None, source: str) -> None:
         fail(f"{file}: {exc}")
 
     async def work(settings: NodeSettings) -> tuple[int, int]:
-        from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+        from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
         from relay.submit import submit as submit_one  # noqa: PLC0415
 
         nc = await connect_nats(settings.nats_url, "mimrelay-submit", attempts=1)
@@ -136,26 +137,20 @@ def submit(file: Path, kind: str | None, source: str) -> None:
     click.echo(f"queued {queued} object(s), {duplicates} already queued")
 
 
-async def _with_block_store(
-    settings: NodeSettings, action: Callable[[Any, Any], Awaitable[T]]
-) -> T:
-    import asyncpg  # noqa: PLC0415 - only the block commands need the database
-
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
+async def _ask_store(
+    settings: NodeSettings, op: blocks_api.Op, target: str = "", reason: str = ""
+) -> dict[str, Any]:
+    """Ask the node's store to change or list the block list."""
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
 
     nc = await connect_nats(settings.nats_url, "mimrelay-blocks", attempts=1)
     try:
-        kv = await ensure_blocklist(nc.jetstream(), Layout.from_settings(settings))
-        try:
-            conn = await asyncpg.connect(settings.database_url, timeout=10)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise OSError(f"PostgreSQL: {exc}") from exc
-        try:
-            return await action(conn, kv)
-        finally:
-            await conn.close()
+        answer = await blocks_api.ask(
+            nc, Layout.from_settings(settings), op, target=target, reason=reason
+        )
     finally:
         await close_nats(nc)
+    return dict(answer)
 
 
 @click.command()
@@ -163,28 +158,24 @@ async def _with_block_store(
 @click.option("--reason", "-r", default="", help="Why, for the record and the rejections.")
 def block(fingerprint: str, reason: str) -> None:
     """Refuse FINGERPRINT (a key, board, thread, post, ... or an address host) and all under it."""
-    from services.validator import blocklist  # noqa: PLC0415
-
     try:
-        name = blocklist.normalise(fingerprint)
+        name = blocks_api.normalise(fingerprint)
     except ValueError as exc:
         fail(str(exc))
-    new = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.add(c, kv, name, reason)))
-    click.echo(f"{'blocked' if new else 'already blocked, reason updated:'} {name}")
+    answer = _run(lambda s: _ask_store(s, "add", target=name, reason=reason))
+    click.echo(f"{'blocked' if answer['changed'] else 'already blocked, reason updated:'} {name}")
 
 
 @click.command()
 @click.argument("fingerprint")
 def unblock(fingerprint: str) -> None:
     """Accept FINGERPRINT again (objects refused before must be sent again)."""
-    from services.validator import blocklist  # noqa: PLC0415
-
     try:
-        name = blocklist.normalise(fingerprint)
+        name = blocks_api.normalise(fingerprint)
     except ValueError as exc:
         fail(str(exc))
-    gone = _run(lambda s: _with_block_store(s, lambda c, kv: blocklist.remove(c, kv, name)))
-    click.echo(f"{'unblocked' if gone else 'was not blocked:'} {name}")
+    answer = _run(lambda s: _ask_store(s, "remove", target=name))
+    click.echo(f"{'unblocked' if answer['changed'] else 'was not blocked:'} {name}")
 
 
 @click.command()
@@ -192,24 +183,17 @@ def unblock(fingerprint: str) -> None:
 @click.option("--sync", is_flag=True, help="First rewrite the validators' bucket from the table.")
 def blocks(as_json: bool, sync: bool) -> None:
     """List the block list."""
-    from services.store import repo  # noqa: PLC0415
-    from services.validator import blocklist  # noqa: PLC0415
-
-    async def action(conn: Any, kv: Any) -> list[repo.Block]:
-        if sync:
-            await blocklist.sync(conn, kv)
-        return await repo.list_blocks(conn)
-
-    rows = _run(lambda s: _with_block_store(s, action))
+    answer = _run(lambda s: _ask_store(s, "sync" if sync else "list"))
+    rows = answer["blocks"]
     if as_json:
         for b in rows:
-            click.echo(json.dumps({"fingerprint": b.fingerprint, "reason": b.reason,
-                                   "created_at": _when(b.created_at)}))  # fmt: skip
+            click.echo(json.dumps({"fingerprint": b["fingerprint"], "reason": b["reason"],
+                                   "created_at": _when(b["created_at"])}))  # fmt: skip
         return
-    width = max([len("FINGERPRINT"), *(len(b.fingerprint) for b in rows)])
+    width = max([len("FINGERPRINT"), *(len(b["fingerprint"]) for b in rows)])
     click.echo(f"{'FINGERPRINT':<{width}}  {'BLOCKED AT (UTC)':<19}  REASON")
     for b in rows:
-        click.echo(f"{b.fingerprint:<{width}}  {_when(b.created_at)[:19]:<19}  {b.reason}")
+        click.echo(f"{b['fingerprint']:<{width}}  {_when(b['created_at'])[:19]:<19}  {b['reason']}")
     click.echo(f"{len(rows)} blocked", err=True)
 
 

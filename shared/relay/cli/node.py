@@ -4,9 +4,11 @@
 directory (unless ``MIM_NATS_URL`` / ``MIM_DATABASE_URL`` are set), then every service as a child
 process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings.
 
-``status`` reads ``<data_dir>/node.json`` and asks the running node: each service's ``/healthz``,
-the depth of each stream and consumer, objects stored per kind, and peers. Exit status 0 when the
-node runs and every service is healthy, 1 otherwise.
+``status`` reads ``<data_dir>/node.json`` and asks the running node: the state of nats-server and
+PostgreSQL (running, restarting, failed, or external) and whether each answers at its address,
+each service's ``/healthz`` (with the reason when it is not healthy), the depth of each stream
+and consumer, objects stored per kind, and known addresses. Exit status 0 when the node runs,
+both servers answer and every service is healthy; 1 when anything is down.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from relay import RelayError
 from relay import logging as relay_logging
 from relay.embedded import free_port
+from relay.embedded.process import accepts
 from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services, read_state
-from relay.settings import NodeSettings, load
+from relay.settings import NetworkSettings, NodeSettings, load
 
 _HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -61,8 +66,6 @@ def up(
     data_dir: Path | None,
 ) -> None:
     """Run the whole node here: NATS, PostgreSQL, gateway, validators, store, miners, syncer."""
-    from services.gateway.settings import GatewaySettings  # noqa: PLC0415 - heavy
-
     settings = _load(
         NodeSupervisorSettings,
         validators=validators,
@@ -70,9 +73,9 @@ def up(
         metrics_port_base=metrics_port_base,
         data_dir=data_dir,
     )
-    gateway = load(GatewaySettings)
-    api_host = host if host is not None else gateway.host
-    api_port = port if port is not None else gateway.port
+    network = load(NetworkSettings)
+    api_host = host if host is not None else network.gateway_host
+    api_port = port if port is not None else network.gateway_port
     if api_port == 0:  # fixed now, so health checks, status and restarts know it
         api_port = free_port()
     relay_logging.configure("node", settings)
@@ -82,7 +85,7 @@ def up(
         metrics_port_base=settings.metrics_port_base,
     )
     shown = "127.0.0.1" if api_host in ("", "0.0.0.0") else api_host  # noqa: S104
-    scheme = "https" if gateway.tls else "http"
+    scheme = "https" if network.tls else "http"
     supervisor = NodeSupervisor(
         settings,
         specs,
@@ -117,7 +120,7 @@ def _health(url: str) -> dict[str, Any]:
 
 async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
     from relay.bus import Layout  # noqa: PLC0415
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415
 
     layout = Layout(prefix)
     nc = await connect_nats(nats_url, "status", attempts=1, delay=0.1)
@@ -143,17 +146,14 @@ async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
 
 
 async def _database(database_url: str) -> dict[str, Any]:
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
+    from relay.db import objects  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
-        rows = await pool.fetch("SELECT kind, count(*) AS n FROM objects GROUP BY kind")
-        objects = {row["kind"]: row["n"] for row in rows}
-        peers = None
-        if await pool.fetchval("SELECT to_regclass('peers') IS NOT NULL"):
-            peers = await pool.fetchval("SELECT count(*) FROM peers")
-        addresses = await pool.fetchval("SELECT count(*) FROM addresses")
-        return {"objects": objects, "peers": peers, "addresses": addresses}
+        counts = await objects.counts(pool)
+        addresses = counts.pop("address", 0)
+        return {"objects": counts, "addresses": addresses}
     finally:
         await close_pool(pool, 2.0)
 
@@ -170,11 +170,50 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def _why_down(entry: dict[str, Any], running: bool) -> str | None:
+    """Why the server of ``entry`` (a ``node.json`` entry) is down now, or None if it answers."""
+    parts = urlsplit(entry.get("url", ""))
+    where = f"{parts.hostname}:{parts.port}"
+    state = entry.get("state", "external")
+    if state == "restarting":
+        since = entry.get("down_since") or time.time()
+        return (
+            f"restarting: exited with status {entry.get('last_exit')} "
+            f"{time.time() - since:.1f}s ago"
+        )
+    if state != "external" and not running:
+        return f"{state}: the node is not running"
+    if state not in ("running", "external"):
+        return f"{state}: see {entry.get('log') or 'the node log'}"
+    if state == "running" and not _alive(entry.get("pid")):
+        return f"exited (pid {entry.get('pid')}); the node is about to restart it"
+    if parts.hostname is None or parts.port is None or not accepts(parts.hostname, parts.port):
+        return f"nothing answers at {where}"
+    return None
+
+
+def _servers(state: dict[str, Any], running: bool) -> list[dict[str, Any]]:
+    entries = state.get("servers") or {
+        "nats": {"url": state.get("nats_url", "")},
+        "postgres": {"url": state.get("database_url", "")},
+    }
+    report = []
+    for name, entry in entries.items():
+        reason = _why_down(entry, running)
+        report.append({
+            "name": name, "state": entry.get("state", "external"), "pid": entry.get("pid"),
+            "restarts": entry.get("restarts", 0), "url": entry.get("url", ""),
+            "up": reason is None, **({"reason": reason} if reason else {}),
+        })  # fmt: skip
+    return report
+
+
 def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
     """Ask the node described by ``state`` how it is; connection URLs from the env win."""
     running = state.get("state") == "running" and _alive(state.get("pid"))
     report: dict[str, Any] = {"running": running, "data_dir": state["data_dir"]}
     report["api_url"] = state.get("api_url", "")
+    report["servers"] = _servers(state, running)
     report["services"] = [
         {"name": s["name"], "pid": s["pid"], "restarts": s["restarts"], **_health(s["health_url"])}
         for s in state.get("services", [])
@@ -190,7 +229,11 @@ def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
         report.update(asyncio.run(_database(db_url)))
     except Exception as exc:  # same
         report["objects"] = {"error": str(exc) or repr(exc)}
-    report["healthy"] = running and all(s["healthy"] for s in report["services"])
+    report["healthy"] = (
+        running
+        and all(s["up"] for s in report["servers"])
+        and all(s["healthy"] for s in report["services"])
+    )
     return report
 
 
@@ -199,6 +242,10 @@ def _print(report: dict[str, Any]) -> None:
         f"node     {'running' if report['running'] else 'NOT running'}  {report['data_dir']}"
     )
     click.echo(f"API      {report['api_url']}")
+    for s in report["servers"]:
+        word = s["state"] if s["up"] else f"DOWN ({s['reason']})"
+        pid = f"pid {s['pid'] or '-'!s:<8} " if s["state"] != "external" else ""
+        click.echo(f"{s['name']:<8} {word}  {pid}restarts {s['restarts']}  {s['url']}")
     for s in report["services"]:
         word = "healthy" if s["healthy"] else f"UNHEALTHY ({s.get('reason', s['status'])})"
         click.echo(f"  {s['name']:<12} pid {s['pid']!s:<8} restarts {s['restarts']:<3} {word}")
@@ -216,8 +263,7 @@ def _print(report: dict[str, Any]) -> None:
     else:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(objects.items())) or "none"
         click.echo(f"objects  {counts}")
-        peers = report.get("peers")
-        click.echo(f"peers    {'n/a' if peers is None else peers}  addresses {report['addresses']}")
+        click.echo(f"addresses {report['addresses']}")
 
 
 @click.command("status")
@@ -226,7 +272,10 @@ def _print(report: dict[str, Any]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(data_dir: Path | None, as_json: bool) -> None:
-    """Show each service's health, stream depths, stored objects per kind and peers."""
+    """Show the servers' state, each service's health, stream depths, objects and addresses.
+
+    Exits 1 when the node is not running or anything in it is down.
+    """
     settings = load(NodeSettings, **({"data_dir": data_dir} if data_dir else {}))
     relay_logging.configure(
         "cli", settings.model_copy(update={"log_level": "error"}), stream=sys.stderr

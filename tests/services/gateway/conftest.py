@@ -14,16 +14,19 @@ from typing import Any
 import asyncpg
 import pytest
 import uvicorn
-from services.gateway.app import Gateway, create_app
 from services.gateway.edge import Edge
+from services.gateway.service import start
 from services.gateway.settings import GatewaySettings
+from services.gateway.state import Gateway
 
 from mim import create
 from mim import pow as mim_pow
 from mim.entities import Address, Provable
 from mim.signing import SigningKey
+from relay.db import addresses as db_addresses
+from relay.db import storing
+from relay.runner import Context
 from relay.settings import load
-from services.store import persist
 from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
 
@@ -47,7 +50,7 @@ async def store(url: str, objects: list[Provable], now: int) -> None:
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction():
-            await persist.store_objects(conn, objects, now)
+            await storing.store_objects(conn, objects, now)
     finally:
         await conn.close()
 
@@ -87,7 +90,7 @@ def sample(now: int) -> list[Provable]:
 async def store_address(url: str, address: Address, now: int) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await persist.store_third_party_address(conn, address, now)
+        await db_addresses.store_third_party(conn, address, now)
     finally:
         await conn.close()
 
@@ -113,24 +116,28 @@ async def serving(
         database_url=database,
         stream_prefix=prefix,
         data_dir=data_dir,
-        host="127.0.0.1",
-        port=sock.getsockname()[1],
+        gateway_host="127.0.0.1",
+        gateway_port=sock.getsockname()[1],
         connect_attempts=3,
         min_pow=DIFFICULTY,  # what the test objects carry
         **overrides,
     )
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    ctx = Context("gateway", settings)
     try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                assert not task.done(), "the gateway stopped while starting"
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{settings.port}", app
+        app = await start(ctx, port=settings.gateway_port)
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            async with asyncio.timeout(20):
+                while not server.started:
+                    assert not task.done(), "the gateway stopped while starting"
+                    await asyncio.sleep(0.02)
+            yield f"http://127.0.0.1:{settings.gateway_port}", app
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 20)
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
+        await ctx.aclose()
         sock.close()
 
 

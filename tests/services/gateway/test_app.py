@@ -12,6 +12,7 @@ from mim import canonical, pages
 from mim import pow as mim_pow
 from mim.entities import Address, ApiResponse, Filter
 from mim.signing import SigningKey
+from tests.helpers.store import running_pipeline, wait_until
 from tests.services.gateway.conftest import JSON, Running, make, sample, store, store_address
 from tests.services.gateway.crawler import crawl
 
@@ -157,10 +158,14 @@ async def test_post_filters_and_embeds(running: Running, fresh_database: str) ->
         assert [k.fingerprint for k in page.response.keys or ()] == [key.fingerprint]
         node = await client.post("/v0/node", content=request_page("node"), headers=JSON)
         assert canonical.loads(ApiResponse, node.content).endpoint == "node"
-    stored = await running.gateway.pool.fetchval(
-        "SELECT count(*) FROM addresses WHERE first_party AND port = 7000"
-    )
-    assert stored == 1
+    gw = running.gateway
+
+    async def sender_stored() -> bool:
+        sql = "SELECT count(*) FROM addresses WHERE first_party AND port = 7000"
+        return int(await gw.pool.fetchval(sql)) == 1
+
+    async with running_pipeline(gw.settings.nats_url, fresh_database, gw.layout):
+        await wait_until("the sender stored first-party", sender_stored)
 
 
 async def test_live_tail_serves_what_committed_after_the_caches_were_read(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from services.gateway.app import Gateway
+from services.gateway.state import Gateway
 
 from mim import canonical, pages
 from mim.entities import ApiResponse
@@ -193,7 +193,7 @@ async def test_metrics_count_requests_by_route_and_status(
         MIM_GATEWAY_PORT=str(port),
         MIM_GATEWAY_METRICS_PORT=str(metrics_port),
     )
-    with ServiceProcess(["-m", "relay.node", "gateway"], env=env) as gateway:
+    with ServiceProcess(["-m", "services.gateway"], env=env) as gateway:
         gateway.wait_for("gateway_ready", timeout=30)
         await _listening(port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -183,7 +183,9 @@ async def test_polling_refuses_what_cannot_be_an_object(running: Running) -> Non
     assert kind.json()["error"]["field"] == "kind"
     assert long.status_code == 422
     assert long.json()["error"] == {
+        "stage": "bounds",
         "field": "fingerprint",
         "rule": "FINGERPRINT_MAX",
+        "detail": "65 bytes is over 64",
         "reason": "`fingerprint`: 65 bytes is over 64 (FINGERPRINT_MAX)",
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from services.store.migrate import migrate, migrations
+
+from relay.db.schema import migrate, migrations
 
 
 async def test_migrate_applies_every_file_once_and_records_it(empty_database: str) -> None:

@@ -8,7 +8,8 @@ import asyncpg
 
 from mim import canonical
 from mim.entities import Address, BoardOwner, Client, Protocol, Provable
-from services.store import persist
+from relay.db import addresses as db_addresses
+from relay.db import storing
 from tests.services.store.factory import Factory, forged
 
 NOW = 1_800_000_000
@@ -16,7 +17,7 @@ NOW = 1_800_000_000
 
 async def store(pool: asyncpg.Pool, objs: Sequence[Provable], now: int = NOW) -> list[str]:
     async with pool.acquire() as conn, conn.transaction():
-        return list(await persist.store_objects(conn, list(objs), now))
+        return list(await storing.store_objects(conn, list(objs), now))
 
 
 async def body(pool: asyncpg.Pool, obj: Provable) -> str | None:
@@ -137,13 +138,13 @@ async def test_addresses_third_party_never_overwrite_and_first_party_replace(
 ) -> None:
     """Third-party addresses are stored stripped and never change a row; first-party ones do."""
     async with pool.acquire() as conn:
-        third = await persist.store_third_party_address(conn, _address("10.0.0.1", 80), 100)
-        again = await persist.store_third_party_address(conn, _address("10.0.0.1", 80, 3), 101)
+        third = await db_addresses.store_third_party(conn, _address("10.0.0.1", 80), 100)
+        again = await db_addresses.store_third_party(conn, _address("10.0.0.1", 80, 3), 101)
         stripped = await conn.fetchrow("SELECT type, body, first_party FROM addresses")
-        first = await persist.store_first_party_address(
+        first = await db_addresses.store_first_party(
             conn, _address("10.0.0.1", 80), 102, last_ping=500
         )
-        older = await persist.store_first_party_address(
+        older = await db_addresses.store_first_party(
             conn, _address("10.0.0.1", 80), 103, last_ping=400
         )
         full = await conn.fetchrow("SELECT type, body, first_party, last_ping FROM addresses")
@@ -159,10 +160,10 @@ async def test_address_table_is_pruned_to_the_most_recent(pool: asyncpg.Pool) ->
     """Pruning keeps the most recently pinged addresses up to the limit."""
     async with pool.acquire() as conn:
         for i in range(10):
-            await persist.store_first_party_address(
+            await db_addresses.store_first_party(
                 conn, _address(f"10.0.0.{i}", 80), 100, last_ping=i
             )
-        removed = await persist.prune_addresses(conn, 4)
+        removed = await db_addresses.prune(conn, 4)
     rows = await pool.fetch("SELECT location FROM addresses ORDER BY location")
     assert removed == 6
     assert [r["location"] for r in rows] == [f"10.0.0.{i}" for i in (6, 7, 8, 9)]

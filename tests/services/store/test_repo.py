@@ -6,15 +6,17 @@ import asyncpg
 
 from mim import canonical
 from mim.entities import Provable
-from services.store import persist, repo
+from relay.db import blocks as db_blocks
+from relay.db import cursors, objects, retention, storing
+from relay.settings import DAY_SECONDS
 from tests.services.store.factory import Factory
 
-DAY = repo.DAY_SECONDS
+DAY = DAY_SECONDS
 
 
 async def seed(pool: asyncpg.Pool, objs: list[Provable], now: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await persist.store_objects(conn, objs, now)
+        await storing.store_objects(conn, objs, now)
 
 
 async def test_lookups_by_fingerprint_version_and_reference_window(pool: asyncpg.Pool) -> None:
@@ -25,63 +27,63 @@ async def test_lookups_by_fingerprint_version_and_reference_window(pool: asyncpg
     others = [f.board(name=f"board {i}", now=5) for i in range(5)]
     await seed(pool, [newer], 100)
     await seed(pool, others, 200)
-    got = await repo.get(pool, "board", board.fingerprint)
+    got = await objects.get(pool, "board", board.fingerprint)
     assert got is not None and got.body == canonical.dumps(newer) and got.last_update == 9
-    held = await repo.have_versions(
+    held = await objects.have_versions(
         pool, "board", [(board.fingerprint, 9), (board.fingerprint, 10), ("f" * 64, 0)]
     )
     assert held == {(board.fingerprint, 9)}
     fps = [o.fingerprint for o in others[:2]] + ["0" * 64]
-    assert {o.fingerprint for o in await repo.objects_by_fingerprints(pool, "board", fps)} == set(
+    assert {o.fingerprint for o in await objects.with_fingerprints(pool, "board", fps)} == set(
         fps[:2]
     )
-    page1 = await repo.objects_referenced_between(pool, "board", 150, 300, limit=3)
+    page1 = await objects.referenced_between(pool, "board", 150, 300, limit=3)
     last = page1[-1]
-    page2 = await repo.objects_referenced_between(
+    page2 = await objects.referenced_between(
         pool, "board", 150, 300, limit=3, after=(last.last_referenced, last.fingerprint)
     )
     assert {o.fingerprint for o in page1 + page2} == {o.fingerprint for o in others}
     assert len(page1) == 3 and len(page2) == 2
-    assert await repo.counts(pool) == {"board": 6}
-    exported = [body async for _, body in repo.export_all(pool, chunk=4)]
+    assert await objects.counts(pool) == {"board": 6}
+    exported = [body async for _, body in objects.export_all(pool, chunk=4)]
     assert len(exported) == 6
 
 
 async def test_collect_forgets_only_what_left_the_memory_window(pool: asyncpg.Pool) -> None:
-    """The collector removes objects last referenced before the memory window, never the head."""
+    """Retention removes objects last referenced before the memory window, never the head."""
     f = Factory(9)
     now = 1000 * DAY
     old, recent = f.board(name="old board", now=1), f.board(name="recent board", now=1)
     await seed(pool, [old], now - 200 * DAY)
     await seed(pool, [recent], now - 10 * DAY)
-    assert await repo.collect(pool, now, memory_days=5, head_days=14) == {"board": 1}
-    assert await repo.get(pool, "board", recent.fingerprint) is not None
-    assert await repo.get(pool, "board", old.fingerprint) is None
+    assert await retention.collect(pool, now, memory_days=5, head_days=14) == {"board": 1}
+    assert await objects.get(pool, "board", recent.fingerprint) is not None
+    assert await objects.get(pool, "board", old.fingerprint) is None
 
 
 async def test_cursors_never_move_backwards(pool: asyncpg.Pool) -> None:
     """A sync cursor set to an earlier time keeps its later value."""
-    assert await repo.get_cursor(pool, "node", "boards") == 0
-    assert await repo.set_cursor(pool, "node", "boards", 50) == 50
-    assert await repo.set_cursor(pool, "node", "boards", 40) == 50
-    assert await repo.get_cursor(pool, "node", "boards") == 50
+    assert await cursors.get(pool, "node", "boards") == 0
+    assert await cursors.advance(pool, "node", "boards", 50) == 50
+    assert await cursors.advance(pool, "node", "boards", 40) == 50
+    assert await cursors.get(pool, "node", "boards") == 50
 
 
 async def test_block_list_add_list_remove(pool: asyncpg.Pool) -> None:
     """Blocks are added once (reason updated), listed, and removed."""
-    assert await repo.add_block(pool, "a" * 64, "spam")
-    assert not await repo.add_block(pool, "a" * 64, "abuse")
-    assert [(b.fingerprint, b.reason) for b in await repo.list_blocks(pool)] == [
+    assert await db_blocks.add(pool, "a" * 64, "spam")
+    assert not await db_blocks.add(pool, "a" * 64, "abuse")
+    assert [(b.fingerprint, b.reason) for b in await db_blocks.listing(pool)] == [
         ("a" * 64, "abuse")
     ]
-    assert await repo.remove_block(pool, "a" * 64)
-    assert not await repo.remove_block(pool, "a" * 64)
-    assert await repo.list_blocks(pool) == []
+    assert await db_blocks.remove(pool, "a" * 64)
+    assert not await db_blocks.remove(pool, "a" * 64)
+    assert await db_blocks.listing(pool) == []
 
 
 async def test_node_state_round_trips(pool: asyncpg.Pool) -> None:
     """A node-wide value is stored and replaced."""
-    assert await repo.get_state(pool, "generation") is None
-    await repo.set_state(pool, "generation", "1")
-    await repo.set_state(pool, "generation", "2")
-    assert await repo.get_state(pool, "generation") == "2"
+    assert await cursors.get_state(pool, "generation") is None
+    await cursors.set_state(pool, "generation", "1")
+    await cursors.set_state(pool, "generation", "2")
+    assert await cursors.get_state(pool, "generation") == "2"

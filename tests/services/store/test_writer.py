@@ -10,11 +10,11 @@ from collections.abc import Callable
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from services.store.migrate import migrate
 from services.store.writer import Writer
 
 from mim import canonical
 from relay.bus import Layout
+from relay.db.schema import migrate
 from relay.embedded import PostgresServer
 from relay.metrics import start_metrics_server
 from tests.services.store.factory import Factory, publish_objects

@@ -15,9 +15,10 @@ from tests.services.syncer.node import Node, start_node
 
 
 class Nodes(Protocol):
-    """Starts a node by name; ``host`` is where its gateway listens."""
+    """Starts a node by name; ``host`` is where its gateway listens; ``syncer`` adds a syncer
+    process that syncs only when asked (``mimrelay sync``)."""
 
-    def __call__(self, name: str, host: str = ...) -> Awaitable[Node]: ...
+    def __call__(self, name: str, host: str = ..., *, syncer: bool = ...) -> Awaitable[Node]: ...
 
 
 @pytest.fixture
@@ -36,11 +37,11 @@ async def nodes(
     template = await database_templates.template_for(migrate_template)
     async with AsyncExitStack() as stack:
 
-        async def start(name: str, host: str = "127.0.0.1") -> Node:
+        async def start(name: str, host: str = "127.0.0.1", *, syncer: bool = False) -> Node:
             data = tmp_path / name
             data.mkdir()
             return await stack.enter_async_context(
-                start_node(name, database_url, template, nats_url, data, host)
+                start_node(name, database_url, template, nats_url, data, host, syncer=syncer)
             )
 
         yield start

@@ -30,10 +30,10 @@ from mim import pow as mim_pow
 from mim.entities import Provable
 from mim.signing import SigningKey
 from relay.bus import Layout
+from relay.db import identity
 from relay.embedded import free_port
 from relay.settings import load
 from relay.submit import submit
-from services.gateway import identity
 from tests.helpers.procs import ServiceProcess
 from tests.helpers.servers import create_database, drop_database, unique_name
 
@@ -124,7 +124,7 @@ class Node:
             "MIM_DATABASE_URL": self.database_url,
             "MIM_NATS_URL": self.nats_url,
             "MIM_STREAM_PREFIX": self.layout.prefix,
-            "MIM_SYNCER_PUBLIC_PORT": str(self.port),
+            "MIM_PUBLIC_PORT": str(self.port),
             "MIM_CONNECT_ATTEMPTS": "3",
             "MIM_LOG_LEVEL": "warning",
         }
@@ -179,7 +179,7 @@ class Node:
                 scheme=settings.scheme,
             )
             stack.push_async_callback(client.aclose)
-            key = await identity.load_or_create(pool)
+            key = await identity.create(pool)
             yield Syncer(settings, client, pool, self.layout, key, nc=nc)
 
 
@@ -199,6 +199,11 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
         "MIM_VALIDATOR_FETCH_TIMEOUT_SECONDS": "0.2",
         "MIM_STORE_METRICS_PORT": "0",
         "MIM_STORE_FETCH_TIMEOUT_SECONDS": "0.2",
+        "MIM_PUBLIC_PORT": str(node.port),
+        "MIM_SYNCER_METRICS_PORT": "0",
+        "MIM_SYNCER_TICK_SECONDS": "3600",
+        "MIM_SYNCER_SCAN_INTERVAL_SECONDS": "3600",
+        "MIM_SYNCER_ALLOW_LOCAL": "true",
     }
 
 
@@ -210,19 +215,22 @@ async def start_node(
     nats_url: str,
     data_dir: Path,
     host: str = "127.0.0.1",
+    *,
+    syncer: bool = False,
 ) -> AsyncIterator[Node]:
-    """A running node: store, validator and gateway processes over a fresh database."""
+    """A running node: store, validator and gateway processes over a fresh database, and with
+    ``syncer`` a syncer that syncs only when asked (its ticks an hour apart, no bootstrap)."""
     db_name = unique_name(f"node_{name.lower()}")
     url = await create_database(admin_url, db_name, template)
     layout = Layout(f"S{unique_name(name)[-12:].upper()}")
     node = Node(name, url, nats_url, layout, free_port(), host=host)
     env = _env(node, data_dir)
+    services = [("store", "service_ready"), ("validator", "service_ready")]
+    services.append(("gateway", "gateway_ready"))
+    if syncer:
+        services.append(("syncer", "service_ready"))
     try:
-        for service, ready in (
-            ("store", "service_ready"),
-            ("validator", "service_ready"),
-            ("gateway", "gateway_ready"),
-        ):
+        for service, ready in services:
             proc = ServiceProcess(["-m", f"services.{service}"], env=env).start()
             node.procs.append(proc)
             await asyncio.to_thread(proc.wait_for, ready, 60.0)

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from services.syncer.bootstrap import STATE_KEY
 from services.syncer.peers import parse_remote
 
 from mim import canonical
 from mim.entities import Address
+from relay.db.cursors import LAST_BOOTSTRAP
 from tests.helpers.procs import export_static
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import forum
@@ -60,8 +60,8 @@ async def test_bootstrap_learns_pings_and_syncs_the_bootstrappers_once(
                 int(s_address.rsplit(":", 1)[1]),
             )
             assert canonical.loads(Address, body).type == STATIC_BOOTSTRAPPER
-            recorded = int(await c.fetchval("SELECT value FROM node_state WHERE key = $1",
-                                            STATE_KEY))  # fmt: skip
+            recorded = int(await c.fetchval("SELECT value FROM syncer_state WHERE key = $1",
+                                            LAST_BOOTSTRAP))  # fmt: skip
             assert abs(recorded - time.time()) < 120
             ticks = len(proc.events("peer_sync_finished"))
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from services.store.repo import DAY_SECONDS
-
+from relay.settings import DAY_SECONDS
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import forum, make
 
@@ -14,7 +13,7 @@ from tests.services.syncer.node import forum, make
 async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> None:
     """``mimrelay sync`` from B pulls A's objects and prints a summary; ``mimrelay peers`` then
     shows A first-party with B's cursors for it."""
-    a, b = await nodes("A"), await nodes("B")
+    a, b = await nodes("A"), await nodes("B", syncer=True)
     objects = forum(int(time.time()), "cli")
     await a.hold(objects)
     code, out, err = await b.cli("sync", f"http://{a.address}")
@@ -35,7 +34,7 @@ async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> No
 async def test_sync_command_says_what_it_held_beyond_the_event_horizon(nodes: Nodes) -> None:
     """Objects from beyond B's event horizon with nothing newer under them are not pulled, and
     the summary line says how many were held and dropped."""
-    a, b = await nodes("A"), await nodes("B")
+    a, b = await nodes("A"), await nodes("B", syncer=True)
     old = int(time.time()) - 200 * DAY_SECONDS  # beyond the default 180-day memory
     board = make("board", {"name": "long quiet"}, old)
     thread = make("thread", {"board": board.fingerprint, "name": "also quiet"}, old + 10)

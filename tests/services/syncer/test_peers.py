@@ -1,18 +1,9 @@
-"""Remote parsing, the neighbour schedule, and the retention run."""
+"""Remote parsing and the neighbour schedule."""
 
 from __future__ import annotations
 
-import time
-
-import asyncpg
 import pytest
-from services.syncer.__main__ import collect_once
 from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap
-from services.syncer.settings import SyncerSettings
-
-from relay.settings import load
-from services.store import persist
-from tests.services.syncer.node import forum
 
 
 def test_bootstrap_list_reads_ipv4_ipv6_names_and_schemes() -> None:
@@ -55,30 +46,6 @@ async def test_failed_neighbour_rests_and_a_scout_replaces_it() -> None:
     calls.clear()
     await scheduler.tick()
     assert sorted(calls) == ["10.0.0.1", "10.0.0.3"]
-
-
-async def test_retention_removes_only_what_left_the_memory_window(fresh_database: str) -> None:
-    """Objects last referenced before the memory window are removed and counted; one inside the
-    network head stays, as does an old key that recent objects reference."""
-    now = int(time.time())
-    old, recent = forum(now - 400 * 86400, "old"), forum(now, "recent")
-    conn = await asyncpg.connect(fresh_database)
-    try:
-        async with conn.transaction():
-            await persist.store_objects(conn, old, now - 300 * 86400)
-            await persist.store_objects(conn, recent, now - 60)
-    finally:
-        await conn.close()
-    settings = load(SyncerSettings, database_url=fresh_database, network_memory_days=180)
-    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=2)
-    try:
-        removed = await collect_once(pool, settings)
-        left = {r["fingerprint"] for r in await pool.fetch("SELECT fingerprint FROM objects")}
-    finally:
-        await pool.close()
-    # the old key is still referenced: the recent objects it signed bumped it (§14)
-    assert removed == {"board": 1, "thread": 1, "post": 2}
-    assert left == {o.fingerprint for o in recent} | {old[0].fingerprint}
 
 
 async def test_explore_visits_statics_then_bootstrappers_and_ca_nodes_on_their_ticks() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from prometheus_client import REGISTRY
-from services.store.repo import DAY_SECONDS
 from services.syncer.peers import parse_remote
 from services.syncer.purgatory import Purgatory
 
 from mim.entities import Board, Key, Post, Thread, Vote
+from relay.settings import DAY_SECONDS
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import make
 

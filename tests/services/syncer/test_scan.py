@@ -11,8 +11,8 @@ import pytest
 
 from mim import canonical
 from mim.entities import Address
+from relay.db import addresses as db_addresses
 from relay.embedded import free_port
-from services.store import persist
 from tests.helpers.metrics import sample, scrape
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node
@@ -27,7 +27,7 @@ async def _learn(node: Node, ports: list[int], now: int) -> None:
     try:
         for port in ports:
             address = Address(location="127.0.0.1", port=port, entity_version=1)
-            await persist.store_third_party_address(conn, address, now)
+            await db_addresses.store_third_party(conn, address, now)
     finally:
         await conn.close()
 

@@ -26,7 +26,7 @@ from mim.entities import (
     ResultCache,
 )
 from mim.signing import SigningKey
-from services.gateway import identity
+from relay.db import identity
 from tests.helpers.procs import export_static
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node, forum, make
@@ -66,7 +66,7 @@ def static_node_files(
 
 
 async def node_key(node: Node) -> SigningKey:
-    seed = await node.fetchval("SELECT value FROM node_state WHERE key = $1", identity.STATE_KEY)
+    seed = await node.fetchval("SELECT value FROM node_state WHERE key = $1", identity.NODE_KEY)
     return SigningKey.from_seed_hex(seed)
 
 

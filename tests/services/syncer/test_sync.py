@@ -6,11 +6,11 @@ import asyncio
 import time
 
 from prometheus_client import REGISTRY
-from services.store.repo import DAY_SECONDS
 from services.syncer.peers import parse_remote
 
 from mim import canonical
 from mim.entities import Address
+from relay.settings import DAY_SECONDS
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import change, forum
 

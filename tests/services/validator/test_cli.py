@@ -1,23 +1,18 @@
-"""``mimrelay submit``, ``block``, ``unblock`` and ``blocks`` against real servers."""
+"""``mimrelay submit`` against real servers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from nats.aio.client import Client as NATS
 
 from relay.bus import Layout
 from relay.cli import main
+from tests.helpers.cli import invoke
 from tests.services.validator.helpers import make_post, wire
-
-
-async def invoke(args: list[str], env: dict[str, str]) -> Result:
-    """Run the command in a thread: it starts its own event loop, as from a shell."""
-    return await asyncio.to_thread(CliRunner().invoke, main, args, env=env)
 
 
 @pytest.fixture
@@ -61,21 +56,3 @@ def test_submit_without_a_kind_names_the_problem(tmp_path: Path, env: dict[str, 
     result = CliRunner().invoke(main, ["submit", str(bare)], env=env)
     assert result.exit_code == 2
     assert "no `--kind` given" in result.output
-
-
-async def test_block_unblock_and_list(env: dict[str, str], nc: NATS, layout: Layout) -> None:
-    """``block`` puts a fingerprint in the table and the bucket, ``blocks`` lists it (table and
-    JSON), ``unblock`` removes it from both."""
-    fp = "ab" * 32
-    result = await invoke(["block", fp.upper(), "--reason", "spam"], env)
-    assert result.exit_code == 0, result.output
-    assert f"blocked {fp}" in result.output
-    kv = await nc.jetstream().key_value(layout.blocklist_bucket)
-    assert json.loads((await kv.get(fp)).value or b"")["reason"] == "spam"
-    listed = await invoke(["blocks"], env)
-    assert fp in listed.output and "spam" in listed.output
-    as_json = await invoke(["blocks", "--json"], env)
-    assert json.loads(as_json.stdout.splitlines()[0])["fingerprint"] == fp
-    result = await invoke(["unblock", fp], env)
-    assert f"unblocked {fp}" in result.output
-    assert "0 blocked" in (await invoke(["blocks"], env)).output

@@ -20,12 +20,14 @@ from services.validator.settings import ValidatorSettings
 from services.validator.worker import Validator, ack_numbers
 
 from mim import verify
+from mim.entities import Address
 from relay import SettingsError
 from relay.bus import Layout, ensure_blocklist
+from relay.first_party import FIRST_PARTY, Sighting, report, sighting
 from relay.puller import Puller
 from relay.settings import load
 from relay.submit import submit
-from services.validator import blocklist
+from services.store import blocks as store_blocks
 from tests.helpers.procs import ServiceProcess
 from tests.services.validator.helpers import (
     DIFFICULTY,
@@ -168,7 +170,7 @@ async def test_blocked_objects_and_their_descendants_are_refused_until_unblocked
     conn = await asyncpg.connect(fresh_database)
     thread = "d" * 64
     try:
-        assert await blocklist.add(conn, kv, thread.upper(), "spam thread")
+        assert await store_blocks.add(conn, kv, thread.upper(), "spam thread")
         await asyncio.wait_for(_until(lambda: harness.blocks.match([thread])), 5)
         other, again = make_post(4), make_post(5, thread=thread)
         await submit(js, layout, "post", wire(make_post(3, thread=thread)))
@@ -179,7 +181,7 @@ async def test_blocked_objects_and_their_descendants_are_refused_until_unblocked
         assert "spam thread" in rejected[0]["reason"]
         assert fingerprints(await read_accepted(js, layout)) == [other.fingerprint]
 
-        assert await blocklist.remove(conn, kv, thread)
+        assert await store_blocks.remove(conn, kv, thread)
         await asyncio.wait_for(_until(lambda: not harness.blocks.match([thread])), 5)
         await submit(js, layout, "post", wire(again))
         await harness.run_until_idle()
@@ -282,3 +284,19 @@ async def test_ack_numbers_read_the_reply_subject_as_nats_py_does(nc: NATS, layo
     )
     assert ack_numbers(domain) == (41, 3, 7)
     assert (domain.metadata.sequence.stream, domain.metadata.num_delivered) == (41, 3)
+
+
+async def test_a_first_party_address_goes_on_with_its_times(harness: Harness) -> None:
+    """An address reported first-party is checked like any address and reaches the accepted stream
+    marked first-party with its ping and sync times; the same report again is queued once, a
+    later ping is queued anew."""
+    js, layout = harness.js, harness.layout
+    address = Address(location="203.0.113.7", port=8090, location_type=4, type=2, entity_version=1)
+    await report(js, layout, address, last_ping=1_700_000_000)
+    await report(js, layout, address, last_ping=1_700_000_000)
+    await report(js, layout, address, last_ping=1_700_000_060)
+    await harness.run_until_idle()
+    accepted = await read_accepted(js, layout)
+    marks = [sighting(m.headers) for m in accepted]
+    assert marks == [Sighting(1_700_000_000, 0), Sighting(1_700_000_060, 0)]
+    assert all(m.headers and m.headers["Mim-Source"] == FIRST_PARTY for m in accepted)

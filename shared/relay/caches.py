@@ -2,8 +2,8 @@
 
 ``read_head`` loads what the head holds from the store; ``build_tree`` (pure, synchronous, run in a
 worker thread) turns it into signed pages keyed by URL path (``v0/c0/posts/index.json`` …);
-``Tree`` holds those bytes and their gzip form, so a request costs a dict lookup. The same tree is
-what ``mimrelay export-static`` writes to disk.
+``Tree`` holds those bytes and their gzip form, so a request costs a dict lookup. The gateway
+serves it; ``mimrelay export-static`` writes the same tree to disk.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import gzip
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Final
 
-from mim import canonical, pages
+from mim import canonical, pages, paths
 from mim.entities import (
     PLURALS,
     PROVABLE_KINDS,
@@ -25,11 +25,11 @@ from mim.entities import (
     entity_class,
 )
 from mim.signing import SigningKey
-from services.store import repo
+from relay.db import Db, addresses, objects
+from relay.settings import DAY_SECONDS
 
-__all__ = ["DAY_SECONDS", "Head", "Tree", "build_tree", "read_head"]
+__all__ = ["Head", "Tree", "build_tree", "read_head"]
 
-DAY_SECONDS: Final = 86_400
 _READ_CHUNK: Final = 5000  # rows per keyset page when reading the head
 _ADDRESS_READ_MAX: Final = 100_000  # addresses read for the caches (the table is pruned far below)
 _GZIP_LEVEL: Final = 6
@@ -57,31 +57,31 @@ class Tree:
         return sum(len(b) for b in self.files.values())
 
 
-async def read_head(db: Any, *, now: int, head_days: int) -> Head:
+async def read_head(db: Db, *, now: int, head_days: int) -> Head:
     """Every object and address whose local time falls in the head ending at ``now``."""
     head_seconds = head_days * DAY_SECONDS
     start = now - head_seconds
-    objects: dict[Kind, list[tuple[int, Entity]]] = {}
+    held: dict[Kind, list[tuple[int, Entity]]] = {}
     for kind in PROVABLE_KINDS:
         cls = entity_class(kind)
         rows: list[tuple[int, Entity]] = []
         after: tuple[int, str] | None = None
         while True:
-            batch = await repo.objects_referenced_between(
+            batch = await objects.referenced_between(
                 db, kind, start, now + 1, limit=_READ_CHUNK, after=after
             )
             rows.extend((r.last_referenced, canonical.loads(cls, r.body)) for r in batch)
             if len(batch) < _READ_CHUNK:
                 break
             after = (batch[-1].last_referenced, batch[-1].fingerprint)
-        objects[kind] = rows
-    stored = await repo.list_addresses(db, limit=_ADDRESS_READ_MAX)
-    objects["address"] = sorted(
+        held[kind] = rows
+    stored = await addresses.recent(db, limit=_ADDRESS_READ_MAX)
+    held["address"] = sorted(
         (a.local_arrival, canonical.loads(Address, a.body))
         for a in stored
         if start <= a.local_arrival <= now
     )
-    return Head(now=now, head_seconds=head_seconds, objects=objects)
+    return Head(now=now, head_seconds=head_seconds, objects=held)
 
 
 def _bucket(
@@ -108,11 +108,6 @@ def _contents(objects: Sequence[Entity]) -> list[tuple[str, int]]:
     return out
 
 
-def _folder(kind: Kind) -> str:
-    plural = PLURALS[kind]
-    return "v0/addresses" if kind == "address" else f"v0/c0/{plural}"
-
-
 def build_tree(
     head: Head, key: SigningKey, *, port: int, node_type: int, nonce: str, compress: bool = True
 ) -> Tree:
@@ -125,7 +120,7 @@ def build_tree(
     slices = pages.head_slices(now, head.head_seconds)
     files: dict[str, bytes] = {}
     for kind, rows in head.objects.items():
-        folder, plural = _folder(kind), PLURALS[kind]
+        folder, plural = paths.endpoint(kind), PLURALS[kind]
         results: list[ResultCache] = []
         for (start, end), bucket in zip(slices, _bucket(rows, slices), strict=True):
             if not bucket:
@@ -139,10 +134,14 @@ def build_tree(
                 caching=Caching(entity_counts=pages.entity_counts(bucket)),
             )
             for rel, page in pages.cache_pages(kind, bucket, page_base).items():
-                files[f"{folder}/cache_{cid}/{rel}"] = canonical.encode(pages.sign_page(page, key))
-            results.append(ResultCache(response_url=f"cache_{cid}", starts_from=start, ends_at=end))
+                files[f"{folder}/{paths.cache_folder(cid)}/{rel}"] = canonical.encode(
+                    pages.sign_page(page, key)
+                )
+            results.append(
+                ResultCache(response_url=paths.cache_folder(cid), starts_from=start, ends_at=end)
+            )
         index = pages.endpoint_index(plural, base, results)
-        files[f"{folder}/index.json"] = canonical.encode(pages.sign_page(index, key))
+        files[f"{folder}/{paths.INDEX}"] = canonical.encode(pages.sign_page(index, key))
     gzipped = (
         {path: gzip.compress(body, _GZIP_LEVEL, mtime=0) for path, body in files.items()}
         if compress

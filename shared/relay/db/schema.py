@@ -1,4 +1,4 @@
-"""Versioned schema migrations, applied at start-up by every store replica.
+"""Versioned schema migrations, applied at start-up by every store replica (and ``mimrelay up``).
 
 Migrations are the numbered files in ``migrations/`` (``0001_initial.sql``, ``0002_...``), applied
 in number order, each recorded in ``schema_migrations``. All pending files are applied in one
@@ -17,9 +17,23 @@ from typing import Final
 import asyncpg
 
 from relay import logging as relay_logging
-from services.store.persist import Conn
+from relay.db import Conn
 
-__all__ = ["LOCK_ID", "MIGRATIONS_DIR", "Migration", "applied", "migrate", "migrations"]
+__all__ = [
+    "LOCK_ID",
+    "MIGRATIONS_DIR",
+    "WRITER",
+    "WRITES",
+    "Migration",
+    "applied",
+    "migrate",
+    "migrations",
+]
+
+#: The service that owns the schema (``mimrelay up`` applies the same files before starting it).
+WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("migrate",)
 
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 

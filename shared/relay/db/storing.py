@@ -1,4 +1,4 @@
-"""Writing accepted objects and addresses: the update rules of PROTOCOL.md §13.6, §14 and §20.
+"""Writing accepted objects: the update rules of PROTOCOL.md §14 and §20. Writer: the store.
 
 Everything here runs inside the caller's transaction, so one batch commits or rolls back whole.
 Rules for a provable object ``cand`` against the stored version ``ex`` (same kind, fingerprint):
@@ -19,32 +19,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from mim import canonical
-from mim.entities import Address, Board, Key, Post, Provable, Thread, Truststate, Vote
+from mim.entities import Board, Key, Post, Provable, Thread, Truststate, Vote
+from relay.db import Conn
 
 __all__ = [
     "MAX_PARENT_DEPTH",
-    "AddressOutcome",
-    "Conn",
+    "WRITER",
+    "WRITES",
     "ObjectRow",
     "Outcome",
-    "prune_addresses",
     "row_of",
-    "store_first_party_address",
     "store_objects",
-    "store_third_party_address",
 ]
 
-Outcome = Literal["inserted", "updated", "duplicate", "stale", "refused"]
-AddressOutcome = Literal["written", "kept"]
+#: The one service that writes ``objects`` and ``board_owners``.
+WRITER: Final = "store"
+#: The functions here that write; only the writer's code may call them.
+WRITES: Final = ("store_objects",)
 
-#: A connection, or one borrowed from a pool.
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+Outcome = Literal["inserted", "updated", "duplicate", "stale", "refused"]
 
 #: Deepest parent chain followed when refreshing a reply's ancestors (§13.5 uses the same bound).
 MAX_PARENT_DEPTH: Final = 1000
@@ -308,89 +306,3 @@ async def _refresh_ancestors(conn: Conn, stored: Sequence[Provable], now: int) -
     parents = sorted({e.parent for e in stored if isinstance(e, Post) and e.parent})
     if parents:
         await conn.execute(_REFRESH_PARENTS, parents, now, MAX_PARENT_DEPTH)
-
-
-# --------------------------------------------------------------------------- addresses (§13.6)
-
-
-def _stripped(address: Address) -> Address:
-    """What a third-party address keeps: where the node is, nothing it claims about itself."""
-    kept: Address = cast(Any, Address)(
-        location=address.location,
-        sublocation=address.sublocation,
-        port=address.port,
-        entity_version=address.entity_version,
-        realm_id=address.realm_id,
-    )
-    return kept
-
-
-async def store_third_party_address(conn: Conn, address: Address, now: int) -> AddressOutcome:
-    """Insert a stripped ``address`` if its location is new; never change a stored row."""
-    kept = _stripped(address)
-    status = await conn.execute(
-        "INSERT INTO addresses (location, sublocation, port, body, local_arrival)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        kept.location,
-        kept.sublocation,
-        kept.port,
-        canonical.dumps(kept),
-        now,
-    )
-    return "written" if status.endswith(" 1") else "kept"
-
-
-_FIRST_PARTY: Final = """
-INSERT INTO addresses AS a (location, sublocation, port, location_type, type, body, first_party,
-                            last_ping, last_sync, local_arrival)
-VALUES ($1, $2, $3, $4, $5, $6, true, $7, $8, $9)
-ON CONFLICT (location, sublocation, port) DO UPDATE SET
-    location_type = EXCLUDED.location_type, type = EXCLUDED.type, body = EXCLUDED.body,
-    first_party = true,
-    last_ping = GREATEST(a.last_ping, EXCLUDED.last_ping),
-    last_sync = GREATEST(a.last_sync, EXCLUDED.last_sync),
-    local_arrival = EXCLUDED.local_arrival
-WHERE (a.location_type, a.type, a.body, a.first_party,
-       a.last_ping, a.last_sync) IS DISTINCT FROM
-      (EXCLUDED.location_type, EXCLUDED.type, EXCLUDED.body, true,
-       GREATEST(a.last_ping, EXCLUDED.last_ping), GREATEST(a.last_sync, EXCLUDED.last_sync))
-"""
-
-
-async def store_first_party_address(
-    conn: Conn, address: Address, now: int, *, last_ping: int = 0, last_sync: int = 0
-) -> AddressOutcome:
-    """Store ``address`` with all its details, as heard from the node itself.
-
-    Ping and sync times only move forward; the row (and its arrival time) changes only if some
-    detail differs.
-    """
-    status = await conn.execute(
-        _FIRST_PARTY,
-        address.location,
-        address.sublocation,
-        address.port,
-        address.location_type,
-        address.type,
-        canonical.dumps(address),
-        last_ping,
-        last_sync,
-        now,
-    )
-    return "written" if status.endswith(" 1") else "kept"
-
-
-_PRUNE: Final = """
-DELETE FROM addresses a USING (
-    SELECT location, sublocation, port FROM addresses
-    ORDER BY last_ping DESC, last_sync DESC, local_arrival DESC, location, sublocation, port
-    OFFSET $1
-) old
-WHERE (a.location, a.sublocation, a.port) = (old.location, old.sublocation, old.port)
-"""
-
-
-async def prune_addresses(conn: Conn, keep: int) -> int:
-    """Cut the address table to the ``keep`` most recently pinged, synced or arrived; return cut."""
-    status = await conn.execute(_PRUNE, keep)
-    return int(status.rsplit(" ", 1)[1])

@@ -1,0 +1,96 @@
+"""The Mim API's own routes (PROTOCOL.md §11): status, node, bootstrappers, caches, containers.
+
+GETs of the cache tree are dict lookups (the edge answers most of them before they get here);
+POSTs go to :mod:`services.gateway.posts`. What is not ours is answered 204, as the reference does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Final
+
+from fastapi import Request, Response
+
+from mim import canonical, pages, paths
+from mim.entities import PLURALS, Address, Answer
+from relay.db import addresses
+from services.gateway import posts
+from services.gateway.answers import json_bytes
+from services.gateway.state import Gateway
+
+__all__ = ["get", "post", "unsafe"]
+
+_ENTITY_POSTS: Final = {paths.endpoint(kind): PLURALS[kind] for kind in PLURALS}
+_BOOTSTRAPPER_SHARE: Final = ((3, 20), (254, 10))  # node type, at most (§11.3)
+
+
+def unsafe(path: str) -> bool:
+    """A path that could climb out of the tree or name a folder: never a file of ours."""
+    return ".." in path or "/." in path or "\\." in path or path.endswith("/")
+
+
+def _serve_file(gw: Gateway, request: Request, path: str) -> Response:
+    if unsafe(path):
+        return Response(status_code=204)
+    key = path.lstrip("/")
+    body = gw.tree.files.get(key)
+    if body is None:
+        return Response(status_code=204)
+    return json_bytes(request, body, gw.tree.gzipped.get(key))
+
+
+def _node_answer(gw: Gateway, request: Request) -> Response:
+    page = pages.node_page(gw.base(int(time.time())))
+    return json_bytes(request, gw.signed(page), min_gzip=gw.settings.gzip_min_bytes)
+
+
+async def _bootstrappers(gw: Gateway, request: Request) -> Response:
+    stored = await addresses.recent(gw.pool, limit=1000)
+    live = [canonical.loads(Address, a.body) for a in stored if a.first_party]
+    chosen = [
+        a
+        for node_type, most in _BOOTSTRAPPER_SHARE
+        for a in [x for x in live if x.type == node_type][:most]
+    ]
+    page = replace(
+        gw.base(int(time.time())),
+        entity="addresses",
+        endpoint="bootstrappers",
+        response=Answer(addresses=tuple(pages.sanitise_address(a) for a in chosen))
+        if chosen
+        else Answer(),
+    )
+    return json_bytes(request, gw.signed(page), min_gzip=gw.settings.gzip_min_bytes)
+
+
+async def get(gw: Gateway, request: Request, path: str) -> Response:  # noqa: PLR0911 - a route each
+    """Answer a GET (or HEAD) of ``path``."""
+    clean = path.strip("/")
+    if clean in (paths.STATUS, paths.PING_STATUS) or clean.startswith("v0/revconn/"):
+        return Response(status_code=200)
+    if clean in (paths.NODE, paths.PING_NODE):
+        return _node_answer(gw, request)
+    if clean == paths.BOOTSTRAPPERS:
+        return await _bootstrappers(gw, request)
+    if clean.startswith("v0/ping/"):
+        return Response(status_code=200)
+    if clean.startswith(paths.RESPONSES + "/"):
+        if unsafe(path):
+            return Response(status_code=204)
+        stored = gw.responses.get(clean)
+        return Response(status_code=204) if stored is None else json_bytes(request, stored[1])
+    return _serve_file(gw, request, path)
+
+
+async def post(gw: Gateway, request: Request, path: str) -> Response:
+    """Answer a POST to ``path``: node, addresses, or an entity endpoint (§11.4)."""
+    clean = path.strip("/")
+    if clean in (paths.NODE, paths.PING_NODE):
+        return await posts.answer(gw, request, "node")
+    plural = _ENTITY_POSTS.get(clean)
+    if plural == "addresses":
+        return await posts.answer(gw, request, "address")
+    if plural is not None:
+        return await posts.answer(gw, request, plural)
+    return Response(status_code=204)

@@ -1,0 +1,107 @@
+"""What every request handler of one gateway shares: settings, key, connections, caches, memory.
+
+:class:`Gateway` is made once at start (:mod:`services.gateway.service`) and handed to the app;
+handlers read it from ``request.app.state.gateway``. It signs pages with the node key and holds
+the current cache tree, the POST answer containers and the nonces seen (§11.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import asyncpg
+from nats.aio.client import Client as NATS
+
+from mim import canonical, pages
+from mim.entities import ApiResponse
+from mim.signing import SigningKey
+from relay import caches
+from relay.bus import Layout
+from relay.caches import Tree
+from relay.logging import get_logger
+from services.gateway import metrics
+from services.gateway.settings import GatewaySettings
+
+__all__ = ["Gateway", "NonceMemory"]
+
+_NONCE_MEMORY_SECONDS: Final = 50 * 60  # §11.4, §16
+_NONCE_MAX_PER_KEY: Final = 358  # §16
+
+_log = get_logger(__name__)
+
+
+class NonceMemory:
+    """Nonces seen per node key in the last 50 minutes (§11.4)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seen: dict[str, dict[str, float]] = {}
+        self._clock = clock
+
+    def seen(self, key: str, nonce: str) -> bool:
+        now = self._clock()
+        nonces = self._seen.setdefault(key, {})
+        for old in [n for n, t in nonces.items() if now - t > _NONCE_MEMORY_SECONDS]:
+            del nonces[old]
+        if nonce in nonces or len(nonces) >= _NONCE_MAX_PER_KEY:
+            return True
+        nonces[nonce] = now
+        return False
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs; one per process."""
+
+    settings: GatewaySettings
+    key: SigningKey
+    pool: asyncpg.Pool
+    nc: NATS
+    layout: Layout
+    port: int  # the port we announce
+    tree: Tree = field(default_factory=lambda: Tree(0, {}))
+    responses: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    nonces: NonceMemory = field(default_factory=NonceMemory)
+
+    @property
+    def head_seconds(self) -> int:
+        return self.settings.head_seconds
+
+    def base(self, now: int) -> ApiResponse:
+        """An unsigned page of ours at ``now``: our key, address and a fresh nonce."""
+        return pages.prefill(
+            self.key.public_hex,
+            port=self.port,
+            node_type=pages.NODE_TYPE_LIVE,
+            nonce=secrets.token_hex(32),
+            now=now,
+        )
+
+    def signed(self, page: ApiResponse) -> bytes:
+        return canonical.encode(pages.sign_page(page, self.key))
+
+    async def regenerate(self, now: int | None = None) -> Tree:
+        """Build a fresh cache tree from the store and swap it in; returns it."""
+        started = time.perf_counter()
+        now = int(time.time()) if now is None else now
+        head = await caches.read_head(self.pool, now=now, head_days=self.settings.network_head_days)
+        tree = await asyncio.to_thread(
+            caches.build_tree,
+            head,
+            self.key,
+            port=self.port,
+            node_type=pages.NODE_TYPE_LIVE,
+            nonce=secrets.token_hex(32),
+        )
+        self.tree = tree
+        elapsed = time.perf_counter() - started
+        metrics.CACHE_GENERATION_SECONDS.observe(elapsed)
+        metrics.CACHE_BYTES.set(tree.size)
+        metrics.CACHE_PAGES.set(len(tree.files))
+        metrics.CACHE_GENERATED.set(tree.generated_at)
+        _log.info("caches_generated", files=len(tree.files), bytes=tree.size, duration_s=elapsed)
+        return tree
