@@ -117,6 +117,12 @@ class Manners:
     def failed(self) -> list[int]:
         return [s for s in self.statuses if s != 200]
 
+    def __repr__(self) -> str:
+        return (
+            f"Manners({len(self.statuses)} requests, failed {self.failed[:10]},"
+            f" worst {self.worst:.3f} s)"
+        )
+
 
 class Polite:
     """A well-behaved remote asking for ``path`` every ``pause`` seconds until the block ends."""
