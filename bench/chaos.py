@@ -4,10 +4,12 @@
 
 The same two nodes and traffic as ``bench/soak.py`` (``soak_run``). Every ``--kill-every``
 seconds one process of node A gets SIGKILL: a stage (gateway, store, a validator, a miner, the
-syncer) drawn at random, except that ``--server-kills`` times each, spread over the run, it is
-nats-server or PostgreSQL instead. After each kill the run waits until the node is whole again:
-the killed process replaced (a new pid in ``node.json``), every ``/healthz`` 200 and the API
-answering, and prints how long that took. No new kill comes before the node has recovered.
+syncer) drawn at random (every stage once in each round, the rounds in random orders), except
+that ``--server-kills`` times each, spread over the run, it is nats-server or PostgreSQL instead.
+Samples are taken every 15 s (``--sample-seconds``), so the plots show each dip.
+After each kill the run waits until the node is whole again: the killed process replaced (a new
+pid in ``node.json``), every ``/healthz`` 200 and the API answering, and prints how long that
+took. No new kill comes before the node has recovered.
 
 At the end the traffic stops and it checks that every object A accepted is stored exactly once at
 its newest accepted version, that B converged to the same objects, that every service of both
@@ -47,9 +49,10 @@ class Kill:
 
 
 def plan(count: int, server_kills: int, stages: list[str], rng: random.Random) -> list[str]:
-    """What each of ``count`` kills hits: each server ``server_kills`` times, evenly spread,
-    the others a stage at random."""
-    targets = [rng.choice(stages) for _ in range(count)]
+    """What each of ``count`` kills hits: each server ``server_kills`` times, evenly spread, the
+    others the stages in rounds, each round in a random order (so every stage is hit)."""
+    rounds = [rng.sample(stages, len(stages)) for _ in range(count // len(stages) + 1)]
+    targets = [stage for order in rounds for stage in order][:count]
     servers = [s for _ in range(server_kills) for s in SERVERS]
     for n, server in enumerate(servers):
         targets[min(count - 1, (n + 1) * count // (len(servers) + 1))] = server
@@ -134,19 +137,13 @@ class Chaos:
 
 
 async def main() -> int:
-    parser = options(__doc__.split("\n")[0], minutes=15)
+    parser = options(__doc__.split("\n")[0], minutes=15, sample=15.0)
     parser.add_argument("--kill-every", type=float, default=30.0, help="seconds between kills")
     parser.add_argument("--server-kills", type=int, default=2, help="kills of each server")
     parser.add_argument("--recovery-limit", type=float, default=120.0, help="seconds")
     args = parser.parse_args()
     run = Run(args, "chaos")
-    forge = None
-    try:
-        run.start_nodes()
-        forge = run.forge()
-        traffic = run.traffic(forge, tolerant=True)
-        await run.measure(traffic, forge)
-        sampler = Sampler(run.nodes, traffic)
+    async with run.session(tolerant=True) as (traffic, sampler):
         chaos = Chaos(run, sampler)
         print(f"driving node A for {args.minutes:g} minutes, a kill every {args.kill_every:g} s")
         await run.drive(traffic, sampler, chaos)
@@ -157,11 +154,7 @@ async def main() -> int:
         checks.append(objects_check(in_a.lost + in_a.stale, in_a.doubled))
         checks += run.checks(traffic, in_a, in_b, health)
         run.report(sampler, traffic, checks, marks=[(k.minute, k.target) for k in chaos.kills])
-        return 1 if any(c.ok is False for c in checks) else 0
-    finally:
-        if forge is not None:
-            forge.shutdown(cancel_futures=True)
-        run.stop_nodes()
+    return 1 if any(c.ok is False for c in checks) else 0
 
 
 if __name__ == "__main__":

@@ -56,13 +56,7 @@ async def _idle(stop: asyncio.Event) -> None:
 async def main() -> int:
     args = options(__doc__.split("\n")[0], minutes=30).parse_args()
     run = Run(args, "soak")
-    forge = None
-    try:
-        run.start_nodes()
-        forge = run.forge()
-        traffic = run.traffic(forge)
-        await run.measure(traffic, forge)
-        sampler = Sampler(run.nodes, traffic)
+    async with run.session() as (traffic, sampler):
         print(f"driving node A for {args.minutes:g} minutes")
         await run.drive(traffic, sampler, _idle)
         in_a, in_b = await run.settle(traffic)
@@ -70,11 +64,7 @@ async def main() -> int:
         checks = run.verdict(sampler, in_a)
         checks += _quiet_checks(sampler, traffic) + run.checks(traffic, in_a, in_b, health)
         run.report(sampler, traffic, checks)
-        return 1 if any(c.ok is False for c in checks) else 0
-    finally:
-        if forge is not None:
-            forge.shutdown(cancel_futures=True)
-        run.stop_nodes()
+    return 1 if any(c.ok is False for c in checks) else 0
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ class Forge:
     def hostile(self, case: str, now: int) -> bytes:
         """The request body of one hostile case (``HOSTILE``)."""
         if case == "query_replay":
-            return self.query(now)
+            return self.query(now, 60)
         if case == "malformed":
             return b'[{"kind": "post", "object": {"fingerprint": '
         if case == "oversized":
@@ -240,8 +240,9 @@ class Forge:
             wire["creation"] = str(wire["creation"])
         return json.dumps([{"kind": "post", "object": wire}]).encode()
 
-    def query(self, now: int) -> bytes:
-        """A signed POST request for the posts of the last ten minutes, or of one fingerprint."""
+    def query(self, now: int, seconds: int = 180) -> bytes:
+        """A signed POST request for the posts of the last ``seconds`` (a syncer asks from its
+        cursor less its 120 s overlap), or for one post by fingerprint."""
         base = pages.prefill(
             self.peer.public_hex, port=self.peer_port, node_type=2, nonce=secrets.token_hex(32),
             now=now,
@@ -252,7 +253,7 @@ class Forge:
                 Filter(type="fingerprint", values=(self.rng.choice(self.posts).fingerprint,)),
             )
         else:
-            filters = pages.timestamp_filter(now - 600, now)
+            filters = pages.timestamp_filter(now - seconds, now)
         page = dataclasses.replace(base, entity="posts", endpoint="posts", filters=filters)
         return canonical.encode(pages.build_request(page, self.peer, self.mint, self.request_pow))
 
@@ -315,5 +316,5 @@ def hostile(case: str, now: int) -> bytes:
     return _forge().hostile(case, now)
 
 
-def query(now: int) -> bytes:
-    return _forge().query(now)
+def query(now: int, seconds: int) -> bytes:
+    return _forge().query(now, seconds)

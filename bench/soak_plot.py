@@ -62,7 +62,7 @@ def plot(
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             ax.plot(xs, ys, style, marker="o" if what == "recovery_s" else ".", label=name)
         for minute, _label in marks:
-            ax.axvline(minute, color="grey", alpha=0.25, linewidth=0.8)
+            ax.axvline(minute, color="tab:red", alpha=0.35, linewidth=0.8, linestyle=":")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("minute")
         ax.set_ylabel(unit)

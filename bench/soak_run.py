@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -46,8 +47,8 @@ _SETTLE_SECONDS: Final = 600.0
 _PEER_TICK: Final = "10"  # seconds between B's neighbour ticks, and A's rest after a sync
 
 
-def options(description: str, minutes: float) -> argparse.ArgumentParser:
-    """The options both runs take."""
+def options(description: str, minutes: float, sample: float = 60.0) -> argparse.ArgumentParser:
+    """The options both runs take; ``minutes`` and ``sample`` (seconds) are defaults."""
     parser = argparse.ArgumentParser(description=description)
     add = parser.add_argument
     add("--minutes", type=float, default=minutes, help="length of the traffic")
@@ -58,11 +59,13 @@ def options(description: str, minutes: float) -> argparse.ArgumentParser:
     add("--cache-interval", type=float, default=60.0, help="seconds between cache generations")
     add("--validators", type=int, default=1)
     add("--warmup", type=float, default=-1.0, help="minutes left out of slopes (default 1/6)")
-    add("--sample-seconds", type=float, default=60.0, help="seconds between two samples")
+    add("--sample-seconds", type=float, default=sample, help="seconds between two samples")
     add("--node", type=Path, help="data directory of a running node to drive instead")
     add("--peer", type=Path, help="data directory of a running node syncing from it")
     add("--no-peer", action="store_true", help="no second node")
     add("--request-pow", type=int, default=15, help="proof of work of the POST queries")
+    add("--query-every", type=float, default=10.0, help="seconds between two POST queries")
+    add("--query-seconds", type=int, default=180, help="time range a POST query asks for")
     add("--seed", type=int, default=18, help="seed of what is made, and of chaos' choices")
     add("--token", default=os.environ.get("MIM_API_TOKEN", ""), help="submission bearer token")
     add("--out", type=Path, help="where logs, node data and raw series go (default: a temp dir)")
@@ -130,14 +133,27 @@ class Run:
         a = self.nodes[0]
         return Traffic(
             a.api_url, a.submit_url(), forge, rate=self.rate, token=self.args.token,
+            query_every=self.args.query_every, query_seconds=self.args.query_seconds,
             tolerant=tolerant,
         )  # fmt: skip
 
-    def forge(self) -> Any:
-        """The worker process making what is sent."""
-        return soak_forge.start_worker(
-            self.args.seed, self.args.difficulty, self.args.request_pow, peer_port=7000
-        )
+    @contextlib.asynccontextmanager
+    async def session(self, *, tolerant: bool = False) -> AsyncIterator[tuple[Traffic, Sampler]]:
+        """The nodes, the forge, the traffic at the measured rate and a sampler; the forge and the
+        nodes this run started are stopped at the end. See :meth:`traffic` for ``tolerant``."""
+        forge = None
+        try:
+            self.start_nodes()
+            forge = soak_forge.start_worker(
+                self.args.seed, self.args.difficulty, self.args.request_pow, peer_port=7000
+            )
+            traffic = self.traffic(forge, tolerant=tolerant)
+            await self.measure(traffic, forge)
+            yield traffic, Sampler(self.nodes, traffic)
+        finally:
+            if forge is not None:
+                forge.shutdown(cancel_futures=True)
+            self.stop_nodes()
 
     async def measure(self, traffic: Traffic, forge: Any) -> None:
         """The ingest capacity through the gateway, and the run's rate from it."""

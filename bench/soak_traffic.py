@@ -8,8 +8,8 @@ Four loops share one :class:`Traffic` until its stop event is set:
   what it held is either confirmed later or left uncertain, never counted as accepted;
 - a GET crawler: ``/v0/status``, ``/v0/node``, then each endpoint's ``index.json`` and the
   manifest and pages of its newest cache, ``crawl_rate`` requests a second;
-- POST queries: a signed request (posts of the last ten minutes, or one fingerprint) every
-  ``query_every`` seconds;
+- POST queries: a signed request (posts of the last ``query_seconds``, or one fingerprint) every
+  ``query_every`` seconds, as syncing peers ask;
 - a hostile trickle: one case of ``soak_forge.HOSTILE`` every ``hostile_every`` seconds, in turn;
   an answer outside the case's expected statuses is kept in ``unexpected``.
 
@@ -83,7 +83,8 @@ class Traffic:
         *,
         rate: float,
         crawl_rate: float = 5.0,
-        query_every: float = 2.0,
+        query_every: float = 10.0,
+        query_seconds: int = 180,
         hostile_every: float = 3.0,
         token: str = "",
         tolerant: bool = False,
@@ -94,6 +95,7 @@ class Traffic:
         self.rate = rate
         self.crawl_rate = crawl_rate
         self.query_every = query_every
+        self.query_seconds = query_seconds
         self.hostile_every = hostile_every
         self.tolerant = tolerant
         self.ledger = Ledger()
@@ -205,7 +207,7 @@ class Traffic:
 
     async def _querying(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
         while not await _pause(stop, self.query_every):
-            body = await self._in_forge(soak_forge.query, int(time.time()))
+            body = await self._in_forge(soak_forge.query, int(time.time()), self.query_seconds)
             await self._call(http, "post", "POST", f"{self.api_url}/v0/c0/posts", body)
 
     async def _hostile(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
