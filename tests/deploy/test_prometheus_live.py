@@ -94,8 +94,8 @@ def test_grafana_variables_become_promql() -> None:
 
 
 def test_alert_rule_unit_tests_pass() -> None:
-    """`promtool test rules` passes on deploy/prometheus/alerts-test.yml: the sync alert waits 30
-    minutes on a new syncer, spares one that succeeds, and flags one that stopped succeeding."""
+    """`promtool test rules` passes on deploy/prometheus/alerts-test.yml: each alert there stays
+    quiet on a healthy series and fires, after its wait, on a failing one."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
