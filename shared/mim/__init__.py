@@ -5,7 +5,18 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 ``pow`` unshadowed.
 """
 
-from mim import bounds, canonical, create, entities, errors, fingerprint, inputs, signing, verify
+from mim import (
+    bounds,
+    canonical,
+    create,
+    entities,
+    errors,
+    fingerprint,
+    inputs,
+    kinds,
+    signing,
+    verify,
+)
 from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
 from mim import paths as paths  # where a node serves what (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
@@ -70,6 +81,7 @@ __all__ = [
     "errors",
     "fingerprint",
     "inputs",
+    "kinds",
     "pages",
     "parse",
     "paths",
