@@ -36,6 +36,7 @@ from mim.verify import Policy, Verdict, verify_entity
 from relay import BusError, BusUnavailable
 from relay.db import objects
 from relay.submit import IngestFull, dedupe_id, submit
+from relay.wrapped import unwrap
 from services.gateway import metrics
 from services.gateway.answers import ErrorBody, refusal, refused
 from services.gateway.settings import GatewaySettings
@@ -120,7 +121,8 @@ def _decode(batch: Sequence[SubmitItem]) -> list[tuple[SubmitItem, Entity]] | JS
     decoded: list[tuple[SubmitItem, Entity]] = []
     for n, item in enumerate(batch):
         try:
-            obj = canonical.loads(entity_class(item.kind), json.dumps(item.object))
+            kind, body = unwrap(json.dumps({"kind": item.kind, "object": item.object}))
+            obj = canonical.loads(entity_class(kind), body)
         except MimError as exc:
             return refused(exc, 400, field=f"[{n}].{exc.field}")
         decoded.append((item, obj))
