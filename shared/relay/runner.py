@@ -148,7 +148,7 @@ async def connect_nats(
         )
 
     async def disconnected_cb() -> None:
-        if connected:
+        if connected and not client.is_closed:  # closed: we closed it, nothing was lost
             logger.warning("nats_disconnected", url=shown)
             if on_disconnect is not None:
                 await on_disconnect()

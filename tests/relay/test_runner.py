@@ -208,6 +208,16 @@ async def test_connect_nats_waits_for_a_late_server(tmp_path: Any) -> None:
     assert ready["attempts"] == len(waits) + 1
 
 
+async def test_closing_a_connection_is_not_a_disconnection(nats_url: str) -> None:
+    """A connection we close ourselves logs no `nats_disconnected` warning."""
+    with capture_logs() as logs:
+        client = await connect_nats(nats_url, "t", attempts=1)
+        await close_nats(client)
+    assert client.is_closed
+    assert [e for e in logs if e["event"] == "dependency_ready"]
+    assert [e for e in logs if e["event"] == "nats_disconnected"] == []
+
+
 async def test_connect_nats_gives_up_after_its_attempts() -> None:
     """With nobody listening, the bounded retries end in DependencyUnavailable."""
     url = f"nats://127.0.0.1:{free_port()}"
