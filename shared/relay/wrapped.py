@@ -18,7 +18,6 @@ and the rule, as an object that does not decode does.
 from __future__ import annotations
 
 import json
-from json.decoder import scanstring
 from typing import Final, NamedTuple
 
 from mim.entities import KINDS, Kind
@@ -59,7 +58,7 @@ def unwrap(text: str, kind: str | None = None) -> Item:
     except RecursionError:
         raise MalformedJSON("object", "json.depth", "nested too deeply") from None
     except ValueError as exc:
-        raise MalformedJSON("object", "json.syntax", str(exc)) from None
+        raise MalformedJSON("object", "json.syntax", _syntax(exc)) from None
     spans = {key: (start, end) for key, start, end in members}
     if set(spans) == _WRAPPER:
         start, end = spans["kind"]
@@ -70,6 +69,13 @@ def unwrap(text: str, kind: str | None = None) -> Item:
         return Item(named, text[start:end])
     chosen = _kind(kind) if kind is not None else infer_kind(spans)
     return Item(chosen, text.strip(WHITESPACE))
+
+
+def _syntax(exc: ValueError) -> str:
+    if not isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc})"
+    at = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+    return f"not JSON ({exc.msg} at {at})"
 
 
 def _kind(value: object) -> Kind:
@@ -90,7 +96,7 @@ def _members(text: str) -> list[tuple[str, int, int]]:
     pos = _skip(text, 0)
     if not text.startswith("{", pos):
         if pos == len(text):
-            raise ValueError("no JSON object")
+            raise json.JSONDecodeError("Expecting value", text, pos)
         _, end = _DECODER.raw_decode(text, pos)
         raise MalformedJSON("object", "json.type", f"{text[pos:end][:20]!r} is not a JSON object")
     found: list[tuple[str, int, int]] = []
@@ -98,21 +104,21 @@ def _members(text: str) -> list[tuple[str, int, int]]:
     closed = text.startswith("}", pos)
     while not closed:
         if not text.startswith('"', pos):
-            raise ValueError(f"a key expected at offset {pos}")
-        key, pos = scanstring(text, pos + 1)
+            raise json.JSONDecodeError("Expecting a key", text, pos)
+        key, pos = _DECODER.raw_decode(text, pos)  # a string: it starts with a quote
         pos = _skip(text, pos)
         if not text.startswith(":", pos):
-            raise ValueError(f"':' expected at offset {pos}")
+            raise json.JSONDecodeError("Expecting ':'", text, pos)
         start = _skip(text, pos + 1)
         _, end = _DECODER.raw_decode(text, start)
         found.append((key, start, end))
         pos = _skip(text, end)
         closed = text.startswith("}", pos)
         if not closed and not text.startswith(",", pos):
-            raise ValueError(f"',' or '}}' expected at offset {pos}")
+            raise json.JSONDecodeError("Expecting ',' or '}'", text, pos)
         pos = _skip(text, pos + 1) if not closed else pos
     if _skip(text, pos + 1) != len(text):
-        raise ValueError(f"more after the object at offset {pos + 1}")
+        raise json.JSONDecodeError("Extra data after the object", text, pos + 1)
     return found
 
 
@@ -129,8 +135,10 @@ def split(raw: bytes) -> list[tuple[str, str]]:
     if whole.startswith("["):
         try:
             return [(f"element {n}", e) for n, e in enumerate(_elements(whole), 1)]
-        except (ValueError, RecursionError) as exc:
-            raise MalformedJSON("object", "json.syntax", f"the array: {exc}") from None
+        except RecursionError:
+            raise MalformedJSON("object", "json.depth", "nested too deeply") from None
+        except ValueError as exc:
+            raise MalformedJSON("object", "json.syntax", f"the array is {_syntax(exc)}") from None
     if "\n" in whole and _one_document(whole):
         return [("the document", whole)]
     lines = enumerate(text.split("\n"), 1)
@@ -157,9 +165,9 @@ def _elements(text: str) -> list[str]:
         if text.startswith(",", pos):
             pos = _skip(text, pos + 1)
             if text.startswith("]", pos):
-                raise ValueError(f"a value expected at offset {pos}")
+                raise json.JSONDecodeError("Expecting value", text, pos)
         elif not text.startswith("]", pos):
-            raise ValueError(f"',' or ']' expected at offset {pos}")
+            raise json.JSONDecodeError("Expecting ',' or ']'", text, pos)
     if _skip(text, pos + 1) != len(text):
-        raise ValueError(f"more after the array at offset {pos + 1}")
+        raise json.JSONDecodeError("Extra data after the array", text, pos + 1)
     return out
