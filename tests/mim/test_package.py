@@ -17,6 +17,7 @@ ALLOWED = {
     "dataclasses",
     "functools",
     "hashlib",
+    "ipaddress",
     "json",
     "re",
     "types",
