@@ -180,7 +180,7 @@ async def test_export_then_import_restores_the_same_objects_through_the_validato
     again = await asyncio.to_thread(_cli, ["import", str(mixed)], target_node)
     assert again.returncode == 1, again.stderr
     assert again.stdout.strip() == "queued 1 object(s), 1 already queued, 1 line(s) refused"
-    assert "line 3: refused: not JSON" in again.stderr
+    assert "line 3: refused: `object`: not JSON" in again.stderr
     await _wait_restored(target_node, len(source), rejected=1)
     assert await _bodies(target_node["MIM_DATABASE_URL"]) == source
 

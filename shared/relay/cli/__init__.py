@@ -18,17 +18,18 @@ _COMMANDS: dict[str, str] = {
     "update": "relay.cli.objects:update",
     "verify": "relay.cli.objects:verify",
     "submit": "relay.cli.ingest:submit",
-    "block": "relay.cli.ingest:block",
-    "unblock": "relay.cli.ingest:unblock",
-    "blocks": "relay.cli.ingest:blocks",
+    "block": "relay.cli.blocks:block",
+    "unblock": "relay.cli.blocks:unblock",
+    "blocks": "relay.cli.blocks:blocks",
     "export-static": "relay.cli.export:export_static",
     "export": "relay.cli.backup:export",
-    "import": "relay.cli.backup:import_",
+    "fingerprint": "relay.cli.objects:fingerprint",
+    "import": "relay.cli.ingest:import_",
     "mine": "relay.cli.mine:mine_command",
     "peers": "relay.cli.sync:peers",
     "sync": "relay.cli.sync:sync",
     "up": "relay.cli.node:up",
-    "status": "relay.cli.node:status",
+    "status": "relay.cli.status:status",
 }
 
 

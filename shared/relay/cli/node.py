@@ -1,22 +1,14 @@
-"""``mimrelay up`` and ``mimrelay status``: run the whole node on this machine, and look at it.
+"""``mimrelay up``: run the whole node on this machine.
 
 ``up`` runs ``relay.node.NodeSupervisor``: embedded nats-server and PostgreSQL under the data
 directory (unless ``MIM_NATS_URL`` / ``MIM_DATABASE_URL`` are set), then every service as a child
-process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings.
-
-``status`` reads ``<data_dir>/node.json`` and asks the running node: each service's ``/healthz``,
-the depth of each stream and consumer, objects stored per kind, and known addresses. Exit status 0
-when the node runs and every service is healthy, 1 otherwise.
+process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings. It writes where
+everything listens to ``<data_dir>/node.json``, which the other commands read to find the node.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +17,8 @@ import click
 from relay import RelayError
 from relay import logging as relay_logging
 from relay.embedded import free_port
-from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services, read_state
-from relay.settings import NetworkSettings, NodeSettings, load
+from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services
+from relay.settings import NetworkSettings, load
 
 _HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -93,146 +85,3 @@ def up(
         announce=lambda line: click.echo(line, err=True),
     )
     sys.exit(supervisor.run())
-
-
-# --- status -------------------------------------------------------------------------------------
-
-
-def _health(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=_HEALTH_TIMEOUT_SECONDS) as response:  # noqa: S310
-            body = json.loads(response.read() or b"{}")
-            return {"healthy": True, "status": response.status, **body}
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {}
-        return {"healthy": False, "status": exc.code, **body}
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return {"healthy": False, "status": None, "reason": f"unreachable: {exc}"}
-
-
-async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
-    from relay.bus import Layout  # noqa: PLC0415
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
-
-    layout = Layout(prefix)
-    nc = await connect_nats(nats_url, "status", attempts=1, delay=0.1)
-    try:
-        js = nc.jetstream()
-        streams: dict[str, Any] = {}
-        for name in (layout.ingest_stream, layout.accepted_stream, layout.rejected_stream):
-            info = await js.stream_info(name)
-            streams[name] = {"messages": info.state.messages, "bytes": info.state.bytes}
-        for stream, consumer in (
-            (layout.ingest_stream, layout.validator_consumer),
-            (layout.accepted_stream, layout.store_consumer),
-        ):
-            cinfo = await js.consumer_info(stream, consumer)
-            streams[stream]["consumer"] = {
-                "name": consumer,
-                "pending": cinfo.num_pending,
-                "unacked": cinfo.num_ack_pending,
-            }
-        return streams
-    finally:
-        await close_nats(nc, 2.0)
-
-
-async def _database(database_url: str) -> dict[str, Any]:
-    from relay.db import objects  # noqa: PLC0415
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
-
-    pool = await connect_pool(database_url, attempts=1, max_size=1)
-    try:
-        counts = await objects.counts(pool)
-        addresses = counts.pop("address", 0)
-        return {"objects": counts, "addresses": addresses}
-    finally:
-        await close_pool(pool, 2.0)
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
-    """Ask the node described by ``state`` how it is; connection URLs from the env win."""
-    running = state.get("state") == "running" and _alive(state.get("pid"))
-    report: dict[str, Any] = {"running": running, "data_dir": state["data_dir"]}
-    report["api_url"] = state.get("api_url", "")
-    report["services"] = [
-        {"name": s["name"], "pid": s["pid"], "restarts": s["restarts"], **_health(s["health_url"])}
-        for s in state.get("services", [])
-    ]
-    nats_url = os.environ.get("MIM_NATS_URL") or state.get("nats_url", "")
-    db_url = os.environ.get("MIM_DATABASE_URL") or state.get("database_url", "")
-    prefix = state.get("stream_prefix", settings.stream_prefix)
-    try:
-        report["streams"] = asyncio.run(_streams(nats_url, prefix))
-    except Exception as exc:  # status reports what it cannot reach instead of failing
-        report["streams"] = {"error": str(exc) or repr(exc)}
-    try:
-        report.update(asyncio.run(_database(db_url)))
-    except Exception as exc:  # same
-        report["objects"] = {"error": str(exc) or repr(exc)}
-    report["healthy"] = running and all(s["healthy"] for s in report["services"])
-    return report
-
-
-def _print(report: dict[str, Any]) -> None:
-    click.echo(
-        f"node     {'running' if report['running'] else 'NOT running'}  {report['data_dir']}"
-    )
-    click.echo(f"API      {report['api_url']}")
-    for s in report["services"]:
-        word = "healthy" if s["healthy"] else f"UNHEALTHY ({s.get('reason', s['status'])})"
-        click.echo(f"  {s['name']:<12} pid {s['pid']!s:<8} restarts {s['restarts']:<3} {word}")
-    streams = report["streams"]
-    if "error" in streams:
-        click.echo(f"streams  unavailable: {streams['error']}")
-    else:
-        for name, info in streams.items():
-            consumer = info.get("consumer")
-            extra = f", {consumer['pending']} pending for {consumer['name']}" if consumer else ""
-            click.echo(f"stream   {name:<16} {info['messages']} messages{extra}")
-    objects = report.get("objects", {})
-    if "error" in objects:
-        click.echo(f"objects  unavailable: {objects['error']}")
-    else:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(objects.items())) or "none"
-        click.echo(f"objects  {counts}")
-        click.echo(f"addresses {report['addresses']}")
-
-
-@click.command("status")
-@click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Node data [./data]."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(data_dir: Path | None, as_json: bool) -> None:
-    """Show each service's health, stream depths, stored objects per kind and addresses."""
-    settings = load(NodeSettings, **({"data_dir": data_dir} if data_dir else {}))
-    relay_logging.configure(
-        "cli", settings.model_copy(update={"log_level": "error"}), stream=sys.stderr
-    )
-    try:
-        state = read_state(settings.data_dir)
-    except FileNotFoundError:
-        click.echo(f"error: no node has run in {settings.data_dir} (no node.json)", err=True)
-        sys.exit(1)
-    report = _gather(state, settings)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-    else:
-        _print(report)
-    sys.exit(0 if report["healthy"] else 1)
