@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
@@ -23,8 +22,8 @@ from mim.signing import SigningKey
 from relay.bus import Layout
 from relay.db import storing
 from relay.embedded import free_port
-from tests.helpers.pipeline import wait_drained
-from tests.helpers.procs import REPO, ServiceProcess
+from tests.helpers.pipeline import running_pipeline, wait_drained
+from tests.helpers.procs import REPO
 from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
 
@@ -101,25 +100,8 @@ def _cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess
 @pytest.fixture
 def target_node(nats_url: str, empty_database: str, stream_prefix: str) -> Iterator[dict[str, str]]:
     """A validator and a store on the target database, running until the test ends."""
-    env = {
-        "MIM_NATS_URL": nats_url,
-        "MIM_DATABASE_URL": empty_database,
-        "MIM_STREAM_PREFIX": stream_prefix,
-        "MIM_MIN_POW": str(DIFFICULTY),
-        "MIM_VALIDATOR_METRICS_PORT": "0",
-        "MIM_STORE_METRICS_PORT": "0",
-    }
-    with ExitStack() as stack:
-        procs = [
-            stack.enter_context(ServiceProcess(["-m", f"services.{name}"], env))
-            for name in ("store", "validator")
-        ]
-        for proc in procs:
-            proc.wait_for("service_ready", timeout=60)
+    with running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY) as env:
         yield env
-        for proc in procs:
-            proc.terminate()
-        assert [proc.wait(30) for proc in procs] == [0, 0]
 
 
 async def _wait_restored(
