@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
-import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,8 @@ from mim import pow as mim_pow
 from mim.create import create
 from mim.entities import Post
 from mim.signing import SigningKey
+from tests.helpers.cli import run_cli
 from tests.helpers.pipeline import running_pipeline
-from tests.helpers.procs import REPO
 
 DIFFICULTY = 6
 KEY = SigningKey.generate(bytes(range(60, 92)))
@@ -32,18 +29,6 @@ WHERE = {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64}
 def node(nats_url: str, empty_database: str, stream_prefix: str) -> Iterator[dict[str, str]]:
     with running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY) as env:
         yield env
-
-
-def _cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _post(body: str, now: int) -> Post:
@@ -66,7 +51,7 @@ async def test_wait_reports_each_object_stored_or_rejected(
     lines = [canonical.dumps(good), canonical.dumps(tampered), address, canonical.dumps(weak)]
     objects = tmp_path / "objects.jsonl"
     objects.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = await asyncio.to_thread(_cli, ["submit", "--wait", str(objects)], node)
+    result = await asyncio.to_thread(run_cli, ["submit", "--wait", str(objects)], node)
     assert result.returncode == 1, result.stderr
     assert result.stderr == ""
     out = result.stdout.splitlines()
@@ -86,16 +71,16 @@ async def test_wait_exits_0_when_all_are_stored_and_follows_objects_queued_befor
     bad = dataclasses.replace(_post("other", 1_700_000_200), body="changed")
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join(canonical.dumps(p) for p in posts) + "\n", encoding="utf-8")
-    first = await asyncio.to_thread(_cli, ["submit", "--wait", str(good)], node)
+    first = await asyncio.to_thread(run_cli, ["submit", "--wait", str(good)], node)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.splitlines()[-1] == "3 stored, 0 rejected"
-    again = await asyncio.to_thread(_cli, ["submit", "--wait", str(good)], node)
+    again = await asyncio.to_thread(run_cli, ["submit", "--wait", str(good)], node)
     assert again.returncode == 0
     assert again.stdout.splitlines()[-1] == "3 stored, 0 rejected"
     wrong = tmp_path / "wrong.json"
     wrong.write_text(canonical.dumps(bad), encoding="utf-8")
     outcomes = [
-        (await asyncio.to_thread(_cli, ["submit", "--wait", str(wrong)], node)).stdout
+        (await asyncio.to_thread(run_cli, ["submit", "--wait", str(wrong)], node)).stdout
         for _ in range(2)
     ]
     assert outcomes[0] == outcomes[1]
@@ -113,7 +98,7 @@ async def test_import_wait_and_timeout(
         "".join(f'{{"kind":"post","object":{canonical.dumps(p)}}}\n' for p in posts),
         encoding="utf-8",
     )
-    imported = await asyncio.to_thread(_cli, ["import", "--wait", str(lines)], node)
+    imported = await asyncio.to_thread(run_cli, ["import", "--wait", str(lines)], node)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert imported.stdout.splitlines() == [
         *(f"stored    post        {p.fingerprint}" for p in posts),
@@ -124,7 +109,7 @@ async def test_import_wait_and_timeout(
     fresh.write_text(canonical.dumps(late) + "\n", encoding="utf-8")
     unread = {**node, "MIM_STREAM_PREFIX": stream_prefix + "X"}
     hurried = await asyncio.to_thread(
-        _cli, ["import", "--wait", "--timeout", "1", str(fresh)], unread
+        run_cli, ["import", "--wait", "--timeout", "1", str(fresh)], unread
     )
     assert hurried.returncode == 1
     assert hurried.stdout.splitlines() == [

@@ -69,18 +69,17 @@ def steps(path: Path) -> list[Step]:
         if current is None and fence:
             current = (fence.group(1), fence.group(2) or "", [], number)
         elif current is not None and line == "```":
-            language, mode, body, start = current
-            blocks.append((language, mode, "\n".join(body) + "\n", start))
+            blocks.append((current[0], current[1], "\n".join(current[2]) + "\n", current[3]))
             current = None
         elif current is not None:
             current[2].append(line)
     found: list[Step] = []
-    for n, (language, mode, body, start) in enumerate(blocks):
+    for n, (language, mode, code, start) in enumerate(blocks):
         if language != "sh":
             continue
         after = blocks[n + 1] if n + 1 < len(blocks) else None
         expected = after[2] if after is not None and after[0] == "text" else ""
-        found.append(Step(body, mode, expected, start))
+        found.append(Step(code, mode, expected, start))
     return found
 
 
