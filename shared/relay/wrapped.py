@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from typing import Final, NamedTuple
 
-from mim.entities import KINDS, Kind
+from mim import entities
+from mim.entities import Kind
 from mim.errors import MalformedJSON
 from mim.kinds import infer_kind
 
-__all__ = ["Item", "split", "unwrap", "wrap"]
+__all__ = ["WHITESPACE", "Item", "split", "unwrap", "wrap"]
 
 #: JSON white space (RFC 8259 §2); nothing else separates or surrounds items.
 WHITESPACE: Final = " \t\n\r"
@@ -79,10 +80,12 @@ def _syntax(exc: ValueError) -> str:
 
 
 def _kind(value: object) -> Kind:
-    for kind in KINDS:
+    for kind in entities.KINDS:
         if isinstance(value, str) and value.lower() == kind:
             return kind
-    raise MalformedJSON("kind", "kind.known", f"{value!r} is not one of {', '.join(KINDS)}")
+    raise MalformedJSON(
+        "kind", "kind.known", f"{value!r} is not one of {', '.join(entities.KINDS)}"
+    )
 
 
 def _skip(text: str, pos: int) -> int:

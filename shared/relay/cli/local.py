@@ -23,8 +23,8 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from relay.cli.running import REFUSED, fail, load_settings
-from relay.node import STATE_FILE, read_state
-from relay.runner import close_nats, close_pool, connect_nats, connect_pool
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.node_state import STATE_FILE, read_state
 from relay.settings import NodeSettings
 
 __all__ = [

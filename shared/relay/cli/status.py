@@ -1,9 +1,11 @@
 """``mimrelay status``: how the node running in the data directory is doing.
 
-It reads ``<data_dir>/node.json`` (``relay.cli.local``) and asks the node: each service's
-``/healthz``, the depth of each stream and consumer, objects stored per kind, and known addresses;
-a part it cannot reach is shown as unavailable. Exit status 0 when the node runs and every
-service is healthy, 1 otherwise.
+It reads ``<data_dir>/node.json`` (``relay.cli.local``) and asks the node: the state of
+nats-server and PostgreSQL (running, restarting, failed, or external) and whether each answers at
+its address, each service's ``/healthz`` (with the reason when it is not healthy), the depth of
+each stream and consumer, objects stored per kind, and known addresses; a part it cannot reach is
+shown as unavailable. Exit status 0 when the node runs, both servers answer and every service is
+healthy; 1 when anything is down.
 
 ``status --url api|nats|database`` prints only where that part of the running node is reached
 (``MIM_NATS_URL`` and ``MIM_DATABASE_URL`` win, as for every command), for scripts such as
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import click
 
@@ -33,7 +37,8 @@ from relay.cli.local import (
 )
 from relay.cli.running import REFUSED, fail, load_settings, node_options
 from relay.db import objects
-from relay.node import read_state
+from relay.embedded.process import accepts
+from relay.node_state import read_state
 from relay.settings import NodeSettings
 
 _HEALTH_TIMEOUT_SECONDS: Final = 2.0
@@ -82,11 +87,50 @@ async def _database(settings: NodeSettings) -> dict[str, Any]:
     return {"objects": counts, "addresses": addresses}
 
 
+def _why_down(entry: dict[str, Any], running: bool) -> str | None:
+    """Why the server of ``entry`` (a ``node.json`` entry) is down now, or None if it answers."""
+    parts = urlsplit(entry.get("url", ""))
+    where = f"{parts.hostname}:{parts.port}"
+    state = entry.get("state", "external")
+    if state == "restarting":
+        since = entry.get("down_since") or time.time()
+        return (
+            f"restarting: exited with status {entry.get('last_exit')} "
+            f"{time.time() - since:.1f}s ago"
+        )
+    if state != "external" and not running:
+        return f"{state}: the node is not running"
+    if state not in ("running", "external"):
+        return f"{state}: see {entry.get('log') or 'the node log'}"
+    if state == "running" and not alive(entry.get("pid")):
+        return f"exited (pid {entry.get('pid')}); the node is about to restart it"
+    if parts.hostname is None or parts.port is None or not accepts(parts.hostname, parts.port):
+        return f"nothing answers at {where}"
+    return None
+
+
+def _servers(state: dict[str, Any], running: bool) -> list[dict[str, Any]]:
+    entries = state.get("servers") or {
+        "nats": {"url": state.get("nats_url", "")},
+        "postgres": {"url": state.get("database_url", "")},
+    }
+    report = []
+    for name, entry in entries.items():
+        reason = _why_down(entry, running)
+        report.append({
+            "name": name, "state": entry.get("state", "external"), "pid": entry.get("pid"),
+            "restarts": entry.get("restarts", 0), "url": entry.get("url", ""),
+            "up": reason is None, **({"reason": reason} if reason else {}),
+        })  # fmt: skip
+    return report
+
+
 def _gather(state: dict[str, Any], settings: NodeSettings | None) -> dict[str, Any]:
     """Ask the node described by ``state`` how it is, through ``settings``' URLs (None: the
     node is not running)."""
     report: dict[str, Any] = {"running": settings is not None, "data_dir": state["data_dir"]}
     report["api_url"] = api_url(state)
+    report["servers"] = _servers(state, report["running"])
     report["services"] = [
         {"name": s["name"], "pid": s["pid"], "restarts": s["restarts"], **_health(s["health_url"])}
         for s in state.get("services", [])
@@ -102,7 +146,11 @@ def _gather(state: dict[str, Any], settings: NodeSettings | None) -> dict[str, A
             report.update(asyncio.run(_database(settings)))
         except Exception as exc:  # same
             report["objects"] = {"error": str(exc) or repr(exc)}
-    report["healthy"] = report["running"] and all(s["healthy"] for s in report["services"])
+    report["healthy"] = (
+        report["running"]
+        and all(s["up"] for s in report["servers"])
+        and all(s["healthy"] for s in report["services"])
+    )
     return report
 
 
@@ -111,6 +159,10 @@ def _print(report: dict[str, Any]) -> None:
         f"node     {'running' if report['running'] else 'NOT running'}  {report['data_dir']}"
     )
     click.echo(f"API      {report['api_url']}")
+    for s in report["servers"]:
+        word = s["state"] if s["up"] else f"DOWN ({s['reason']})"
+        pid = f"pid {s['pid'] or '-'!s:<8} " if s["state"] != "external" else ""
+        click.echo(f"{s['name']:<8} {word}  {pid}restarts {s['restarts']}  {s['url']}")
     for s in report["services"]:
         word = "healthy" if s["healthy"] else f"UNHEALTHY ({s.get('reason', s['status'])})"
         click.echo(f"  {s['name']:<12} pid {s['pid']!s:<8} restarts {s['restarts']:<3} {word}")
@@ -148,7 +200,10 @@ def _url(part: str, data_dir: Path | None, verbose: int) -> str:
 )
 @node_options
 def status(as_json: bool, part: str | None, data_dir: Path | None, verbose: int) -> None:
-    """Show each service's health, stream depths, stored objects per kind and addresses."""
+    """Show the servers' state, each service's health, stream depths, objects and addresses.
+
+    Exits 1 when the node is not running or anything in it is down.
+    """
     if part is not None:
         click.echo(_url(part, data_dir, verbose))
         return
