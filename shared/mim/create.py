@@ -29,8 +29,9 @@ from typing import Any, cast
 from mim import bounds, fingerprint
 from mim import pow as mim_pow
 from mim.entities import Address, Board, Key, Provable, Truststate, entity_class
-from mim.errors import BadSignature, MalformedJSON, UpdateRefused
+from mim.errors import MalformedJSON, NotEntitled, UpdateRefused
 from mim.inputs import Inputs
+from mim.nodes import LocationType
 from mim.signing import SigningKey, key_fingerprint
 from mim.verify import CA_ONLY_TRUST_TYPECLASSES, TRUSTED_CA_PUBLIC_KEY
 
@@ -157,7 +158,7 @@ def _check_entitled(truststate: Truststate, key: SigningKey | None) -> None:
         return
     if key is not None and key.public_hex == TRUSTED_CA_PUBLIC_KEY:
         return
-    raise BadSignature(
+    raise NotEntitled(
         "truststate.typeclass",
         "entitlement.ca_only",
         f"typeclass {typeclass} ({_CA_ONLY_MEANING.get(typeclass, 'CA only')}) is issued by the"
@@ -166,13 +167,14 @@ def _check_entitled(truststate: Truststate, key: SigningKey | None) -> None:
     )
 
 
-def location_type(location: str) -> int:
-    """An address's ``location_type`` for ``location``: 4 IPv4, 6 IPv6, 3 a host name (§2.8)."""
+def location_type(location: str) -> LocationType:
+    """An address's ``location_type`` for ``location``: an IPv4 or IPv6 address, or a host name
+    (§2.8)."""
     try:
         ip = ipaddress.ip_address(location)
     except ValueError:
-        return 3
-    return 4 if ip.version == 4 else 6
+        return LocationType.URL
+    return LocationType.IPV4 if ip.version == 4 else LocationType.IPV6
 
 
 def address(values: Mapping[str, Any]) -> Address:
@@ -182,7 +184,7 @@ def address(values: Mapping[str, Any]) -> Address:
         if not values.get(name):
             raise MalformedJSON(f"address.{name}", "field.required", "an address needs one")
     fields: dict[str, Any] = {"entity_version": 1, **values}
-    fields.setdefault("location_type", location_type(str(values["location"])))
+    fields.setdefault("location_type", int(location_type(str(values["location"]))))
     made = Address(**fields)
     bounds.check(made)
     return made

@@ -3,7 +3,7 @@
 :func:`unwrap` is the one parser of a submitted item, wherever items come in (``POST /api/submit``,
 ``mimrelay submit`` and ``mimrelay import``). An item is either a wrapper, whose ``kind`` names
 the kind of its ``object``, or a bare object, whose kind follows from its fields
-(:func:`mim.kinds.infer_kind`) unless the caller forces one. The object's text comes back exactly
+(:func:`mim.infer.infer_kind`) unless the caller forces one. The object's text comes back exactly
 as written, so what is sent on is what its author made. :func:`wrap` writes the wrapper as
 ``mimrelay export`` does, one object per line.
 
@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 from typing import Final, NamedTuple
 
-from mim import entities
-from mim.entities import Kind
+from mim import kinds
 from mim.errors import MalformedJSON
-from mim.kinds import infer_kind
+from mim.infer import infer_kind
+from mim.kinds import Kind
 
 __all__ = ["WHITESPACE", "Item", "split", "unwrap", "wrap"]
 
@@ -80,12 +80,10 @@ def _syntax(exc: ValueError) -> str:
 
 
 def _kind(value: object) -> Kind:
-    for kind in entities.KINDS:
+    for kind in kinds.KINDS:
         if isinstance(value, str) and value.lower() == kind:
             return kind
-    raise MalformedJSON(
-        "kind", "kind.known", f"{value!r} is not one of {', '.join(entities.KINDS)}"
-    )
+    raise MalformedJSON("kind", "kind.known", f"{value!r} is not one of {', '.join(kinds.KINDS)}")
 
 
 def _skip(text: str, pos: int) -> int:
