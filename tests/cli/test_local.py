@@ -19,6 +19,7 @@ from tests.helpers.procs import REPO
 NODE_COMMANDS = [
     ["submit", "objects.jsonl"],
     ["import", "objects.jsonl"],
+    ["token", "list"],
     ["block", "ab" * 32],
     ["unblock", "ab" * 32],
     ["blocks"],
@@ -27,6 +28,7 @@ NODE_COMMANDS = [
     ["peers"],
     ["sync", "127.0.0.1:9"],
     ["status", "--url", "api"],
+    ["status", "--url", "local"],
     ["status", "--url", "database"],
 ]
 
@@ -76,6 +78,7 @@ def _state(data_dir: Path, pid: int, port: int) -> None:
         "data_dir": str(data_dir),
         "stream_prefix": "MIM",
         "api_url": f"http://127.0.0.1:{port}",
+        "local_api_url": f"http://127.0.0.1:{port}",
         "nats_url": f"nats://127.0.0.1:{port}",
         "database_url": f"postgresql://mimrelay@127.0.0.1:{port}/mimrelay",
         "services": [],
@@ -102,13 +105,22 @@ def test_a_node_that_stopped_uncleanly_is_named_with_its_directory(folder: Path)
 
 def test_a_running_node_that_does_not_answer_is_tried_once(folder: Path) -> None:
     """A node.json naming a live process but servers that do not listen: each command fails
-    after one try, in one line, without a traceback; `-v` logs that try."""
-    _state(folder / "data", os.getpid(), free_port())
+    after one try, in one line, without a traceback (submit and token name the local API they
+    tried); `-v` logs that try."""
+    port = free_port()
+    _state(folder / "data", os.getpid(), port)
     for args in (["blocks"], ["peers"], ["export", "--jsonl", "out.jsonl"]):
         result = mimrelay(folder, *args)
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith("error: ")
         assert "did not answer after 1 attempt:" in result.stderr
+        assert result.stderr.count("\n") == 1
+    for args in (["submit", "objects.jsonl"], ["token", "list"]):
+        result = mimrelay(folder, *args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(
+            f"error: cannot reach the gateway at http://127.0.0.1:{port}"
+        )
         assert result.stderr.count("\n") == 1
     loud = mimrelay(folder, "blocks", "-v", MIM_LOG_FORMAT="json")
     waits = [json.loads(line) for line in loud.stderr.splitlines() if line.startswith("{")]

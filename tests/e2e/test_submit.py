@@ -1,5 +1,6 @@
-"""`mimrelay submit --wait` and `import --wait` against a running validator and store: each object
-is followed until stored or rejected, and the exit status says whether all were stored."""
+"""`mimrelay submit --wait` (through a running gateway's local API) and `import --wait` against a
+running validator and store: each object is followed until stored or rejected, and the exit status
+says whether all were stored."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mim.create import create
 from mim.entities import Post
 from mim.signing import SigningKey
 from tests.helpers.cli import run_cli
+from tests.helpers.gateway import gateway
 from tests.helpers.pipeline import running_pipeline
 
 DIFFICULTY = 6
@@ -26,9 +28,19 @@ WHERE = {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64}
 
 
 @pytest.fixture
-def node(nats_url: str, empty_database: str, stream_prefix: str) -> Iterator[dict[str, str]]:
-    with running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY) as env:
-        yield env
+def node(
+    nats_url: str, empty_database: str, stream_prefix: str, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """A validator, a store and a gateway; the environment that points the command at them."""
+    allowed = {"MIM_ALLOWED_NETWORKS": "203.0.113.0/24"}  # the documentation network
+    with (
+        running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY, **allowed) as env,
+        gateway(
+            nats_url, empty_database, stream_prefix, tmp_path / "gateway",
+            MIM_MIN_POW=str(DIFFICULTY), **allowed,
+        ) as gw,
+    ):  # fmt: skip
+        yield {**env, "MIM_GATEWAY_LOCAL_PORT": gw.local.rpartition(":")[2]}
 
 
 def _post(body: str, now: int) -> Post:
@@ -43,7 +55,7 @@ async def test_wait_reports_each_object_stored_or_rejected(
     """A valid post, one whose body changed after signing, an address and a post below the
     node's proof of work get, in order, `stored`, `rejected` at the signature stage, `stored`, and
     `rejected` at the pow stage, with the reasons; the summary counts them and the exit status is
-    1."""
+    1; an address the gateway may not dial is `rejected` at the address stage."""
     good = _post("kept", 1_700_000_000)
     weak = create("post", {**WHERE, "body": "weak"}, KEY, 1, 1_700_000_002, MINT)
     tampered = dataclasses.replace(_post("original", 1_700_000_003), body="tampered")
@@ -60,6 +72,13 @@ async def test_wait_reports_each_object_stored_or_rejected(
     assert out[2] == "stored    address     203.0.113.9:8090"
     assert out[3].startswith(f"rejected  post        {weak.fingerprint}  pow: ")
     assert out[4:] == ["2 stored, 2 rejected"]
+    local = tmp_path / "local.json"
+    local.write_text('{"location": "10.1.2.3", "port": 8090}', encoding="utf-8")
+    refused = await asyncio.to_thread(run_cli, ["submit", "--wait", str(local)], node)
+    assert refused.returncode == 1
+    assert refused.stdout.splitlines()[0].startswith(
+        "rejected  address     10.1.2.3:8090  address: "
+    )
 
 
 async def test_wait_exits_0_when_all_are_stored_and_follows_objects_queued_before(

@@ -18,10 +18,11 @@ from tests.helpers.procs import ServiceProcess
 
 @contextlib.contextmanager
 def running_pipeline(
-    nats_url: str, database_url: str, prefix: str, min_pow: int
+    nats_url: str, database_url: str, prefix: str, min_pow: int, **extra: str
 ) -> Iterator[dict[str, str]]:
-    """A store and a validator on ``database_url`` (migrated by the store), until the block
-    ends, when both must stop cleanly; yields their environment."""
+    """A store and a validator on ``database_url`` (migrated by the store), with the settings
+    ``extra`` (``MIM_*`` variables), until the block ends, when both must stop cleanly; yields
+    their environment."""
     env = {
         "MIM_NATS_URL": nats_url,
         "MIM_DATABASE_URL": database_url,
@@ -29,6 +30,7 @@ def running_pipeline(
         "MIM_MIN_POW": str(min_pow),
         "MIM_VALIDATOR_METRICS_PORT": "0",
         "MIM_STORE_METRICS_PORT": "0",
+        **extra,
     }
     with ExitStack() as stack:
         procs = [

@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "update": "relay.cli.objects:update",
     "verify": "relay.cli.objects:verify",
     "submit": "relay.cli.ingest:submit",
+    "token": "relay.cli.tokens:token",
     "block": "relay.cli.blocks:block",
     "unblock": "relay.cli.blocks:unblock",
     "blocks": "relay.cli.blocks:blocks",

@@ -36,7 +36,8 @@ _LONGEST_PAUSE: Final = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """One object on the ingest stream: where it was read, what it is, its ingest sequence."""
+    """One object sent: where it was read, what it is, its ingest sequence; or, ``refused``,
+    the stage and reason for which the gateway did not queue it."""
 
     where: str
     kind: str
@@ -45,16 +46,18 @@ class Sent:
     seq: int
     duplicate: bool
     address: tuple[str, str, int] | None = None  # location, sublocation, port
+    refused: tuple[str, str] | None = None  # (stage, reason): not queued
 
 
 @dataclass
 class Fed:
-    """What a feed did: objects queued and already queued, those refused (where, why), and,
-    when kept, each object sent."""
+    """What a feed did: objects queued and already queued, those the bus refused (where, why),
+    those the gateway refused (each with ``Sent.refused``), and, when kept, each object sent."""
 
     queued: int = 0
     duplicates: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[Sent] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
 
 

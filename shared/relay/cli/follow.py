@@ -8,7 +8,8 @@ reason. Sequences, not fingerprints, match a refusal to its object, since an obj
 decode has no fingerprint and a forged copy of a genuine object claims the genuine one's.
 
 Outcomes are reported in the order the objects were sent, each as soon as it and those before it
-are known. Whatever is neither held nor refused after ``timeout`` seconds is ``pending``.
+are known; an object the gateway refused before queueing it (``Sent.refused``) is rejected at
+once. Whatever is neither held nor refused after ``timeout`` seconds is ``pending``.
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ async def follow(
     Refusals are read from ``look_back_seconds`` ago (objects already queued before may have
     been refused before).
     """
-    outcomes: list[Outcome | None] = [None] * len(sent)
+    outcomes: list[Outcome | None] = [
+        None if one.refused is None else Outcome("rejected", *one.refused) for one in sent
+    ]
     by_seq: dict[int, list[int]] = defaultdict(list)
     for n, one in enumerate(sent):
-        by_seq[one.seq].append(n)
+        if one.refused is None:
+            by_seq[one.seq].append(n)
 
     async def refused(msg: Msg) -> None:
         try:

@@ -2,22 +2,28 @@
 
 Both read items through :mod:`relay.wrapped`, the parser ``POST /api/submit`` uses: wrappers
 ``{"kind": "post", "object": {...}}`` and bare objects, mixed in any order. A bare object is of the
-kind its fields name (``--kind`` forces one); a wrapper names its own. Objects are sent byte for
-byte as written. ``submit`` reads JSON lines, a JSON array, or one JSON document, and sends
-nothing when an item is broken (each is named, exit 2); ``import`` streams JSON lines (what
-``mimrelay export`` writes), names the broken ones and sends the rest. Lines end at LF only.
+kind its fields name (``--kind`` forces one); a wrapper names its own. Lines end at LF only.
 
-Without ``--wait`` they print how many objects were queued. With ``--wait`` they follow each
-object until the store holds it or a validator refuses it (``relay.cli.follow``) and print one
-line per object, in order: ``stored``, ``rejected`` with the stage and the reason, or ``pending``
-when ``--timeout`` ran out; the exit status is 0 only if every object was stored.
+``submit`` reads JSON lines, a JSON array, or one JSON document, and sends nothing when an item is
+broken (each is named, exit 2). It goes through the gateway's local API (:mod:`relay.cli.api`,
+:mod:`relay.cli.receipts`), which judges each object as the validators will and queues the valid
+ones, as the operator; ``--api URL`` with a token (``--token-file FILE`` or ``MIM_API_TOKEN``)
+submits on a node's public listener. Without ``--wait`` it names each rejected object on stderr
+and prints how many were queued. ``import`` streams JSON lines (what ``mimrelay export`` writes)
+straight onto the ingest stream, byte for byte, names the broken lines and sends the rest.
 
-Exit codes: 0 done; 1 the node refused or could not be reached, a line was refused (import), or
-with ``--wait`` not everything was stored; 2 a usage, file or input error.
+With ``--wait`` both follow each object until the store holds it or it is refused (by the gateway
+or a validator; ``relay.cli.follow``) and print one line per object, in order: ``stored``,
+``rejected`` with the stage and the reason, or ``pending`` when ``--timeout`` ran out; the exit
+status is 0 only if every object was stored.
+
+Exit codes: 0 done; 1 the node refused or could not be reached, an object was rejected, a line was
+refused (import), or with ``--wait`` not everything was stored; 2 a usage, file or input error.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,10 +34,12 @@ import click
 from mim.entities import KINDS
 from mim.errors import MimError
 from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.cli.api import API, local_api
 from relay.cli.feed import Fed, Sent, feed
-from relay.cli.files import SHOWN_REFUSALS, Items, read_items
+from relay.cli.files import SHOWN_REFUSALS, read_items
 from relay.cli.follow import Outcome, follow
 from relay.cli.local import database, find_node, nats_client
+from relay.cli.receipts import send
 from relay.cli.running import (
     PROGRESS_MIN,
     REFUSED,
@@ -42,7 +50,6 @@ from relay.cli.running import (
     run,
 )
 from relay.settings import NodeSettings
-from relay.submit import SOURCES
 from relay.wrapped import unwrap
 
 #: An import file at least this large gets a progress bar (on a terminal): a few hundred objects.
@@ -82,39 +89,43 @@ def _report(timeout: float) -> Callable[[Sent, Outcome], None]:
     return report
 
 
-async def _deliver(
+async def _follow(
+    settings: NodeSettings, fed: Fed, wait_seconds: float, layout: Layout | None = None
+) -> list[Outcome]:
+    """Follow every object ``fed`` sent until stored or rejected, reporting each in order."""
+    layout = layout or Layout.from_settings(settings)
+    back = _LOOK_BACK_MARGIN_SECONDS
+    if any(one.duplicate for one in fed.sent):
+        back += settings.dedupe_window_seconds
+    async with nats_client(settings, "follow") as nc, database(settings) as pool:
+        return await follow(
+            nc, pool, layout, fed.sent, timeout=wait_seconds, look_back_seconds=back,
+            report=_report(wait_seconds),
+        )  # fmt: skip
+
+
+async def _import(
     settings: NodeSettings,
-    items: Iterator[tuple[str, str, bytes]] | Items,
+    items: Iterator[tuple[str, str, bytes]],
     *,
-    source: str,
     full_wait_seconds: float,
     wait: bool,
     wait_seconds: float,
     bar: Bar,
-    counting: bool,
 ) -> tuple[Fed, list[Outcome]]:
-    """Send ``items``, then, with ``wait``, follow them until stored or rejected; ``bar`` shows
-    the sending (counting objects, or, not ``counting``, moved on by whoever reads ``items``)."""
+    """Send ``items`` onto the ingest stream, then, with ``wait``, follow them until stored or
+    rejected; ``bar`` is moved on by whoever reads ``items``."""
     layout = Layout.from_settings(settings)
-    async with nats_client(settings, "submit") as nc:
+    async with nats_client(settings, "import") as nc:
         js = nc.jetstream()
         await ensure_streams(js, layout, StreamLimits.from_settings(settings))
         with bar:
             fed = await feed(
-                js, layout, items, source=source, full_wait_seconds=full_wait_seconds,
-                keep=wait, bar=bar if counting else None,
-            )  # fmt: skip
-        if not wait or not fed.sent:
-            return fed, []
-        back = _LOOK_BACK_MARGIN_SECONDS
-        if any(one.duplicate for one in fed.sent):
-            back += settings.dedupe_window_seconds
-        async with database(settings) as pool:
-            outcomes = await follow(
-                nc, pool, layout, fed.sent, timeout=wait_seconds, look_back_seconds=back,
-                report=_report(wait_seconds),
-            )  # fmt: skip
-    return fed, outcomes
+                js, layout, items, source="local", full_wait_seconds=full_wait_seconds, keep=wait
+            )
+    if not wait or not fed.sent:
+        return fed, []
+    return fed, await _follow(settings, fed, wait_seconds, layout)
 
 
 def _finish(fed: Fed, outcomes: list[Outcome], wait: bool, timeout: float, import_: bool) -> None:
@@ -122,52 +133,72 @@ def _finish(fed: Fed, outcomes: list[Outcome], wait: bool, timeout: float, impor
         click.echo(f"{where}: refused: {why}", err=True)
     if len(fed.refused) > SHOWN_REFUSALS:
         click.echo(f"... and {len(fed.refused) - SHOWN_REFUSALS} more refused", err=True)
+    if not wait:
+        for one in fed.rejected[:SHOWN_REFUSALS]:
+            stage, reason = one.refused or ("", "")
+            click.echo(f"rejected {one.where} ({one.kind}): {stage}: {reason}", err=True)
+        if len(fed.rejected) > SHOWN_REFUSALS:
+            click.echo(f"... and {len(fed.rejected) - SHOWN_REFUSALS} more rejected", err=True)
     if wait:
         counts = {word: sum(o.word == word for o in outcomes) for word in ("stored", "rejected")}
         pending = len(outcomes) - sum(counts.values())
         summary = f"{counts['stored']} stored, {counts['rejected']} rejected"
         click.echo(summary + (f", {pending} not stored within {timeout:g} s" if pending else ""))
     else:
-        refused = f", {len(fed.refused)} line(s) refused" if import_ else ""
-        click.echo(f"queued {fed.queued} object(s), {fed.duplicates} already queued{refused}")
+        refused = (
+            f"{len(fed.refused)} line(s) refused" if import_ else f"{len(fed.rejected)} rejected"
+        )
+        click.echo(f"queued {fed.queued} object(s), {fed.duplicates} already queued, {refused}")
     all_stored = all(o.word == "stored" for o in outcomes)
-    if fed.refused or not all_stored:
+    if fed.refused or fed.rejected or not all_stored:
         sys.exit(REFUSED)
+
+
+def _authorization(token_file: Path | None) -> dict[str, str]:
+    """The bearer header of the token in ``token_file``, else of ``MIM_API_TOKEN``, if any."""
+    token = os.environ.get("MIM_API_TOKEN") or None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"cannot read {token_file}: {exc.strerror or exc}")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=_files)
 @_kind
-@click.option(
-    "--source", type=click.Choice(SOURCES), default="local", show_default=True,
-    help="Recorded as the objects' source.",
-)  # fmt: skip
 @_wait
 @_timeout
 @_full_wait
+@API
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file holding a token, for a public listener [MIM_API_TOKEN].",
+)
 @progress_option
 @node_options
 def submit(
     files: tuple[Path, ...],
     kind: str | None,
-    source: str,
     wait: bool,
     timeout: float,
     full_wait_seconds: float,
+    api: str | None,
+    token_file: Path | None,
     progress: bool | None,
     data_dir: Path | None,
     verbose: int,
 ) -> None:
-    """Send the objects in FILES (- for stdin) to the node's validators."""
+    """Submit the objects in FILES (- for stdin) through the node's local API."""
     items = read_items(files, kind.lower() if kind else None)
-    settings = find_node(data_dir, verbose, "nats", *(("database",) if wait else ()))
-    bar = Bar(len(items), "queueing", progress)
-    fed, outcomes = run(
-        _deliver(
-            settings, items, source=source, full_wait_seconds=full_wait_seconds, wait=wait,
-            wait_seconds=timeout, bar=bar, counting=True,
-        )
-    )  # fmt: skip
+    headers = _authorization(token_file)
+    url = f"{local_api(api, data_dir, verbose)}/api/submit"
+    settings = find_node(data_dir, verbose, "nats", "database") if wait else None
+    with Bar(len(items), "queueing", progress) as bar:
+        fed = send(url, items, headers=headers, full_wait_seconds=full_wait_seconds, bar=bar)
+    outcomes = run(_follow(settings, fed, timeout)) if settings is not None and fed.sent else []
     _finish(fed, outcomes, wait, timeout, import_=False)
 
 
@@ -218,10 +249,9 @@ def import_(
     broken: list[tuple[str, str]] = []
     with source:
         fed, outcomes = run(
-            _deliver(
+            _import(
                 settings, _lines(source, kind.lower() if kind else None, bar, broken),
-                source="local", full_wait_seconds=full_wait_seconds, wait=wait,
-                wait_seconds=timeout, bar=bar, counting=False,
+                full_wait_seconds=full_wait_seconds, wait=wait, wait_seconds=timeout, bar=bar,
             )
         )  # fmt: skip
     fed.refused[:0] = broken

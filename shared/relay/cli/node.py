@@ -3,7 +3,9 @@
 ``up`` runs ``relay.node.NodeSupervisor``: embedded nats-server and PostgreSQL under the data
 directory (unless ``MIM_NATS_URL`` / ``MIM_DATABASE_URL`` are set), then every service as a child
 process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings. It writes where
-everything listens to ``<data_dir>/node.json``, which the other commands read to find the node.
+everything listens to ``<data_dir>/node.json``, which the other commands read to find the node:
+the local API (``MIM_GATEWAY_LOCAL_HOST:MIM_GATEWAY_LOCAL_PORT``) included, where ``submit`` and
+``token`` go.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from relay import RelayError
 from relay import logging as relay_logging
 from relay.embedded import free_port
 from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services
-from relay.settings import NetworkSettings, load
+from relay.settings import LocalApiSettings, NetworkSettings, load
 
 _HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -35,7 +37,12 @@ def _load(cls: type[NodeSupervisorSettings], **overrides: Any) -> NodeSupervisor
 @click.option("--validators", type=click.IntRange(0, 64), help="Validator replicas [1].")
 @click.option("--miners", type=click.IntRange(0, 64), help="Miner replicas [1].")
 @click.option("--host", help="Address of the Mim API [MIM_GATEWAY_HOST, else 0.0.0.0].")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port of the Mim API [8090].")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port of the Mim API [8090]; 0 takes a free one, and one for the local API unless"
+    " MIM_GATEWAY_LOCAL_PORT names it.",
+)
 @click.option(
     "--metrics-port-base",
     type=click.IntRange(0, 65000),
@@ -63,8 +70,13 @@ def up(
     network = load(NetworkSettings)
     api_host = host if host is not None else network.gateway_host
     api_port = port if port is not None else network.gateway_port
-    if api_port == 0:  # fixed now, so health checks, status and restarts know it
+    api_port_free = api_port == 0
+    if api_port_free:  # fixed now, so health checks, status and restarts know it
         api_port = free_port()
+    local = load(LocalApiSettings)
+    local_port = local.local_port
+    if local_port == 0 or (api_port_free and "local_port" not in local.model_fields_set):
+        local_port = free_port()  # so a second node fits beside this one
     relay_logging.configure("node", settings)
     specs = plan_services(
         validators=settings.validators,
@@ -79,9 +91,12 @@ def up(
         extra_env={
             "MIM_GATEWAY_HOST": api_host,
             "MIM_GATEWAY_PORT": str(api_port),
+            "MIM_GATEWAY_LOCAL_HOST": local.local_host,
+            "MIM_GATEWAY_LOCAL_PORT": str(local_port),
             "MIM_DATA_DIR": str(settings.data_dir.absolute()),
         },
         api_url=f"{scheme}://{shown}:{api_port}",
+        local_api_url=local.model_copy(update={"local_port": local_port}).local_url,
         announce=lambda line: click.echo(line, err=True),
     )
     sys.exit(supervisor.run())

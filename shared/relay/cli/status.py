@@ -7,8 +7,9 @@ each stream and consumer, objects stored per kind, and known addresses; a part i
 shown as unavailable. Exit status 0 when the node runs, both servers answer and every service is
 healthy; 1 when anything is down.
 
-``status --url api|nats|database`` prints only where that part of the running node is reached
-(``MIM_NATS_URL`` and ``MIM_DATABASE_URL`` win, as for every command), for scripts such as
+``status --url api|local|nats|database`` prints only where that part of the running node is
+reached (``local``: the local API; ``MIM_NATS_URL``, ``MIM_DATABASE_URL`` and
+``MIM_GATEWAY_LOCAL_*`` win, as for every command), for scripts such as
 ``curl "$(mimrelay status --url api)/v0/status"``.
 """
 
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import click
 
 from relay.bus import Layout
+from relay.cli.api import local_api
 from relay.cli.local import (
     alive,
     api_url,
@@ -130,6 +132,7 @@ def _gather(state: dict[str, Any], settings: NodeSettings | None) -> dict[str, A
     node is not running)."""
     report: dict[str, Any] = {"running": settings is not None, "data_dir": state["data_dir"]}
     report["api_url"] = api_url(state)
+    report["local_api_url"] = state.get("local_api_url", "")
     report["servers"] = _servers(state, report["running"])
     report["services"] = [
         {"name": s["name"], "pid": s["pid"], "restarts": s["restarts"], **_health(s["health_url"])}
@@ -159,6 +162,8 @@ def _print(report: dict[str, Any]) -> None:
         f"node     {'running' if report['running'] else 'NOT running'}  {report['data_dir']}"
     )
     click.echo(f"API      {report['api_url']}")
+    if report.get("local_api_url"):
+        click.echo(f"local    {report['local_api_url']}")
     for s in report["servers"]:
         word = s["state"] if s["up"] else f"DOWN ({s['reason']})"
         pid = f"pid {s['pid'] or '-'!s:<8} " if s["state"] != "external" else ""
@@ -186,6 +191,8 @@ def _print(report: dict[str, Any]) -> None:
 def _url(part: str, data_dir: Path | None, verbose: int) -> str:
     if part == "api":
         return api_url(running_state(load_settings(data_dir, verbose).data_dir))
+    if part == "local":
+        return local_api(None, data_dir, verbose)
     settings = find_node(data_dir, verbose, "nats" if part == "nats" else "database")
     return settings.nats_url if part == "nats" else settings.database_url
 
@@ -195,7 +202,7 @@ def _url(part: str, data_dir: Path | None, verbose: int) -> str:
 @click.option(
     "--url",
     "part",
-    type=click.Choice(["api", "nats", "database"]),
+    type=click.Choice(["api", "local", "nats", "database"]),
     help="Print only where this part of the running node is reached.",
 )
 @node_options
