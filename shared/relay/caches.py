@@ -76,11 +76,12 @@ async def read_head(db: Db, *, now: int, head_days: int) -> Head:
             after = (batch[-1].last_referenced, batch[-1].fingerprint)
         held[kind] = rows
     stored = await addresses.recent(db, limit=_ADDRESS_READ_MAX)
-    held["address"] = sorted(
-        (a.local_arrival, canonical.loads(Address, a.body))
-        for a in stored
-        if start <= a.local_arrival <= now
+    # by arrival, then by place: one sync batch stores many addresses in the same second
+    arrived = sorted(
+        (a for a in stored if start <= a.local_arrival <= now),
+        key=lambda a: (a.local_arrival, a.location, a.sublocation, a.port),
     )
+    held["address"] = [(a.local_arrival, canonical.loads(Address, a.body)) for a in arrived]
     return Head(now=now, head_seconds=head_seconds, objects=held)
 
 

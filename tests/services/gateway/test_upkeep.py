@@ -1,0 +1,40 @@
+"""Cache upkeep as an operator meets it: generations keep coming, whatever the store holds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from mim.entities import Address
+from tests.helpers.store import wait_until
+from tests.services.gateway.conftest import serving, store_address
+from tests.services.gateway.crawler import crawl
+
+
+async def test_many_addresses_stored_in_one_second_do_not_stop_the_generations(
+    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """Addresses stored in the same second (as one sync batch stores them) are served by the next
+    generation, and the generations keep coming."""
+    arrived = int(time.time()) - 300
+    for n in range(40):
+        address = Address(location=f"192.0.2.{n + 1}", port=4000 + n, entity_version=1)
+        await store_address(fresh_database, address, arrived)
+    async with (
+        serving(fresh_database, nats_url, stream_prefix, tmp_path, cache_interval_seconds=0.2) as (
+            url,
+            edge,
+        ),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        gw = edge.state.gateway
+        first = gw.tree.generated_at
+
+        async def advanced() -> bool:
+            return bool(gw.tree.generated_at > first)
+
+        await wait_until("a later generation", advanced)
+        result = await crawl(client)
+    assert len(result.addresses) == 40
