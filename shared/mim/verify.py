@@ -18,7 +18,10 @@ reported stage differs from the reference's while the verdict is the same.
 
 An updated object is checked by its update proofs only, as the reference does (§4.4); its
 fingerprint, which covers the original proofs, is always checked. A board without owners is
-checked with ``"board_owners":[]`` first and ``null`` second (§4.5, §20.3).
+checked with ``"board_owners":[]`` first and ``null`` second (§4.5, §20.3), every proof over the
+same spelling: the signature (or, unsigned, the proof of work) chooses it, and the accepted bytes
+carry it, so a verifier that re-marshals what it decodes (as the reference does) sees what the
+proofs cover.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from mim import bounds, canonical, fingerprint, signing
 from mim import pow as mim_pow
@@ -136,11 +139,12 @@ def verify_entity(entity: Entity, policy: Policy = DEFAULT_POLICY) -> Verdict:
     fp = "" if isinstance(entity, Address) else entity.fingerprint
     lu = 0 if isinstance(entity, Address) else entity.last_update
     try:
-        inputs = _checked(entity, policy)
+        inputs, owners = _checked(entity, policy)
     except MimError as exc:
         return Verdict(entity.kind, False, exc.stage, exc.reason, exc.field, exc.rule, fp, lu)
-    # the hashing inputs hold every field already encoded: joining them is the canonical JSON
-    text = canonical.dumps(entity) if inputs is None else inputs.canonical()
+    # the hashing inputs hold every field already encoded: joining them is the canonical JSON,
+    # with a board's owners spelled as its proofs cover them
+    text = canonical.dumps(entity) if inputs is None else inputs.canonical(owners)
     return Verdict(
         entity.kind, True, fingerprint=fp, last_update=lu, entity=entity, canonical=text.encode()
     )
@@ -151,18 +155,19 @@ def check(entity: Entity, policy: Policy = DEFAULT_POLICY) -> None:
     _checked(entity, policy)
 
 
-def _checked(entity: Entity, policy: Policy) -> Inputs | None:
-    """``check``, returning the hashing inputs it built (``None`` for an address)."""
+def _checked(entity: Entity, policy: Policy) -> tuple[Inputs | None, Owners]:
+    """``check``, returning the hashing inputs it built (``None`` for an address) and the
+    spelling of a board's owners that the proofs cover."""
     bounds.check(entity)
     if isinstance(entity, Address):
-        return None  # addresses carry no proofs (§8.1)
+        return None, "held"  # addresses carry no proofs (§8.1)
     inputs = Inputs(entity)
     fingerprint.check(entity, inputs)
     key = entity.key if isinstance(entity, Key) else entity.owner_publickey
-    _check_signature(entity, inputs, key, policy)
-    _check_pow(entity, inputs, key, policy)
+    spellings = _check_signature(entity, inputs, key, policy)
+    owners = _check_pow(entity, inputs, key, policy, spellings)
     _check_update(entity, key)
-    return inputs
+    return inputs, owners
 
 
 # --------------------------------------------------------------------------- stages
@@ -174,24 +179,24 @@ def _owner_spellings(entity: Provable) -> tuple[Owners, ...]:
     return ("held",)
 
 
-R = TypeVar("R")
-
-
-def _first_spelling(entity: Provable, attempt: Callable[[Owners], R]) -> R:
-    """Run ``attempt`` with each spelling of a board's owners; the first success wins."""
-    if not isinstance(entity, Board) or entity.board_owners:
-        return attempt("held")
-    spellings = _owner_spellings(entity)
+def _first_spelling(spellings: tuple[Owners, ...], attempt: Callable[[Owners], object]) -> Owners:
+    """Run ``attempt`` with each spelling of a board's owners; the first that succeeds."""
     for spelling in spellings[:-1]:
         try:
-            return attempt(spelling)
+            attempt(spelling)
         except MimError:
             continue
-    return attempt(spellings[-1])
+        return spelling
+    attempt(spellings[-1])
+    return spellings[-1]
 
 
-def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+def _check_signature(
+    entity: Provable, inputs: Inputs, key: str, policy: Policy
+) -> tuple[Owners, ...]:
+    """Check the applicable signature; the owner spellings the proof of work may then use."""
     kind = entity.kind
+    spellings = _owner_spellings(entity)
     if entity.update_signature:
         name, sig, text_of = "update_signature", entity.update_signature, inputs.update_signature
     elif entity.signature:
@@ -203,7 +208,7 @@ def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy)
             "the object names an owner key but is unsigned",
         )
     elif policy.allow_anonymous:
-        return
+        return spellings
     else:
         raise BadSignature(
             f"{kind}.signature", "signature.anonymous", "anonymous objects are refused by this node"
@@ -225,7 +230,7 @@ def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy)
         ) or ("signature.invalid", f"not made by {key_field}")
         raise BadSignature(path, *problem)
 
-    _first_spelling(entity, attempt)
+    owners = _first_spelling(spellings, attempt)
     if (
         isinstance(entity, Truststate)
         and entity.typeclass in CA_ONLY_TRUST_TYPECLASSES
@@ -236,9 +241,13 @@ def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy)
             "entitlement.ca_only",
             f"trust typeclass {entity.typeclass} may only be issued by the trusted CA key",
         )
+    return (owners,)
 
 
-def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+def _check_pow(
+    entity: Provable, inputs: Inputs, key: str, policy: Policy, spellings: tuple[Owners, ...]
+) -> Owners:
+    """Check the applicable proof of work over one of ``spellings``; the one it covers."""
     kind = entity.kind
     anonymous = not key
     if entity.update_proof_of_work:
@@ -265,7 +274,7 @@ def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> No
         )
 
     try:
-        _first_spelling(entity, attempt)
+        return _first_spelling(spellings, attempt)
     except InsufficientWork:
         raise
     except MimError as exc:  # a signature failure inside the proof is still the pow stage
