@@ -1,7 +1,8 @@
 """The gateway's life under the shared runner: open, serve until SIGTERM, drain.
 
 :func:`start` opens NATS and the pool through the runner's context, makes or loads the node key,
-builds the first cache tree and starts its upkeep (:mod:`services.gateway.upkeep`, supervised);
+takes the cache builder lease if it is free (then builds a generation, else loads the latest) and
+starts the caches' upkeep (:mod:`services.gateway.upkeep`, supervised);
 :func:`main` then serves the app with uvicorn on ``MIM_GATEWAY_HOST:MIM_GATEWAY_PORT`` until the
 runner's stop, when uvicorn stops accepting, lets in-flight requests finish within the shutdown
 grace, and the runner closes NATS and the pool. The runner owns the signals; ``/healthz`` on the
@@ -72,7 +73,13 @@ async def start(ctx: Context, *, port: int) -> Edge:
     layout = Layout.from_settings(settings)
     await ensure_streams(nc.jetstream(), layout, StreamLimits.from_settings(settings))
     gw = Gateway(settings, key, pool, nc, layout, settings.announced_port(port))
-    await gw.regenerate()
+    lease = await upkeep.open_lease(gw)
+    upkeep.set_building(gw, await lease.hold())
+    if gw.building:
+        await gw.regenerate()
+    else:
+        await gw.caches.refresh()
+    ctx.spawn(upkeep.keep_lease(ctx, gw, lease), name="cache-lease")
     ctx.spawn(upkeep.keep_fresh(ctx, gw), name="cache-upkeep")
     ctx.log.info("gateway_ready", node_id=pages.node_id(key.public_hex), port=gw.port)
     return create_app(gw)

@@ -27,15 +27,39 @@ class GatewaySettings(PolicySettings, NetworkSettings, PoolSettings, ServiceSett
         default=120,
         ge=0,
         description=(
-            "POST time ranges start this long before the last cache generation: an object stamped"
-            " before it may commit after the caches were read, and must still be served."
+            "Longest an object's commit may lag its stamp: a cache generation covers up to this"
+            " long before it, and POST time ranges start this long before what the caches cover."
         ),
     )
     cache_interval_seconds: float = Field(
-        300.0, gt=0, description="Pause between two regenerations of the GET caches."
+        300.0, gt=0, description="Pause between two generations of the GET caches."
     )
     cache_failures_unhealthy: int = Field(
         3, ge=1, description="Cache generations failing in a row after which `/healthz` says 503."
+    )
+    cache_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description=(
+            "Lease of the one replica that builds the caches; when it dies, another takes over"
+            " within this."
+        ),
+    )
+    cache_merge_after_seconds: int = Field(
+        86_400,
+        ge=0,
+        description=(
+            "A six-hour block's caches are merged into one once the block ended this long ago"
+            " (remotes syncing more often never read the merged cache)."
+        ),
+    )
+    cache_memory_bytes: int = Field(
+        64 << 20,
+        ge=0,
+        description=(
+            "Bytes of cache files each replica keeps in memory; the rest is read from PostgreSQL"
+            " when asked."
+        ),
     )
     max_body_bytes: int = Field(
         4 << 20, ge=1024, description="Largest request body accepted; larger ones get 413."

@@ -10,6 +10,7 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
+    kv     MIM_CACHE_BUILDER  the lease of the gateway replica building the caches (``relay.lease``)
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -206,6 +207,11 @@ class Layout:
     @property
     def blocklist_bucket(self) -> str:
         return f"{self._name}_BLOCKLIST"
+
+    @property
+    def cache_builder_bucket(self) -> str:
+        """Who builds the caches: one gateway replica at a time holds its lease."""
+        return f"{self._name}_CACHE_BUILDER"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property

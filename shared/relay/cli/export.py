@@ -1,21 +1,21 @@
 """``mimrelay export-static DIR``: the node's head as plain files, a static Mim node (type 255).
 
-Writes the same tree the gateway serves on its GET side (endpoint ``index.json`` files, cache,
-index and manifest pages, all signed by the node key), so any web server serving ``DIR`` is
-crawlable like the live gateway.
+Writes the head as the gateway serves its GET side (endpoint ``index.json`` files, cache, index
+and manifest pages, all signed by the node key), one six-hour block per cache, so any web server
+serving ``DIR`` is crawlable like the live gateway. One block is held in memory at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from pathlib import Path
 
 import click
 
 from mim import pages
-from relay import caches
+from relay.caches import build
+from relay.caches.files import Signer
 from relay.db import identity
 from relay.runner import close_pool, connect_pool
 from relay.settings import NetworkSettings, NodeSettings, load
@@ -30,25 +30,20 @@ async def _export(directory: Path) -> int:
     pool = await connect_pool(
         settings.database_url, attempts=settings.connect_attempts, delay=1.0, max_size=2
     )
-    try:
-        key = await identity.wait(pool, attempts=1, delay=0.0)
-        now = int(time.time())
-        head = await caches.read_head(pool, now=now, head_days=settings.network_head_days)
-    finally:
-        await close_pool(pool)
-    tree = caches.build_tree(
-        head,
-        key,
-        port=settings.announced_port(),
-        node_type=pages.NODE_TYPE_STATIC,
-        nonce=secrets.token_hex(32),
-        compress=False,
-    )
-    for path, body in tree.files.items():
+
+    def write(path: str, body: bytes) -> None:
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
-    return len(tree.files)
+
+    try:
+        key = await identity.wait(pool, attempts=1, delay=0.0)
+        signer = Signer(key, settings.announced_port(), pages.NODE_TYPE_STATIC)
+        return await build.export(
+            pool, signer, now=int(time.time()), head_seconds=settings.head_seconds, write=write
+        )
+    finally:
+        await close_pool(pool)
 
 
 @click.command("export-static")

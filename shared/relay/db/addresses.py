@@ -22,6 +22,7 @@ __all__ = [
     "WRITES",
     "AddressOutcome",
     "StoredAddress",
+    "arrived_between",
     "prune",
     "recent",
     "store_first_party",
@@ -71,6 +72,20 @@ async def recent(db: Db, *, limit: int = 1000) -> list[StoredAddress]:
     rows = await db.fetch(
         "SELECT location, sublocation, port, body, first_party, last_ping, last_sync,"  # noqa: S608
         f" local_arrival FROM addresses ORDER BY {_RECENCY} LIMIT $1",
+        limit,
+    )
+    return [_stored(r) for r in rows]
+
+
+async def arrived_between(db: Db, start: int, end: int, *, limit: int) -> list[StoredAddress]:
+    """Addresses with ``start <= local_arrival < end``, by arrival then place (one sync batch
+    stores many in the same second), at most ``limit``."""
+    rows = await db.fetch(
+        "SELECT location, sublocation, port, body, first_party, last_ping, last_sync,"
+        " local_arrival FROM addresses WHERE local_arrival >= $1 AND local_arrival < $2"
+        " ORDER BY local_arrival, location, sublocation, port LIMIT $3",
+        start,
+        end,
         limit,
     )
     return [_stored(r) for r in rows]

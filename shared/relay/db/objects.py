@@ -18,10 +18,12 @@ from relay.db import Db
 __all__ = [
     "WRITER",
     "WRITES",
+    "CacheRow",
     "StoredObject",
     "children",
     "counts",
     "export_all",
+    "for_caches",
     "get",
     "have_versions",
     "in_window",
@@ -121,6 +123,42 @@ async def referenced_between(
         limit,
     )
     return [_object(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRow:
+    """What the caches take of one stored object: its index columns and its exact bytes."""
+
+    fingerprint: str
+    creation: int
+    last_update: int
+    board: str
+    thread: str
+    target: str
+    last_referenced: int
+    body: bytes  # the canonical JSON as stored, UTF-8
+
+
+async def for_caches(
+    db: Db, kind: str, start: int, end: int, *, limit: int, after: tuple[int, str] | None = None
+) -> list[CacheRow]:
+    """Objects of ``kind`` with ``start <= last_referenced < end`` as the caches take them,
+    oldest first; keyset paging as :func:`referenced_between`."""
+    since, since_fp = after if after is not None else (start, "")
+    rows = await db.fetch(
+        "SELECT fingerprint, creation, last_update, board, thread, target, last_referenced,"
+        " convert_to(body, 'UTF8') FROM objects"
+        " WHERE kind = $1 AND last_referenced >= $2 AND last_referenced < $3"
+        "   AND (last_referenced, fingerprint) > ($4, $5)"
+        " ORDER BY last_referenced, fingerprint LIMIT $6",
+        kind,
+        start,
+        end,
+        since,
+        since_fp,
+        limit,
+    )
+    return [CacheRow(*r) for r in rows]
 
 
 async def in_window(db: Db, kind: str, start: int, end: int) -> list[StoredObject]:

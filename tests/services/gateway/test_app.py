@@ -18,6 +18,7 @@ from tests.services.gateway.conftest import (
     DIFFICULTY,
     JSON,
     Running,
+    cover,
     make,
     sample,
     store,
@@ -68,7 +69,7 @@ async def test_crawl_finds_exactly_the_head(running: Running, fresh_database: st
     await store_address(
         fresh_database, Address(location="192.0.2.9", port=9, entity_version=1), now
     )
-    await running.gateway.regenerate(now)
+    await cover(running.gateway, now)
     async with httpx.AsyncClient(base_url=running.url) as client:
         result = await crawl(client)
     expected: dict[str, set[str]] = {}
@@ -83,7 +84,7 @@ async def test_cache_pages_are_gzipped_when_asked(running: Running, fresh_databa
     """With Accept-Encoding gzip a cache page comes compressed and decodes to the same page."""
     now = int(time.time())
     await store(fresh_database, sample(now), now - 30)
-    await running.gateway.regenerate(now)
+    await cover(running.gateway, now)
     async with httpx.AsyncClient(base_url=running.url) as client:
         index = await client.get("/v0/c0/posts/index.json", headers={"Accept-Encoding": "gzip"})
         assert index.headers["content-encoding"] == "gzip"
@@ -231,7 +232,7 @@ async def test_ownerless_boards_are_served_as_their_proofs_cover_them(
         empty.fingerprint: canonical.dumps(empty),
         nil.fingerprint: canonical.dumps(nil),
     }
-    await running.gateway.regenerate(int(time.time()) + 1)
+    await cover(running.gateway, int(time.time()))
     async with httpx.AsyncClient(base_url=running.url) as client:
         result = await crawl(client)  # checks each board as a Go verifier would
     assert result.objects["board"] == {empty.fingerprint, nil.fingerprint}

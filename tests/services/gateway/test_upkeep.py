@@ -18,22 +18,22 @@ async def test_many_addresses_stored_in_one_second_do_not_stop_the_generations(
 ) -> None:
     """Addresses stored in the same second (as one sync batch stores them) are served by the next
     generation, and the generations keep coming."""
-    arrived = int(time.time()) - 300
-    for n in range(40):
-        address = Address(location=f"192.0.2.{n + 1}", port=4000 + n, entity_version=1)
-        await store_address(fresh_database, address, arrived)
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path, cache_interval_seconds=0.2) as (
-            url,
-            edge,
-        ),
+        serving(
+            fresh_database, nats_url, stream_prefix, tmp_path,
+            cache_interval_seconds=0.2, live_tail_overlap_seconds=0,
+        ) as (url, edge),
         httpx.AsyncClient(base_url=url, timeout=10) as client,
-    ):
+    ):  # fmt: skip
         gw = edge.state.gateway
-        first = gw.tree.generated_at
+        first = gw.caches.generation
+        arrived = int(time.time())
+        for n in range(40):
+            address = Address(location=f"192.0.2.{n + 1}", port=4000 + n, entity_version=1)
+            await store_address(fresh_database, address, arrived)
 
         async def advanced() -> bool:
-            return bool(gw.tree.generated_at > first)
+            return bool(gw.caches.generation != first)
 
         await wait_until("a later generation", advanced)
         result = await crawl(client)

@@ -1,0 +1,263 @@
+"""The files of one cache, signed, made from the objects' stored bytes (PROTOCOL.md §11.6).
+
+The store keeps each object's canonical JSON exactly, and a page's canonical JSON holds each of
+its objects as that very text; so an entity page is the envelope encoded once with an empty
+``response``, the stored bytes spliced into it, and its signature over the result (§6.1). No
+object is decoded or encoded again. Index and manifest pages are made from the stored columns
+(and ``entity_version``, read from the stored bytes). The result is byte for byte what
+``mim.pages.cache_pages`` and ``sign_page`` give for the decoded objects, which the tests check.
+
+Every page of a cache carries the cache's end as its ``timestamp`` and a nonce derived from the
+cache ID, so a cache built twice (by another builder, after a crash) has the same bytes.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from mim import canonical, pages, paths
+from mim.entities import (
+    PLURALS,
+    Address,
+    Answer,
+    ApiResponse,
+    BoardIndex,
+    Caching,
+    EntityCount,
+    KeyIndex,
+    Kind,
+    PageManifest,
+    PageManifestEntity,
+    Pagination,
+    PostIndex,
+    ResultCache,
+    ThreadIndex,
+    TruststateIndex,
+    VoteIndex,
+)
+from mim.signing import SigningKey
+from relay.db.objects import CacheRow
+
+__all__ = ["Built", "Signer", "address_cache", "cache_nonce", "index_file", "object_cache"]
+
+_EMPTY_RESPONSE: Final = b'"response":{}}'
+#: The top-level ``entity_version`` of a stored object: inside a JSON string every quote is
+#: escaped, and no nested struct of an entity has that key, so the first match is the object's.
+_ENTITY_VERSION: Final = re.compile(rb'"entity_version":(-?\d+)')
+_INDEX_CLASSES: Final[dict[Kind, Any]] = {
+    "board": BoardIndex,
+    "thread": ThreadIndex,
+    "post": PostIndex,
+    "vote": VoteIndex,
+    "key": KeyIndex,
+    "truststate": TruststateIndex,
+}
+#: Which stored columns each index form carries besides the common ones (§2.9).
+_INDEX_COLUMNS: Final[dict[Kind, tuple[str, ...]]] = {
+    "board": (),
+    "thread": ("board",),
+    "post": ("board", "thread"),
+    "vote": ("board", "thread", "target"),
+    "key": (),
+    "truststate": ("target",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Who signs the pages and what they say of the node: its key, port and node type."""
+
+    key: SigningKey
+    port: int
+    node_type: int
+
+    def base(self, *, nonce: str, timestamp: int) -> ApiResponse:
+        return pages.prefill(
+            self.key.public_hex,
+            port=self.port,
+            node_type=self.node_type,
+            nonce=nonce,
+            now=timestamp,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One cache, signed: what ``index.json`` lists, and its files by name (plain bytes)."""
+
+    kind: Kind
+    result: ResultCache
+    objects: int
+    files: dict[str, bytes]
+
+    def count(self, prefix: str) -> int:
+        """Files named ``<prefix><N>.json`` (``""`` entity pages, ``index/``, ``manifest/``)."""
+        return sum(
+            1 for name in self.files if name.startswith(prefix) and "/" not in name[len(prefix) :]
+        )
+
+
+def cache_nonce(label: str) -> str:
+    """A page nonce derived from ``label`` (a cache ID, or a generation and endpoint)."""
+    return hashlib.sha256(f"mimrelay page nonce:{label}".encode()).hexdigest()
+
+
+def signed(envelope: ApiResponse, response: Sequence[bytes], key: SigningKey) -> bytes:
+    """``envelope`` with ``response`` (the pieces of its response's JSON) inside, signed (§6.1)."""
+    unsigned = replace(
+        envelope,
+        node_public_key=key.public_hex,
+        page_signature="",
+        proof_of_work="",
+        response=Answer(),
+    )
+    text = canonical.encode(unsigned)
+    lead = b'{"node_public_key":"' + key.public_hex.encode() + b'",'
+    if not (text.startswith(lead) and text.endswith(_EMPTY_RESPONSE)):
+        raise RuntimeError("the page envelope is not encoded as this module expects")
+    head = text[: -len(b"{}}")]
+    digest = hashlib.sha256(head)
+    for piece in response:
+        digest.update(piece)
+    digest.update(b"}")
+    signature = key.sign_digest(digest.digest()).encode()
+    return b"".join(
+        [lead, b'"page_signature":"', signature, b'",', head[len(lead) :], *response, b"}"]
+    )
+
+
+def _paged(
+    envelope: ApiResponse, endpoint: str, answers: Sequence[Sequence[bytes]], key: SigningKey
+) -> list[bytes]:
+    last = len(answers) - 1
+    return [
+        signed(
+            replace(envelope, endpoint=endpoint, pagination=Pagination(pages=last, current_page=n)),
+            answer,
+            key,
+        )
+        for n, answer in enumerate(answers)
+    ]
+
+
+def _chunks(count: int, size: int) -> list[range]:
+    """``range(count)`` cut into pages of ``size``; nothing is one empty page."""
+    return [range(i, min(i + size, count)) for i in range(0, count, size)] or [range(0)]
+
+
+def _answer(field: str, items: Sequence[Any]) -> list[bytes]:
+    """The ``response`` JSON of a page holding ``items`` under ``field``, as one piece."""
+    holding: dict[str, Any] = {field: tuple(items)}
+    return [canonical.encode(Answer(**holding))]
+
+
+def _entity_version(body: bytes) -> int:
+    found = _ENTITY_VERSION.search(body)
+    return int(found.group(1)) if found else 0
+
+
+def _index_entries(kind: Kind, rows: Sequence[CacheRow], page_of: Sequence[int]) -> list[Any]:
+    cls, extra = _INDEX_CLASSES[kind], _INDEX_COLUMNS[kind]
+    return [
+        cls(
+            fingerprint=row.fingerprint,
+            creation=row.creation,
+            last_update=row.last_update,
+            entity_version=_entity_version(row.body),
+            page_number=page,
+            **{name: getattr(row, name) for name in extra},
+        )
+        for row, page in zip(rows, page_of, strict=True)
+    ]
+
+
+def _envelope(
+    kind: Kind, count: int, start: int, end: int, signer: Signer, nonce: str
+) -> ApiResponse:
+    counts = (EntityCount(protocol="c0", name=kind, count=count),) if count else None
+    return replace(
+        signer.base(nonce=nonce, timestamp=end),
+        entity=PLURALS[kind],
+        filters=pages.timestamp_filter(start, end),
+        starts_from=start,
+        ends_at=end,
+        caching=Caching(entity_counts=counts),
+    )
+
+
+def object_cache(
+    kind: Kind, rows: Sequence[CacheRow], start: int, end: int, signer: Signer
+) -> Built:
+    """The cache of ``rows`` (objects of ``kind`` in ``[start, end)``, at least one)."""
+    if not rows:
+        raise ValueError("a cache holds at least one object")
+    plural = PLURALS[kind]
+    cid = pages.cache_id(plural, start, end, ((r.fingerprint, r.last_update) for r in rows))
+    envelope = _envelope(kind, len(rows), start, end, signer, cache_nonce(cid))
+    key = signer.key
+    chunks = _chunks(len(rows), pages.ENTITY_PAGE_SIZES[kind])
+    opening = b'{"' + plural.encode() + b'":['
+    entity_answers = [[opening, b",".join(rows[i].body for i in chunk), b"]}"] for chunk in chunks]
+    files = {
+        f"{n}.json": page for n, page in enumerate(_paged(envelope, plural, entity_answers, key))
+    }
+    page_of = [n for n, chunk in enumerate(chunks) for _ in chunk]
+    entries = _index_entries(kind, rows, page_of)
+    index_answers = [
+        _answer(f"{plural}_index", [entries[i] for i in chunk])
+        for chunk in _chunks(len(entries), pages.INDEX_PAGE_SIZES[kind])
+    ]
+    for n, page in enumerate(_paged(envelope, f"{plural}_index", index_answers, key)):
+        files[f"index/{n}.json"] = page
+    manifests = [
+        PageManifest(
+            page_number=n,
+            entities=tuple(
+                PageManifestEntity(fingerprint=rows[i].fingerprint, last_update=rows[i].last_update)
+                for i in chunk
+            ),
+        )
+        for n, chunk in enumerate(chunks)
+    ]
+    manifest_answers = [
+        _answer(f"{plural}_manifest", [manifests[i] for i in chunk])
+        for chunk in _chunks(len(manifests), pages.MANIFEST_PAGE_SIZE)
+    ]
+    for n, page in enumerate(_paged(envelope, "manifest", manifest_answers, key)):
+        files[f"manifest/{n}.json"] = page
+    result = ResultCache(response_url=paths.cache_folder(cid), starts_from=start, ends_at=end)
+    return Built(kind, result, len(rows), files)
+
+
+def address_cache(addresses: Sequence[Address], start: int, end: int, signer: Signer) -> Built:
+    """The cache of ``addresses`` (arrived in ``[start, end)``, at least one), sanitised.
+
+    Addresses are few (the table is pruned to ``MIM_STORE_ADDRESS_TABLE_MAX``), and served
+    sanitised, so they take the entity path of ``mim.pages``.
+    """
+    if not addresses:
+        raise ValueError("a cache holds at least one address")
+    contents = ((f"{a.location}/{a.sublocation}/{a.port}", 0) for a in addresses)
+    cid = pages.cache_id(PLURALS["address"], start, end, contents)
+    envelope = _envelope("address", len(addresses), start, end, signer, cache_nonce(cid))
+    built = pages.cache_pages("address", addresses, envelope)
+    files = {
+        name: canonical.encode(pages.sign_page(page, signer.key)) for name, page in built.items()
+    }
+    result = ResultCache(response_url=paths.cache_folder(cid), starts_from=start, ends_at=end)
+    return Built("address", result, len(addresses), files)
+
+
+def index_file(
+    kind: Kind, results: Iterable[ResultCache], signer: Signer, *, timestamp: int, nonce: str
+) -> bytes:
+    """An endpoint's signed ``index.json`` listing ``results`` (§11.6)."""
+    page = pages.endpoint_index(
+        PLURALS[kind], signer.base(nonce=nonce, timestamp=timestamp), tuple(results)
+    )
+    return canonical.encode(pages.sign_page(page, signer.key))
