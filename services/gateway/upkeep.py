@@ -3,9 +3,9 @@
 :func:`keep_lease` holds the builder lease (``relay.lease``, bucket
 ``Layout.cache_builder_bucket``) when it is free, renewing it three times per
 ``cache_lease_seconds``; while it holds it the replica builds (``mim_gateway_cache_builder`` is
-1, and ``cache_builder_acquired`` / ``cache_builder_lost`` are logged). When the builder dies,
-its lease expires and another replica takes over within ``cache_lease_seconds``. On stop the
-lease is given up at once.
+1, and ``cache_builder_acquired`` / ``cache_builder_lost`` are logged). The other replicas ask
+for it every second. When the builder dies, its lease lapses within ``cache_lease_seconds`` and
+another replica takes over at its next ask. On stop the lease is given up at once.
 
 :func:`keep_fresh` checks every second: the builder runs a generation
 (:meth:`~services.gateway.state.Gateway.regenerate`) every ``cache_interval_seconds``; every
@@ -33,6 +33,7 @@ __all__ = ["keep_fresh", "keep_lease", "open_lease", "set_building"]
 
 _RETRY_MIN_SECONDS = 1.0
 _TICK_SECONDS = 1.0
+_ASK_SECONDS = 1.0  # how often a replica without the lease asks for it
 _LEASE_NAME = "builder"
 
 _log = get_logger(__name__)
@@ -64,7 +65,7 @@ async def keep_lease(ctx: Context, gw: Gateway, lease: Lease) -> None:
                 _log.warning("cache_builder_lease_failed", error=repr(exc))
                 held = False
             set_building(gw, held)
-            if await ctx.sleep(renew):
+            if await ctx.sleep(renew if held else min(_ASK_SECONDS, renew)):
                 return
     finally:
         set_building(gw, False)
