@@ -56,6 +56,8 @@ def listen(settings: GatewaySettings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.gateway_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.reuse_port:  # replicas on one host share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((settings.gateway_host, settings.gateway_port))
     sock.set_inheritable(True)
     return sock

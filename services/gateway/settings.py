@@ -31,6 +31,13 @@ class GatewaySettings(PolicySettings, NetworkSettings, PoolSettings, ServiceSett
             " long before it, and POST time ranges start this long before what the caches cover."
         ),
     )
+    reuse_port: bool = Field(
+        False,
+        description=(
+            "Let several gateway replicas on this host listen on one port, the kernel spreading"
+            " connections (`mimrelay up --gateways N` sets it)."
+        ),
+    )
     cache_interval_seconds: float = Field(
         300.0, gt=0, description="Pause between two generations of the GET caches."
     )
