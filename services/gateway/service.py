@@ -96,6 +96,7 @@ def _config(app: Edge, settings: GatewaySettings) -> uvicorn.Config:
         app,
         log_config=None,
         lifespan="off",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         **tls,  # type: ignore[arg-type]
     )

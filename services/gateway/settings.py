@@ -38,6 +38,13 @@ class GatewaySettings(PolicySettings, NetworkSettings, PoolSettings, ServiceSett
             " connections (`mimrelay up --gateways N` sets it)."
         ),
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description=(
+            "Reverse proxies trusted to name the remote in `X-Forwarded-For` (comma-separated"
+            " addresses, `*` for any); a request from anyone else is from its own address."
+        ),
+    )
     cache_interval_seconds: float = Field(
         300.0, gt=0, description="Pause between two generations of the GET caches."
     )

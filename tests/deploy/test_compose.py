@@ -98,13 +98,21 @@ def test_ports_healthchecks_and_scrape_targets_agree(compose: dict[str, Any]) ->
         assert port in exposed
     gateway = compose["services"]["gateway"]
     api_port = int(gateway["environment"]["MIM_GATEWAY_PORT"])
-    assert [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]] == [str(api_port)]
     assert api_port in exposed
+    proxy = compose["services"]["proxy"]
+    conf = (REPO / "deploy" / "nginx" / "mimrelay.conf").read_text()
+    listen = re.search(r"^\s*listen (\d+);", conf, re.M)
+    assert listen is not None
+    assert [_resolve(p).rsplit(":", 1)[1] for p in proxy["ports"]] == [listen.group(1)]
+    assert re.findall(r"^\s*server (\S+):(\d+)\b", conf, re.M) == [("gateway", str(api_port))]
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in proxy["volumes"]}
+    assert mounted["./deploy/nginx/mimrelay.conf"] == "/etc/nginx/conf.d/default.conf"
 
 
 def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, Any]) -> None:
     """Every container has a healthcheck and waits on healthy dependencies, data sits on named
-    volumes, secrets are required, validators and miners can be scaled, and stop waits for the
+    volumes, secrets are required, validators, miners and gateways can be scaled (several
+    gateways by default, behind the proxy, which waits for them), and stop waits for the
     drain."""
     services = compose["services"]
     for name, service in services.items():
@@ -112,9 +120,11 @@ def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, 
         for dependency, condition in service.get("depends_on", {}).items():
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert dependency in services
-    for name in ("validator", "miner"):
+    for name in ("validator", "miner", "gateway"):
         assert "container_name" not in services[name]
         assert "ports" not in services[name]
+    assert services["gateway"]["deploy"]["replicas"] >= 2
+    assert services["proxy"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
     for name in OURS:
         service = services[name]
         grace = float(service["environment"][f"MIM_{name.upper()}_SHUTDOWN_GRACE_SECONDS"])
