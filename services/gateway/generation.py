@@ -1,25 +1,28 @@
 """One cache generation, run by the replica holding the builder lease (``relay.caches.plan``).
 
 Read the latest generation and its caches; build a cache for each window of each endpoint that
-holds something new, and one for each block due for a merge; write their files (gzip-compressed)
-before anything lists them; then publish the generation, its caches and every endpoint's signed
-``index.json`` in one transaction. What it costs follows what is new, not the head. A generation
-that finds nothing new, nothing to merge and nothing to retire publishes nothing.
+holds something new, and one for each block due for a merge, writing each file (gzip-compressed)
+as soon as it is signed, before anything lists it; then publish the generation, its caches and
+every endpoint's signed ``index.json`` in one transaction. What it costs follows what is new, not
+the head. A generation that finds nothing new, nothing to merge and nothing to retire publishes
+nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import asyncpg
+
 from mim import paths
-from mim.entities import KINDS, ResultCache
+from mim.entities import KINDS, Kind, ResultCache
 from relay.caches import build, files
-from relay.caches.files import Built, Signer
+from relay.caches.build import Made
+from relay.caches.files import Signer
 from relay.caches.plan import Merge, plan
-from relay.db import Db
 from relay.db import caches as db_caches
 from relay.db.caches import Generation, Publication, Slice
 from services.gateway import metrics
@@ -45,44 +48,56 @@ class Outcome:
     added: list[Slice] = field(default_factory=list)
 
 
-def _compressed(built: Built) -> list[tuple[str, bytes, int]]:
-    return [
-        (name, gzip.compress(body, _GZIP_LEVEL, mtime=0), len(body))
-        for name, body in built.files.items()
-    ]
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, _GZIP_LEVEL, mtime=0)
 
 
-async def _store(db: Db, built: Built, made_at: int) -> Slice:
-    """Write ``built``'s files; the slice that lists it."""
-    endpoint = paths.endpoint(built.kind)
-    compressed = await asyncio.to_thread(_compressed, built)
-    await db_caches.put_files(db, f"{endpoint}/{built.result.response_url}", compressed, made_at)
+def _slice(made: Made) -> Slice:
     return Slice(
-        endpoint=endpoint,
-        cache=built.result.response_url,
-        starts_from=built.result.starts_from,
-        ends_at=built.result.ends_at,
-        objects=built.objects,
-        pages=built.count(""),
-        index_pages=built.count("index/"),
-        manifest_pages=built.count("manifest/"),
-        bytes=sum(len(body) for body in built.files.values()),
+        endpoint=paths.endpoint(made.kind),
+        cache=made.result.response_url,
+        starts_from=made.result.starts_from,
+        ends_at=made.result.ends_at,
+        objects=made.objects,
+        pages=made.pages,
+        index_pages=made.index_pages,
+        manifest_pages=made.manifest_pages,
+        bytes=made.bytes,
     )
 
 
-async def _merge(db: Db, merge: Merge, signer: Signer, outcome: Outcome, now: int) -> list[str]:
-    """Build the merged cache of one block; the caches it retires."""
-    built = await build.build(
-        db, build.KIND_OF_ENDPOINT[merge.endpoint], merge.start, merge.end, signer
-    )
-    if built is None:  # everything in the block was referenced again since: it moved on
+class _Builder:
+    """Makes one generation's caches, each file written to PostgreSQL as soon as it is signed."""
+
+    def __init__(self, pool: asyncpg.Pool, signer: Signer, now: int) -> None:
+        self.pool, self.signer, self.now = pool, signer, now
+        self.outcome = Outcome()
+
+    async def put(self, folder: str, name: str, body: bytes, size: int) -> None:
+        await db_caches.put_files(self.pool, folder, [(name, body, size)], self.now)
+
+    async def new(self, kind: Kind, bounds: Sequence[tuple[int, int]]) -> None:
+        async for made in build.caches(
+            self.pool, kind, bounds, self.signer, finish=_gzip, put=self.put
+        ):
+            self.outcome.added.append(_slice(made))
+            self.outcome.built += 1
+            metrics.CACHE_BUILT.labels("new").inc()
+
+    async def merge(self, merge: Merge) -> list[str]:
+        """Make the merged cache of one block; the caches it retires."""
+        kind = build.KIND_OF_ENDPOINT[merge.endpoint]
+        made = await build.build(
+            self.pool, kind, merge.start, merge.end, self.signer, finish=_gzip, put=self.put
+        )
+        if made is None:  # everything in the block was referenced again since: it moved on
+            return list(merge.caches)
+        if made.result.response_url in merge.caches:  # the block is in one cache already
+            return [c for c in merge.caches if c != made.result.response_url]
+        self.outcome.added.append(_slice(made))
+        self.outcome.merged += 1
+        metrics.CACHE_BUILT.labels("merge").inc()
         return list(merge.caches)
-    if built.result.response_url in merge.caches:  # the block's objects are in one cache already
-        return [c for c in merge.caches if c != built.result.response_url]
-    outcome.added.append(await _store(db, built, now))
-    outcome.merged += 1
-    metrics.CACHE_BUILT.labels("merge").inc()
-    return list(merge.caches)
 
 
 def _indexes(
@@ -101,17 +116,19 @@ def _indexes(
         ]
         nonce = files.cache_nonce(f"{generation.generation}:{endpoint}")
         body = files.index_file(kind, results, signer, timestamp=generation.covered_to, nonce=nonce)
-        out[endpoint] = (gzip.compress(body, _GZIP_LEVEL, mtime=0), len(body))
+        out[endpoint] = (_gzip(body), len(body))
     return out
 
 
-async def generate(db: Db, signer: Signer, settings: GatewaySettings, now: int) -> Outcome:
+async def generate(
+    pool: asyncpg.Pool, signer: Signer, settings: GatewaySettings, now: int
+) -> Outcome:
     """Run one generation at ``now``; publish it unless there was nothing to do.
 
     Raises ``Superseded`` if another builder published the same generation first.
     """
-    last = await db_caches.latest(db)
-    listed = await db_caches.listed(db)
+    last = await db_caches.latest(pool)
+    listed = await db_caches.listed(pool)
     todo = plan(
         last,
         listed,
@@ -120,15 +137,13 @@ async def generate(db: Db, signer: Signer, settings: GatewaySettings, now: int) 
         settle=settings.live_tail_overlap_seconds,
         merge_after=settings.cache_merge_after_seconds,
     )
-    outcome = Outcome()
+    builder = _Builder(pool, signer, now)
     for kind in KINDS:
-        async for built in build.caches(db, kind, todo.windows, signer):
-            outcome.added.append(await _store(db, built, now))
-            outcome.built += 1
-            metrics.CACHE_BUILT.labels("new").inc()
+        await builder.new(kind, todo.windows)
     retired = list(todo.retired)
     for merge in todo.merges:
-        retired.extend((merge.endpoint, c) for c in await _merge(db, merge, signer, outcome, now))
+        retired.extend((merge.endpoint, c) for c in await builder.merge(merge))
+    outcome = builder.outcome
     if last is not None and not outcome.added and not retired:
         return outcome
     generation = Generation((last.generation if last else 0) + 1, todo.covered_to, now)
@@ -141,7 +156,7 @@ async def generate(db: Db, signer: Signer, settings: GatewaySettings, now: int) 
         indexes=_indexes(listing, signer, generation),
         forget_before=now - FORGET_AFTER_SECONDS,
     )
-    await db_caches.publish(db, publication)
+    await db_caches.publish(pool, publication)
     outcome.published = generation
     outcome.retired = len(retired)
     outcome.bytes = sum(s.bytes for s in outcome.added)

@@ -69,6 +69,7 @@ __all__ = [
     "StreamLimits",
     "consumer_configs",
     "ensure_blocklist",
+    "ensure_bucket",
     "ensure_streams",
     "header_value",
     "headers",
@@ -398,6 +399,28 @@ async def ensure_streams(
         raise BusUnavailable(f"JetStream did not answer: {exc}") from exc
 
 
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Create (or open) the key-value bucket ``config`` names; safe to run concurrently.
+
+    An existing bucket keeps its configuration, except that its entries' lifetime (``ttl``)
+    becomes ``config``'s.
+    """
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+            raise BusError(f"cannot create bucket {config.bucket}: {exc}", exc.err_code) from exc
+    stream = (await js.stream_info(f"KV_{config.bucket}")).config
+    if config.ttl and stream.max_age != config.ttl:
+        stream.max_age = config.ttl
+        stream.duplicate_window = min(stream.duplicate_window or config.ttl, config.ttl)
+        try:
+            await js.update_stream(stream)
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"cannot change bucket {config.bucket}: {exc}", exc.err_code) from exc
+    return await js.key_value(config.bucket)
+
+
 async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int = 5) -> KeyValue:
     """Create (or open) the block-list bucket of ``layout``; safe to run concurrently."""
     config = KeyValueConfig(
@@ -406,12 +429,7 @@ async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int
         history=history,
         storage=StorageType.FILE,
     )
-    try:
-        return await js.create_key_value(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-            raise BusError(f"cannot create bucket {config.bucket}: {exc}", exc.err_code) from exc
-    return await js.key_value(config.bucket)
+    return await ensure_bucket(js, config)
 
 
 def refusal(subject: str, err_code: int, description: str, code: int = 0) -> RelayError:

@@ -21,11 +21,10 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from relay import BusError, BusUnavailable
+from relay import BusUnavailable
+from relay.bus import ensure_bucket
 
 __all__ = ["Lease", "ensure_lease_bucket", "holder_name"]
-
-_ERR_STREAM_NAME_IN_USE = 10058
 
 
 def holder_name() -> str:
@@ -34,8 +33,8 @@ def holder_name() -> str:
 
 
 async def ensure_lease_bucket(js: JetStreamContext, bucket: str, ttl: float) -> KeyValue:
-    """Create (or open, bringing its expiry to ``ttl``) the bucket ``bucket``; safe to run
-    concurrently."""
+    """Create (or open, bringing its entries' lifetime to ``ttl``) the bucket ``bucket``; safe
+    to run concurrently."""
     config = KeyValueConfig(
         bucket=bucket,
         description="Leases: who holds each, expiring unless renewed.",
@@ -43,20 +42,7 @@ async def ensure_lease_bucket(js: JetStreamContext, bucket: str, ttl: float) -> 
         ttl=ttl,
         storage=StorageType.FILE,
     )
-    try:
-        return await js.create_key_value(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-            raise BusError(f"cannot create bucket {bucket}: {exc}", exc.err_code) from exc
-    stream = (await js.stream_info(f"KV_{bucket}")).config
-    if stream.max_age != ttl:
-        stream.max_age = ttl
-        stream.duplicate_window = min(stream.duplicate_window or ttl, ttl)
-        try:
-            await js.update_stream(stream)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"cannot set the expiry of {bucket}: {exc}", exc.err_code) from exc
-    return await js.key_value(bucket)
+    return await ensure_bucket(js, config)
 
 
 class Lease:

@@ -32,7 +32,7 @@ from mim.signing import SigningKey
 from relay.caches import files
 from relay.caches.files import Signer
 from relay.db import storing
-from relay.db.objects import CacheRow
+from relay.db.objects import CacheEntry
 from relay.embedded import free_port
 from relay.node import TARGETS_FILE
 from relay.settings import DAY_SECONDS
@@ -176,17 +176,14 @@ def write_static_peer(root: Path) -> list[Entity]:
     signer = Signer(key, 1, pages.NODE_TYPE_STATIC)
     for kind in KINDS:
         rows = [
-            CacheRow(row.fingerprint, row.creation, row.last_update, row.board, row.thread,
-                     row.target, obj.creation, canonical.encode(obj))
+            (CacheEntry(row.fingerprint, row.creation, row.last_update, row.board, row.thread,
+                        row.target, obj.creation), canonical.encode(obj))
             for obj in sorted(objects, key=lambda o: (o.creation, o.fingerprint))
             if obj.kind == kind
             for row in [storing.row_of(obj)]
         ]  # fmt: skip
-        built = (
-            files.object_cache(kind, rows, now - 14 * DAY_SECONDS, now + 1, signer)
-            if rows
-            else None
-        )
+        head = (now - 14 * DAY_SECONDS, now + 1)
+        built = files.object_files(kind, rows, *head, signer) if rows else None
         folder = root / paths.endpoint(kind)
         results = [built.result] if built else []
         for name, body in built.files.items() if built else ():

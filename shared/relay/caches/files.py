@@ -7,6 +7,10 @@ object is decoded or encoded again. Index and manifest pages are made from the s
 (and ``entity_version``, read from the stored bytes). The result is byte for byte what
 ``mim.pages.cache_pages`` and ``sign_page`` give for the decoded objects, which the tests check.
 
+An :class:`ObjectCache` is named from its objects' index columns alone (the cache ID covers their
+fingerprints and versions), then takes their bytes one entity page at a time, so building a cache
+holds one page of bytes, never the whole cache.
+
 Every page of a cache carries the cache's end as its ``timestamp`` and a nonce derived from the
 cache ID, so a cache built twice (by another builder, after a crash) has the same bytes.
 Pure: no I/O, no clock.
@@ -41,9 +45,17 @@ from mim.entities import (
     VoteIndex,
 )
 from mim.signing import SigningKey
-from relay.db.objects import CacheRow
+from relay.db.objects import CacheEntry
 
-__all__ = ["Built", "Signer", "address_cache", "cache_nonce", "index_file", "object_cache"]
+__all__ = [
+    "Built",
+    "ObjectCache",
+    "Signer",
+    "address_cache",
+    "cache_nonce",
+    "index_file",
+    "object_files",
+]
 
 _EMPTY_RESPONSE: Final = b'"response":{}}'
 #: The top-level ``entity_version`` of a stored object: inside a JSON string every quote is
@@ -161,21 +173,6 @@ def _entity_version(body: bytes) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _index_entries(kind: Kind, rows: Sequence[CacheRow], page_of: Sequence[int]) -> list[Any]:
-    cls, extra = _INDEX_CLASSES[kind], _INDEX_COLUMNS[kind]
-    return [
-        cls(
-            fingerprint=row.fingerprint,
-            creation=row.creation,
-            last_update=row.last_update,
-            entity_version=_entity_version(row.body),
-            page_number=page,
-            **{name: getattr(row, name) for name in extra},
-        )
-        for row, page in zip(rows, page_of, strict=True)
-    ]
-
-
 def _envelope(
     kind: Kind, count: int, start: int, end: int, signer: Signer, nonce: str
 ) -> ApiResponse:
@@ -190,48 +187,102 @@ def _envelope(
     )
 
 
-def object_cache(
-    kind: Kind, rows: Sequence[CacheRow], start: int, end: int, signer: Signer
-) -> Built:
-    """The cache of ``rows`` (objects of ``kind`` in ``[start, end)``, at least one)."""
-    if not rows:
-        raise ValueError("a cache holds at least one object")
-    plural = PLURALS[kind]
-    cid = pages.cache_id(plural, start, end, ((r.fingerprint, r.last_update) for r in rows))
-    envelope = _envelope(kind, len(rows), start, end, signer, cache_nonce(cid))
-    key = signer.key
-    chunks = _chunks(len(rows), pages.ENTITY_PAGE_SIZES[kind])
-    opening = b'{"' + plural.encode() + b'":['
-    entity_answers = [[opening, b",".join(rows[i].body for i in chunk), b"]}"] for chunk in chunks]
-    files = {
-        f"{n}.json": page for n, page in enumerate(_paged(envelope, plural, entity_answers, key))
-    }
-    page_of = [n for n, chunk in enumerate(chunks) for _ in chunk]
-    entries = _index_entries(kind, rows, page_of)
-    index_answers = [
-        _answer(f"{plural}_index", [entries[i] for i in chunk])
-        for chunk in _chunks(len(entries), pages.INDEX_PAGE_SIZES[kind])
-    ]
-    for n, page in enumerate(_paged(envelope, f"{plural}_index", index_answers, key)):
-        files[f"index/{n}.json"] = page
-    manifests = [
-        PageManifest(
-            page_number=n,
-            entities=tuple(
-                PageManifestEntity(fingerprint=rows[i].fingerprint, last_update=rows[i].last_update)
-                for i in chunk
-            ),
+class ObjectCache:
+    """One cache of objects of ``kind`` over ``[start, end)`` being made: named from
+    ``entries`` (at least one, oldest first), then filled by :meth:`entity_page` one page after
+    the other, and finished by :meth:`other_pages`."""
+
+    def __init__(
+        self, kind: Kind, entries: Sequence[CacheEntry], start: int, end: int, signer: Signer
+    ) -> None:
+        if not entries:
+            raise ValueError("a cache holds at least one object")
+        self.kind = kind
+        self.entries = entries
+        plural = PLURALS[kind]
+        cid = pages.cache_id(plural, start, end, ((e.fingerprint, e.last_update) for e in entries))
+        self.result = ResultCache(
+            response_url=paths.cache_folder(cid), starts_from=start, ends_at=end
         )
-        for n, chunk in enumerate(chunks)
-    ]
-    manifest_answers = [
-        _answer(f"{plural}_manifest", [manifests[i] for i in chunk])
-        for chunk in _chunks(len(manifests), pages.MANIFEST_PAGE_SIZE)
-    ]
-    for n, page in enumerate(_paged(envelope, "manifest", manifest_answers, key)):
-        files[f"manifest/{n}.json"] = page
-    result = ResultCache(response_url=paths.cache_folder(cid), starts_from=start, ends_at=end)
-    return Built(kind, result, len(rows), files)
+        self.page_size = pages.ENTITY_PAGE_SIZES[kind]
+        self.pages = len(_chunks(len(entries), self.page_size))
+        self._envelope = _envelope(kind, len(entries), start, end, signer, cache_nonce(cid))
+        self._key = signer.key
+        self._versions: list[int] = []
+
+    def entity_page(self, bodies: Sequence[bytes]) -> tuple[str, bytes]:
+        """The next entity page's name and bytes, holding ``bodies``: the stored bytes of the
+        next objects of ``entries``, a page's worth."""
+        number = len(self._versions) // self.page_size
+        expected = min(self.page_size, len(self.entries) - len(self._versions))
+        if len(bodies) != expected:
+            raise ValueError(f"entity page {number} holds {expected} objects, not {len(bodies)}")
+        self._versions.extend(_entity_version(body) for body in bodies)
+        plural = PLURALS[self.kind]
+        envelope = replace(
+            self._envelope,
+            endpoint=plural,
+            pagination=Pagination(pages=self.pages - 1, current_page=number),
+        )
+        answer = [b'{"' + plural.encode() + b'":[', b",".join(bodies), b"]}"]
+        return f"{number}.json", signed(envelope, answer, self._key)
+
+    def _index_entries(self) -> list[Any]:
+        cls, extra = _INDEX_CLASSES[self.kind], _INDEX_COLUMNS[self.kind]
+        return [
+            cls(
+                fingerprint=e.fingerprint,
+                creation=e.creation,
+                last_update=e.last_update,
+                entity_version=version,
+                page_number=n // self.page_size,
+                **{name: getattr(e, name) for name in extra},
+            )
+            for n, (e, version) in enumerate(zip(self.entries, self._versions, strict=True))
+        ]
+
+    def other_pages(self) -> dict[str, bytes]:
+        """The index and manifest pages, once every entity page was made."""
+        if len(self._versions) != len(self.entries):
+            raise ValueError("the index and manifests come after every entity page")
+        plural = PLURALS[self.kind]
+        entries = self._index_entries()
+        index_answers = [
+            _answer(f"{plural}_index", [entries[i] for i in chunk])
+            for chunk in _chunks(len(entries), pages.INDEX_PAGE_SIZES[self.kind])
+        ]
+        made = _paged(self._envelope, f"{plural}_index", index_answers, self._key)
+        files = {f"index/{n}.json": page for n, page in enumerate(made)}
+        manifests = [
+            PageManifest(
+                page_number=n,
+                entities=tuple(
+                    PageManifestEntity(fingerprint=e.fingerprint, last_update=e.last_update)
+                    for e in self.entries[chunk.start : chunk.stop]
+                ),
+            )
+            for n, chunk in enumerate(_chunks(len(self.entries), self.page_size))
+        ]
+        manifest_answers = [
+            _answer(f"{plural}_manifest", [manifests[i] for i in chunk])
+            for chunk in _chunks(len(manifests), pages.MANIFEST_PAGE_SIZE)
+        ]
+        made = _paged(self._envelope, "manifest", manifest_answers, self._key)
+        files.update((f"manifest/{n}.json", page) for n, page in enumerate(made))
+        return files
+
+
+def object_files(
+    kind: Kind, rows: Sequence[tuple[CacheEntry, bytes]], start: int, end: int, signer: Signer
+) -> Built:
+    """The whole cache of ``rows`` (each object's entry and stored bytes), held in memory."""
+    cache = ObjectCache(kind, [entry for entry, _ in rows], start, end, signer)
+    files: dict[str, bytes] = {}
+    for at in range(0, len(rows), cache.page_size):
+        name, page = cache.entity_page([body for _, body in rows[at : at + cache.page_size]])
+        files[name] = page
+    files.update(cache.other_pages())
+    return Built(kind, cache.result, len(rows), files)
 
 
 def address_cache(addresses: Sequence[Address], start: int, end: int, signer: Signer) -> Built:

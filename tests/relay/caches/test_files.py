@@ -12,12 +12,12 @@ import pytest
 
 from mim import canonical, create, pages
 from mim import pow as mim_pow
-from mim.entities import PLURALS, ApiResponse, Caching, Kind, Provable
+from mim.entities import PLURALS, ApiResponse, Caching, Kind, Provable, ResultCache
 from mim.signing import SigningKey
 from relay.caches import build, files
-from relay.caches.files import Built, Signer
+from relay.caches.files import Signer
 from relay.db import storing
-from relay.db.objects import CacheRow
+from relay.db.objects import CacheEntry
 from tests.helpers.objects import signed_posts
 from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
@@ -64,9 +64,8 @@ def _forum() -> list[Provable]:
     return [key, board, nil_board, thread, post, vote, trust]
 
 
-def _expected(kind: Kind, objects: Sequence[Provable], built: Built) -> dict[str, bytes]:
+def _expected(kind: Kind, objects: Sequence[Provable], result: ResultCache) -> dict[str, bytes]:
     """What ``mim.pages`` makes of the decoded objects for the same cache."""
-    result = built.result
     cid = result.response_url.removeprefix("cache_")
     base = replace(
         SIGNER.base(nonce=files.cache_nonce(cid), timestamp=result.ends_at),
@@ -79,59 +78,67 @@ def _expected(kind: Kind, objects: Sequence[Provable], built: Built) -> dict[str
     return {name: canonical.encode(pages.sign_page(page, NODE)) for name, page in made.items()}
 
 
-def _rows(objects: Sequence[Provable], when: int) -> list[CacheRow]:
+def _rows(objects: Sequence[Provable], when: int) -> list[tuple[CacheEntry, bytes]]:
     rows = []
     for obj in objects:
         row = storing.row_of(obj)
-        rows.append(
-            CacheRow(row.fingerprint, row.creation, row.last_update, row.board, row.thread,
-                     row.target, when, canonical.encode(obj))
-        )  # fmt: skip
+        entry = CacheEntry(row.fingerprint, row.creation, row.last_update, row.board, row.thread,
+                           row.target, when)  # fmt: skip
+        rows.append((entry, canonical.encode(obj)))
     return rows
 
 
 async def test_files_read_from_the_store_are_what_the_core_makes(fresh_database: str) -> None:
-    """Every kind's cache, read from the objects table, has exactly the files `mim.pages` makes
-    and signs for the decoded objects (entity, index and manifest pages), and each verifies."""
+    """Every kind's cache, read from the objects table one page at a time, has exactly the files
+    `mim.pages` makes and signs for the decoded objects (entity, index and manifest pages), the
+    counts it reports, and each file verifies."""
     objects = _forum()
-    conn = await asyncpg.connect(fresh_database)
+    pool = await asyncpg.create_pool(fresh_database, min_size=2, max_size=2)
     try:
-        async with conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             await storing.store_objects(conn, objects, NOW)
+        kept: dict[str, bytes] = {}
+
+        async def put(folder: str, name: str, body: bytes, size: int) -> None:
+            assert len(body) == size
+            kept[name] = body
+
         for kind in ("key", "board", "thread", "post", "vote", "truststate"):
-            built = await build.build(conn, kind, NOW - 10, NOW + 10, SIGNER)
-            assert built is not None
-            stored = await conn.fetch(
+            kept.clear()
+            made = await build.build(pool, kind, NOW - 10, NOW + 10, SIGNER, finish=bytes, put=put)
+            assert made is not None
+            stored = await pool.fetch(
                 "SELECT body FROM objects WHERE kind = $1 ORDER BY last_referenced, fingerprint",
                 kind,
             )
             decoded = [next(o for o in objects if canonical.dumps(o) == r["body"]) for r in stored]
-            assert built.files == _expected(kind, decoded, built), kind
-            assert built.result.response_url.startswith("cache_")
-            for body in built.files.values():
+            assert kept == _expected(kind, decoded, made.result), kind
+            assert (made.pages, made.index_pages, made.manifest_pages) == (1, 1, 1)
+            assert made.bytes == sum(len(body) for body in kept.values())
+            for body in kept.values():
                 assert pages.verify_page(canonical.loads(ApiResponse, body)) == NODE_ID
     finally:
-        await conn.close()
+        await pool.close()
 
 
 def test_pages_split_and_number_as_the_core_does() -> None:
     """901 posts make three entity pages (400, 400, 101), index and manifest pages listing them
     with their page numbers, all equal to what `mim.pages` makes."""
     posts = signed_posts(901, 3, key=KEY, difficulty=1, start=NOW - 2000, label="many")
-    built = files.object_cache("post", _rows(posts, NOW), NOW - 3000, NOW, SIGNER)
+    built = files.object_files("post", _rows(posts, NOW), NOW - 3000, NOW, SIGNER)
     assert sorted(built.files) == ["0.json", "1.json", "2.json", "index/0.json", "manifest/0.json"]
     assert (built.count(""), built.count("index/"), built.count("manifest/")) == (3, 1, 1)
-    assert built.files == _expected("post", posts, built)
+    assert built.files == _expected("post", posts, built.result)
 
 
 def test_a_cache_built_twice_has_the_same_bytes() -> None:
     """The same objects over the same window give the same cache ID and the same file bytes
     (a builder that takes over rebuilds what the one before it wrote, unchanged)."""
     posts = signed_posts(5, 4, key=KEY, difficulty=1, start=NOW - 100, label="twice")
-    first = files.object_cache("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
-    second = files.object_cache("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
+    first = files.object_files("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
+    second = files.object_files("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
     assert first == second
-    other = files.object_cache("post", _rows(posts[:4], NOW - 1), NOW - 10, NOW, SIGNER)
+    other = files.object_files("post", _rows(posts[:4], NOW - 1), NOW - 10, NOW, SIGNER)
     assert other.result.response_url != first.result.response_url
 
 
@@ -139,7 +146,7 @@ def test_index_file_lists_the_caches_signed() -> None:
     """An endpoint's index.json is signed by the node, pregenerated, and lists the caches given,
     in order."""
     posts = signed_posts(2, 5, key=KEY, difficulty=1, start=NOW - 100, label="index")
-    built = files.object_cache("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
+    built = files.object_files("post", _rows(posts, NOW - 1), NOW - 10, NOW, SIGNER)
     body = files.index_file("post", [built.result], SIGNER, timestamp=NOW, nonce="n" * 64)
     index = canonical.loads(ApiResponse, body)
     assert pages.verify_page(index) == NODE_ID

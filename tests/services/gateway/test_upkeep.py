@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from mim.entities import Address
+from relay.db import addresses as db_addresses
 from tests.helpers.store import wait_until
-from tests.services.gateway.conftest import serving, store_address
+from tests.services.gateway.conftest import serving
 from tests.services.gateway.crawler import crawl
 
 
@@ -28,9 +30,14 @@ async def test_many_addresses_stored_in_one_second_do_not_stop_the_generations(
         gw = edge.state.gateway
         first = gw.caches.generation
         arrived = int(time.time())
-        for n in range(40):
-            address = Address(location=f"192.0.2.{n + 1}", port=4000 + n, entity_version=1)
-            await store_address(fresh_database, address, arrived)
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            async with conn.transaction():  # one batch, as the store writes a sync's addresses
+                for n in range(40):
+                    address = Address(location=f"192.0.2.{n + 1}", port=4000 + n, entity_version=1)
+                    await db_addresses.store_third_party(conn, address, arrived)
+        finally:
+            await conn.close()
 
         async def advanced() -> bool:
             return bool(gw.caches.generation != first)
