@@ -106,8 +106,8 @@ async def _seed_head(url: str, now: int) -> list[Provable]:
             "thread", {"board": board.fingerprint, "name": "bench"}, AUTHOR, 1, now - 700, MINT
         )
         posts = _posts(board, thread, 300, now - 600)
-        async with conn.transaction():
-            await storing.store_objects(conn, [key, board, thread, *posts], now - 60)
+        async with conn.transaction():  # stored long enough ago that the first caches hold them
+            await storing.store_objects(conn, [key, board, thread, *posts], now - 600)
         return [board, thread, *posts]
     finally:
         await conn.close()
