@@ -23,7 +23,7 @@ from services.syncer.sync import Syncer
 
 from mim.signing import SigningKey
 from relay.bus import Layout
-from relay.runner import CpuPool
+from relay.cpu import CpuPool
 from relay.settings import load
 
 TICK = 0.001

@@ -1,13 +1,13 @@
 """The miner's search processes: the shared CPU pool, running ``mim.pow.search``.
 
-Workers come from ``relay.runner.CpuPool``: spawned, deaf to SIGINT, and gone within
+Workers come from ``relay.cpu.CpuPool``: spawned, deaf to SIGINT, and gone within
 ``PARENT_WATCH_SECONDS`` of a miner killed with -9 (never left searching on their own).
 """
 
 from __future__ import annotations
 
 import mim.pow
-from relay.runner import CpuPool
+from relay.cpu import CpuPool
 
 __all__ = ["SearchPool"]
 

@@ -56,6 +56,8 @@ _TRANSIENT: Final = (
     asyncpg.InsufficientResourcesError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # a connection whose server died under it: PostgreSQL said so (FATAL) before the socket closed
+    asyncpg.InternalClientError,
 )
 
 _log = relay_logging.get_logger(__name__)

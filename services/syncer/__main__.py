@@ -16,10 +16,11 @@ import asyncpg
 
 from mim import pages
 from relay.bus import Layout, StreamLimits, ensure_streams
+from relay.cpu import CpuPool
 from relay.db import addresses, identity
 from relay.first_party import Reporter
 from relay.publisher import Publisher
-from relay.runner import Context, CpuPool, run_service
+from relay.runner import Context, run_service
 from services.syncer import metrics, requests
 from services.syncer.bootstrap import Bootstrap
 from services.syncer.client import Client

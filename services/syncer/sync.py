@@ -37,11 +37,11 @@ from mim.entities import PLURALS, Address, ApiResponse, Entity, Filter, Kind
 from mim.signing import SigningKey
 from relay import RelayError, mining
 from relay.bus import Layout
+from relay.cpu import CpuPool
 from relay.db import cursors, objects, retention
 from relay.first_party import Reporter
 from relay.logging import get_logger
 from relay.publisher import Publisher
-from relay.runner import CpuPool
 from relay.submit import submit_many
 from services.syncer import check, metrics
 from services.syncer.check import Broken, SyncFailed, decode

@@ -6,7 +6,12 @@ so ``mimrelay --help`` stays fast::
     relay.settings   NodeSettings / ServiceSettings bases, load(), the README configuration table
     relay.logging    structlog set-up: one JSON object per line on stdout
     relay.metrics    the metrics and health HTTP server, mim_build_info
-    relay.runner     run_service(): signals, drain, readiness, retried connections; CpuPool
+    relay.runner     run_service(): signals, drain, readiness, the service's context
+    relay.connect    NATS and PostgreSQL reached with bounded, logged retries
+    relay.health     whether a service's NATS and PostgreSQL answer now (for /healthz)
+    relay.cpu        a bounded process pool for CPU-bound work
+    relay.db         the data layer: schema, migrations, typed queries, one writer per table
+    relay.caches     the GET cache tree of the Mim API (the gateway and export-static)
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
     relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
     relay.puller     a pull consumer that keeps messages coming

@@ -18,14 +18,8 @@ from nats.js import JetStreamContext
 
 from mim import canonical
 from mim.entities import Address
-from relay.bus import (
-    HEADER_LAST_PING,
-    HEADER_LAST_SYNC,
-    HEADER_SOURCE,
-    Layout,
-    headers,
-    publish,
-)
+from relay import bus
+from relay.bus import Layout, headers, publish
 from relay.submit import dedupe_id
 
 __all__ = ["FIRST_PARTY", "Reporter", "Sighting", "marks", "report", "sighting"]
@@ -49,9 +43,9 @@ def _time(values: Mapping[str, str], name: str) -> int:
 
 def sighting(values: Mapping[str, str] | None) -> Sighting | None:
     """The sighting in a message's headers, or None if it is not a first-party report."""
-    if values is None or values.get(HEADER_SOURCE) != FIRST_PARTY:
+    if values is None or values.get(bus.HEADER_SOURCE) != FIRST_PARTY:
         return None
-    return Sighting(_time(values, HEADER_LAST_PING), _time(values, HEADER_LAST_SYNC))
+    return Sighting(_time(values, bus.HEADER_LAST_PING), _time(values, bus.HEADER_LAST_SYNC))
 
 
 async def report(
@@ -79,7 +73,7 @@ async def report(
 
 def marks(seen: Sighting) -> dict[str, str]:
     """The headers that carry ``seen``, beside ``Mim-Source: first-party``."""
-    return {HEADER_LAST_PING: str(seen.last_ping), HEADER_LAST_SYNC: str(seen.last_sync)}
+    return {bus.HEADER_LAST_PING: str(seen.last_ping), bus.HEADER_LAST_SYNC: str(seen.last_sync)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, make_wsgi_app
 
 __all__ = [
     "BUILD_INFO",
+    "DEPENDENCY_UP",
     "HealthCheck",
     "MetricsServer",
     "set_build_info",
@@ -46,6 +47,12 @@ BUILD_INFO = Gauge(
     "mim_build_info",
     "Always 1; labels name the running service and the mimrelay version.",
     ["service", "version"],
+)
+
+DEPENDENCY_UP = Gauge(
+    "mim_dependency_up",
+    "1 while the service reaches the dependency (nats, postgres), 0 while it does not.",
+    ["dependency"],
 )
 
 

@@ -27,8 +27,11 @@ every counter the service added to ``ctx.counters`` (``handled=...``). A clean s
 exception escaping ``main`` or a tracked task, or ``ctx.fail()``, exits 1.
 
 Health: each service serves ``GET /healthz`` on its metrics port (``relay.metrics``): 200 once
-``ctx.mark_ready()`` was called and while not stopping, 503 otherwise. A compose healthcheck
-needs no curl in the image::
+``ctx.mark_ready()`` was called, while not stopping and while NATS and PostgreSQL, when opened
+through the context, answer (``relay.health``); 503 with the reason otherwise. The context's NATS
+client keeps reconnecting for as long as the service runs, so a lost server makes the service
+unhealthy, not gone, and a server back on its address makes it healthy again. A compose
+healthcheck needs no curl in the image::
 
     python -c "import sys, relay.runner as r; sys.exit(not r.probe('http://127.0.0.1:9102/healthz'))"
 """
@@ -37,13 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import contextlib
-import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,30 +51,24 @@ from contextlib import AsyncExitStack
 from typing import Any, Final, TypeVar, TypeVarTuple
 
 import asyncpg
-import nats
-import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from relay import DependencyUnavailable, SettingsError
+from relay import SettingsError
 from relay import logging as relay_logging
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.cpu import CpuPool
+from relay.health import Check, DependencyWatch, nats_check, pool_check
 from relay.metrics import MetricsServer, set_build_info, start_metrics_server, version
-from relay.settings import ServiceSettings, load, redact_url
+from relay.settings import ServiceSettings, load
 
 __all__ = [
     "EXIT_BAD_SETTINGS",
     "EXIT_FAILED",
     "EXIT_OK",
-    "PARENT_WATCH_SECONDS",
     "Context",
-    "CpuPool",
     "Main",
-    "close_nats",
-    "close_pool",
-    "connect_nats",
-    "connect_pool",
     "health_url",
-    "pool_worker_init",
     "probe",
     "run_service",
     "sleep",
@@ -84,7 +77,7 @@ __all__ = [
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 _S = TypeVar("_S", bound=ServiceSettings)
-_P = TypeVar("_P", bound="CpuPool")
+_P = TypeVar("_P", bound=CpuPool)
 
 Main = Callable[["Context"], Awaitable[None]]
 
@@ -97,157 +90,6 @@ _CANCEL_WAIT_SECONDS: Final = 5.0
 _CLOSE_EXTRA_SECONDS: Final = 10.0
 
 _log = structlog.stdlib.get_logger("relay.runner")
-
-_PG_TRANSIENT: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-
-
-# --- dependencies ---------------------------------------------------------------------------
-
-
-async def connect_nats(
-    url: str,
-    name: str,
-    *,
-    attempts: int = 30,
-    delay: float = 1.0,
-    connect_timeout: float = 2.0,
-    log: structlog.stdlib.BoundLogger | None = None,
-    on_disconnect: Callable[[], Awaitable[None]] | None = None,
-    on_reconnect: Callable[[], Awaitable[None]] | None = None,
-    on_closed: Callable[[], Awaitable[None]] | None = None,
-) -> NATS:
-    """Connect to NATS, trying ``attempts`` times ``delay`` apart, logging each failed try.
-
-    Once connected the client reconnects on its own with the same budget; when that is spent the
-    connection closes and ``on_closed`` runs. Raises ``DependencyUnavailable``.
-    """
-    logger = log or _log
-    shown = redact_url(url)
-    tries = 0
-    connected = False
-
-    async def error_cb(exc: Exception) -> None:
-        nonlocal tries
-        if connected:
-            logger.warning("nats_error", error=repr(exc))
-            return
-        tries += 1
-        logger.info(
-            "dependency_wait",
-            dependency="nats",
-            url=shown,
-            attempt=tries,
-            attempts=attempts,
-            error=repr(exc),
-        )
-
-    async def disconnected_cb() -> None:
-        if connected:
-            logger.warning("nats_disconnected", url=shown)
-            if on_disconnect is not None:
-                await on_disconnect()
-
-    async def reconnected_cb() -> None:
-        logger.info("nats_reconnected", url=shown)
-        if on_reconnect is not None:
-            await on_reconnect()
-
-    async def closed_cb() -> None:
-        if connected and on_closed is not None:
-            await on_closed()
-
-    client = NATS()
-    try:
-        # nats-py counts retries after the first try, and treats 0 as "forever".
-        await client.connect(
-            url,
-            name=name,
-            connect_timeout=max(1, round(connect_timeout)),
-            reconnect_time_wait=delay,  # type: ignore[arg-type]  # seconds, a float works
-            max_reconnect_attempts=max(1, attempts - 1),
-            error_cb=error_cb,
-            disconnected_cb=disconnected_cb,
-            reconnected_cb=reconnected_cb,
-            closed_cb=closed_cb,
-        )
-    except (nats.errors.Error, OSError, TimeoutError) as exc:
-        with _suppress_all():
-            await client.close()
-        raise DependencyUnavailable(
-            f"NATS at {shown} did not answer after {max(tries, 1)} attempts: {exc!r}"
-        ) from exc
-    connected = True
-    logger.info("dependency_ready", dependency="nats", url=shown, attempts=tries + 1)
-    return client
-
-
-async def close_nats(client: NATS, wait_seconds: float = 10.0) -> None:
-    """Drain ``client`` (subscriptions finish, pending publishes flush); close it after a wait."""
-    if client.is_closed:
-        return
-    try:
-        await asyncio.wait_for(client.drain(), wait_seconds)
-    except (TimeoutError, nats.errors.Error):
-        with _suppress_all():
-            await client.close()
-
-
-async def connect_pool(
-    dsn: str,
-    *,
-    attempts: int = 30,
-    delay: float = 1.0,
-    min_size: int = 1,
-    max_size: int = 10,
-    log: structlog.stdlib.BoundLogger | None = None,
-    **kwargs: Any,
-) -> asyncpg.Pool:
-    """An asyncpg pool, trying ``attempts`` times ``delay`` apart while PostgreSQL is not up.
-
-    Refusals that waiting will not cure (bad password, missing database) fail at once. Raises
-    ``DependencyUnavailable``.
-    """
-    logger = log or _log
-    shown = redact_url(dsn)
-    for attempt in range(1, attempts + 1):
-        try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, **kwargs
-            )
-        except _PG_TRANSIENT as exc:
-            logger.info(
-                "dependency_wait",
-                dependency="postgres",
-                url=shown,
-                attempt=attempt,
-                attempts=attempts,
-                error=repr(exc),
-            )
-            if attempt == attempts:
-                raise DependencyUnavailable(
-                    f"PostgreSQL at {shown} did not answer after {attempts} attempts: {exc!r}"
-                ) from exc
-            await asyncio.sleep(delay)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DependencyUnavailable(f"PostgreSQL at {shown} refused us: {exc!r}") from exc
-        else:
-            logger.info("dependency_ready", dependency="postgres", url=shown, attempts=attempt)
-            return pool
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def close_pool(pool: asyncpg.Pool, wait_seconds: float = 10.0) -> None:
-    """Close ``pool`` gracefully, or terminate its connections after ``wait_seconds``."""
-    try:
-        await asyncio.wait_for(pool.close(), wait_seconds)
-    except TimeoutError:
-        pool.terminate()
 
 
 # --- waiting --------------------------------------------------------------------------------
@@ -262,93 +104,6 @@ async def sleep(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-# --- CPU-bound work -------------------------------------------------------------------------
-
-
-#: How often a pool worker checks that the process that started it is still there.
-PARENT_WATCH_SECONDS: Final = 0.2
-
-
-def pool_worker_init(parent: int) -> None:
-    """Initializer of every worker process: ignore SIGINT, and exit once ``parent`` is gone.
-
-    A worker blocks on a queue whose both ends it holds, so it would never notice its service being
-    killed with -9 and would linger, holding the service's stdout; the watchdog thread ends it
-    within ``PARENT_WATCH_SECONDS`` instead.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_WATCH_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-class CpuPool:
-    """A bounded process pool for CPU-bound work (PoW minting).
-
-    Workers are started with ``spawn`` (never forked from a process running threads and an event
-    loop), ignore SIGINT so Ctrl-C reaches only the service, and exit by themselves when the
-    service is gone (:func:`pool_worker_init`). At most ``max_pending`` calls are submitted at
-    once; further callers wait their turn. ``fn`` and its arguments must pickle.
-    """
-
-    def __init__(self, workers: int = 0, *, max_pending: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self.max_pending = max_pending or 2 * self.workers
-        self._slots = asyncio.Semaphore(self.max_pending)
-        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def _ensure(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=pool_worker_init,
-                initargs=(os.getpid(),),
-            )
-        return self._executor
-
-    async def run(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
-        """Run ``fn(*args)`` in a worker process and return its result."""
-        async with self._slots:
-            future = self._ensure().submit(fn, *args)
-            return await asyncio.wrap_future(future)
-
-    async def warm(self, fn: Callable[[*_Ts], object], *args: *_Ts) -> None:
-        """Start every worker now by running ``fn(*args)`` once per worker, all at once.
-
-        The executor starts a worker per call while none is idle, so ``workers`` concurrent calls
-        start them all; ``fn`` should take a moment (and import what the real work needs), so
-        one worker does not take every call. Otherwise the first real batch pays for starting
-        interpreters and importing modules.
-        """
-        await asyncio.gather(*(self.run(fn, *args) for _ in range(self.workers)))
-
-    async def aclose(self, wait_seconds: float = 5.0) -> None:
-        """Cancel queued calls, let running ones finish for ``wait_seconds``, then kill workers."""
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        # The executor has no public way to stop a running call; kill stuck workers directly.
-        processes = list(getattr(executor, "_processes", {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + wait_seconds
-
-        def join() -> None:
-            for process in processes:
-                process.join(max(0.0, deadline - time.monotonic()))
-            for process in processes:
-                if process.is_alive():
-                    process.kill()
-                    process.join()
-            executor.shutdown(wait=True)
-
-        await asyncio.to_thread(join)
 
 
 # --- the service context --------------------------------------------------------------------
@@ -372,6 +127,7 @@ class Context:
         self._ready = False
         self._unready_reason = "starting"
         self._problems: dict[str, str] = {}
+        self.dependencies = DependencyWatch(self.log, settings.dependency_check_seconds)
 
     # readiness
     @property
@@ -409,9 +165,12 @@ class Context:
             return False, {**details, "reason": "stopping"}
         if not self._ready:
             return False, {**details, "reason": self._unready_reason}
+        details.update(self.dependencies.details())
         problems = dict(self._problems)
-        if problems:
-            return False, {**details, "reason": "; ".join(problems.values()), "problems": problems}
+        reasons = [*filter(None, [self.dependencies.problem()]), *problems.values()]
+        if reasons:
+            extra = {"problems": problems} if problems else {}
+            return False, {**details, "reason": "; ".join(reasons), **extra}
         return True, details
 
     # stopping
@@ -478,18 +237,26 @@ class Context:
         return frozenset(self._tasks)
 
     # resources
+    def _watch(self, name: str, check: Check) -> None:
+        if self.dependencies.add(name, check):
+            self.spawn(self.dependencies.run(self.stop), name="dependency-watch")
+
     async def nats(self) -> NATS:
-        """A NATS connection from the settings, drained when the service stops."""
+        """A NATS connection from the settings, reconnecting until the service stops, then drained.
+
+        While it is lost, ``/healthz`` answers 503 naming NATS.
+        """
 
         async def closed() -> None:
             if not self.stop.is_set():
                 self.fail("NATS connection closed")
 
         async def disconnected() -> None:
-            self.mark_not_ready("nats disconnected")
+            if not self.stop.is_set():  # not the drain at the end
+                self.dependencies.lost("nats", "connection lost, reconnecting")
 
         async def reconnected() -> None:
-            self.mark_ready()
+            self.dependencies.back("nats")
 
         client = await connect_nats(
             self.settings.nats_url,
@@ -500,12 +267,17 @@ class Context:
             on_disconnect=disconnected,
             on_reconnect=reconnected,
             on_closed=closed,
+            reconnect_forever=True,
         )
         self.stack.push_async_callback(close_nats, client, self._close_timeout)
+        self._watch("nats", nats_check(client))
         return client
 
     async def pool(self, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-        """An asyncpg pool on the settings' database, closed when the service stops."""
+        """An asyncpg pool on the settings' database, closed when the service stops.
+
+        While PostgreSQL does not answer through it, ``/healthz`` answers 503 naming PostgreSQL.
+        """
         pool = await connect_pool(
             self.settings.database_url,
             attempts=self.settings.connect_attempts,
@@ -516,6 +288,7 @@ class Context:
             **kwargs,
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
+        self._watch("postgres", pool_check(pool))
         return pool
 
     def processes(self, pool: _P) -> _P:
@@ -684,8 +457,3 @@ def probe(url: str, timeout: float = 2.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _suppress_all() -> contextlib.suppress:
-    """Suppress any error (not cancellation) while cleaning up after another one."""
-    return contextlib.suppress(Exception)

@@ -143,6 +143,13 @@ class NodeSettings(BaseSettings):
         validation_alias="MIM_CONNECT_RETRY_SECONDS",
         description="Pause between two of those tries.",
     )
+    dependency_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias="MIM_DEPENDENCY_CHECK_SECONDS",
+        description="How often a service checks that PostgreSQL answers; "
+        "`/healthz` is 503 while it or NATS does not.",
+    )
     stream_max_msgs: int = Field(
         default=1_000_000,
         ge=1,

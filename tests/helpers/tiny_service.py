@@ -21,6 +21,9 @@ class TinySettings(ServiceSettings):
         default=0.0, ge=0, description="Length of the one job started at start-up."
     )
     use_nats: bool = Field(default=False, description="Connect to NATS before reporting ready.")
+    use_postgres: bool = Field(
+        default=False, description="Open a PostgreSQL pool before reporting ready."
+    )
     fail_after_ready: bool = Field(default=False, description="Raise from main once ready.")
 
 
@@ -36,6 +39,8 @@ async def main(ctx: Context) -> None:
     assert isinstance(settings, TinySettings)
     if settings.use_nats:
         await ctx.nats()
+    if settings.use_postgres:
+        await ctx.pool(max_size=2)
     ctx.mark_ready()
     if settings.fail_after_ready:
         raise RuntimeError("tiny service failed on purpose")

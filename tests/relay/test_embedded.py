@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import nats
+import nats.errors
 import pytest
+from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from relay import ServerError
@@ -46,6 +49,30 @@ def _wait_group_gone(pgid: int, timeout: float = 5.0) -> list[int]:
     while (alive := _group_alive(pgid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
+
+
+def _kill_outright_and_restart(server: NatsServer | PostgresServer) -> int:
+    """Kill the server's main process with -9 (not its group), check that it is reaped with that
+    status, restart it; the pid it had."""
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.reap() == -signal.SIGKILL
+    server.restart()
+    return pid
+
+
+async def _messages_once_answered(nc: NATS, stream: str) -> int:
+    """The message count of ``stream``, asked until JetStream answers (a request sent the moment
+    the client reconnects can go unanswered while the server recovers its streams)."""
+    for _ in range(20):
+        with contextlib.suppress(nats.errors.TimeoutError):
+            info = await nc.jetstream(timeout=1).stream_info(stream)
+            return info.state.messages
+    pytest.fail(f"JetStream did not answer about {stream}")
 
 
 @pytest.fixture
@@ -95,6 +122,25 @@ def test_nats_kill_leaves_nothing_and_restart_recovers(data_dir: Path) -> None:
     assert _wait_group_gone(pid) == []
     with server:
         assert server.running
+
+
+async def test_nats_killed_outright_restarts_on_its_port_with_its_streams(data_dir: Path) -> None:
+    """A nats-server killed with -9 is reaped with its status and restarted on the same URL, and
+    a client connected before the kill finds its stream and message there again."""
+    server = NatsServer(data_dir / "nats").start()
+    try:
+        url = server.url
+        nc = await nats.connect(url, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+        await nc.jetstream().add_stream(StreamConfig(name="KEEP", subjects=["keep.>"]))
+        await nc.jetstream().publish("keep.one", b"1")
+        assert server.reap() is None
+        pid = _kill_outright_and_restart(server)
+        assert server.url == url
+        assert server.pid != pid
+        assert await _messages_once_answered(nc, "KEEP") == 1
+        await nc.close()
+    finally:
+        server.stop()
 
 
 def test_nats_stop_is_graceful(data_dir: Path) -> None:
@@ -170,6 +216,25 @@ def test_postgres_kill_leaves_no_process_and_restart_recovers(data_dir: Path) ->
     server.start()
     try:
         assert server.psql("select count(*) from t").strip() == "1"
+    finally:
+        server.stop()
+
+
+async def test_postgres_killed_outright_restarts_on_its_port_with_its_rows(data_dir: Path) -> None:
+    """A postmaster killed with -9 under an open session is reaped, its orphaned backends are
+    gone before the restart on the same URL, and a committed row is there after recovery."""
+    server = PostgresServer(data_dir / "pg", fsync=False).start()
+    try:
+        dsn = server.dsn
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("create table t (n int); insert into t values (1)")
+        pid = _kill_outright_and_restart(server)
+        assert server.dsn == dsn
+        assert _group_alive(pid) == []
+        again = await asyncpg.connect(dsn)
+        assert await again.fetchval("select n from t") == 1
+        await again.close()
+        conn.terminate()
     finally:
         server.stop()
 

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from relay import DependencyUnavailable
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.cpu import CpuPool
 from relay.embedded import NatsServer, PostgresServer, free_port
 from relay.metrics import version
-from relay.runner import (
-    Context,
-    CpuPool,
-    _serve,
-    close_nats,
-    close_pool,
-    connect_nats,
-    connect_pool,
-    health_url,
-    probe,
-)
+from relay.runner import Context, _serve, health_url, probe
 from relay.settings import ServiceSettings
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procs import REPO, ServiceProcess, alive
@@ -111,20 +106,85 @@ def test_bad_setting_exits_2_naming_the_variable() -> None:
     assert proc.records == []
 
 
-def test_service_fails_when_nats_is_gone_for_good(dedicated_nats_server: NatsServer) -> None:
-    """NATS killed under a running service: not ready at once, exit 1 once retries are spent."""
+def _health(url: str) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of a ``/healthz``."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _wait_health(url: str, status: int, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = _health(url)
+        if answer[0] == status:
+            return answer[1]
+        assert time.monotonic() < deadline, f"/healthz stayed {answer} instead of {status}"
+        time.sleep(0.1)
+
+
+def test_service_waits_out_a_lost_nats_unhealthy_and_recovers_without_a_restart(
+    dedicated_nats_server: NatsServer,
+) -> None:
+    """NATS killed under a running service: /healthz 503 naming NATS while it is gone (well past
+    the connect attempts), 200 again once it is back on its address, and the process never exits.
+    """
     env = {
         "MIM_NATS_URL": dedicated_nats_server.url,
         "MIM_CONNECT_ATTEMPTS": "3",
         "MIM_CONNECT_RETRY_SECONDS": "0.1",
+        "MIM_TINY_USE_NATS": "1",
     }
-    with ServiceProcess(TINY, env={**env, "MIM_TINY_USE_NATS": "1"}) as proc:
+    with ServiceProcess(TINY, env=env) as proc:
+        url = f"{proc.wait_for('service_started')['metrics_url']}/healthz"
         proc.wait_for("service_ready")
-        assert proc.last("dependency_ready")["dependency"] == "nats"
+        assert _wait_health(url, 200)["dependencies"] == {"nats": "up"}
         dedicated_nats_server.kill()
-        proc.wait_for("nats_disconnected")
-        assert proc.wait() == 1
-    assert proc.last("service_failing")["reason"] == "NATS connection closed"
+        down = _wait_health(url, 503)
+        assert down["reason"] == "nats unreachable: connection lost, reconnecting"
+        assert proc.wait_for("dependency_lost")["dependency"] == "nats"
+        time.sleep(1.0)  # ten reconnect tries, over three times the budget of the first connect
+        assert proc.proc.poll() is None
+        assert _health(url)[0] == 503
+        dedicated_nats_server.restart()
+        assert _wait_health(url, 200)["dependencies"] == {"nats": "up"}
+        assert proc.wait_for("dependency_back")["down_s"] >= 1.0
+        assert proc.proc.poll() is None
+        proc.terminate()
+        assert proc.wait() == 0
+    assert len(proc.events("nats_error")) <= 2  # the lost connection and the first failed try
+    assert proc.last("nats_reconnected")["failed_attempts"] >= 5
+
+
+def test_service_unhealthy_while_postgres_is_down_and_healthy_once_it_is_back(
+    dedicated_postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL killed under a service with a pool: /healthz 503 naming PostgreSQL within a
+    check interval, 200 again once it is back on its address, without the process restarting."""
+    env = {
+        "MIM_DATABASE_URL": dedicated_postgres_server.dsn,
+        "MIM_DEPENDENCY_CHECK_SECONDS": "0.2",
+        "MIM_TINY_USE_POSTGRES": "1",
+    }
+    with ServiceProcess(TINY, env=env) as proc:
+        url = f"{proc.wait_for('service_started')['metrics_url']}/healthz"
+        proc.wait_for("service_ready")
+        assert _wait_health(url, 200)["dependencies"] == {"postgres": "up"}
+        dedicated_postgres_server.kill()
+        down = _wait_health(url, 503, timeout=10)
+        assert down["reason"].startswith("postgres unreachable: ")
+        assert down["dependencies"]["postgres"].startswith("unreachable: ")
+        lost = proc.wait_for("dependency_lost")
+        assert lost["dependency"] == "postgres"
+        dedicated_postgres_server.restart()
+        assert _wait_health(url, 200)["dependencies"] == {"postgres": "up"}
+        assert proc.wait_for("dependency_back")["dependency"] == "postgres"
+        text = scrape(url.replace("/healthz", "/metrics"))
+        assert sample(text, "mim_dependency_up", dependency="postgres") == 1.0
+        proc.terminate()
+        assert proc.wait() == 0
 
 
 # --- in-process: the context ----------------------------------------------------------------
@@ -293,7 +353,7 @@ def test_metrics_port_in_use_fails_cleanly() -> None:
 
 _POOL_SCRIPT = """
 import asyncio, os, sys
-from relay.runner import CpuPool
+from relay.cpu import CpuPool
 
 async def main():
     pool = CpuPool(2)

@@ -97,8 +97,8 @@ def _is_object(body: str) -> bool:
 
 async def export_jsonl(database_url: str, out: IO[str], progress: Any = None) -> int:
     """Write every stored object to ``out`` as wrapper lines; return how many were written."""
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
     from relay.db import objects  # noqa: PLC0415 - asyncpg only for the commands that need it
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=2)
     try:
@@ -114,8 +114,8 @@ async def export_jsonl(database_url: str, out: IO[str], progress: Any = None) ->
 
 
 async def _stored_objects(database_url: str) -> int:
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
     from relay.db import objects  # noqa: PLC0415
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
@@ -187,7 +187,7 @@ async def import_jsonl(
     progress: Any = None,
 ) -> ImportSummary:
     """Submit every line of ``source`` to the ingest stream, ``IMPORT_WINDOW`` at a time."""
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
 
     summary = ImportSummary()
     nc = await connect_nats(settings.nats_url, "mimrelay-import", attempts=1)

@@ -16,8 +16,8 @@ import click
 from mim import pages
 from relay.caches import build
 from relay.caches.files import Signer
+from relay.connect import close_pool, connect_pool
 from relay.db import identity
-from relay.runner import close_pool, connect_pool
 from relay.settings import NetworkSettings, NodeSettings, load
 
 

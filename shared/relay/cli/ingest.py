@@ -116,7 +116,7 @@ def submit(file: Path, kind: str | None, source: str) -> None:
         fail(f"{file}: {exc}")
 
     async def work(settings: NodeSettings) -> tuple[int, int]:
-        from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+        from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
         from relay.submit import submit as submit_one  # noqa: PLC0415
 
         nc = await connect_nats(settings.nats_url, "mimrelay-submit", attempts=1)
@@ -141,7 +141,7 @@ async def _ask_store(
     settings: NodeSettings, op: blocks_api.Op, target: str = "", reason: str = ""
 ) -> dict[str, Any]:
     """Ask the node's store to change or list the block list."""
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
 
     nc = await connect_nats(settings.nats_url, "mimrelay-blocks", attempts=1)
     try:

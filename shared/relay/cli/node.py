@@ -4,9 +4,11 @@
 directory (unless ``MIM_NATS_URL`` / ``MIM_DATABASE_URL`` are set), then every service as a child
 process, until Ctrl-C or SIGTERM. Options override the ``MIM_NODE_*`` settings.
 
-``status`` reads ``<data_dir>/node.json`` and asks the running node: each service's ``/healthz``,
-the depth of each stream and consumer, objects stored per kind, and known addresses. Exit status 0
-when the node runs and every service is healthy, 1 otherwise.
+``status`` reads ``<data_dir>/node.json`` and asks the running node: the state of nats-server and
+PostgreSQL (running, restarting, failed, or external) and whether each answers at its address,
+each service's ``/healthz`` (with the reason when it is not healthy), the depth of each stream
+and consumer, objects stored per kind, and known addresses. Exit status 0 when the node runs,
+both servers answer and every service is healthy; 1 when anything is down.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from relay import RelayError
 from relay import logging as relay_logging
 from relay.embedded import free_port
+from relay.embedded.process import accepts
 from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services, read_state
 from relay.settings import NetworkSettings, NodeSettings, load
 
@@ -121,7 +126,7 @@ def _health(url: str) -> dict[str, Any]:
 
 async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
     from relay.bus import Layout  # noqa: PLC0415
-    from relay.runner import close_nats, connect_nats  # noqa: PLC0415
+    from relay.connect import close_nats, connect_nats  # noqa: PLC0415
 
     layout = Layout(prefix)
     nc = await connect_nats(nats_url, "status", attempts=1, delay=0.1)
@@ -147,8 +152,8 @@ async def _streams(nats_url: str, prefix: str) -> dict[str, Any]:
 
 
 async def _database(database_url: str) -> dict[str, Any]:
+    from relay.connect import close_pool, connect_pool  # noqa: PLC0415
     from relay.db import objects  # noqa: PLC0415
-    from relay.runner import close_pool, connect_pool  # noqa: PLC0415
 
     pool = await connect_pool(database_url, attempts=1, max_size=1)
     try:
@@ -171,11 +176,50 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def _why_down(entry: dict[str, Any], running: bool) -> str | None:
+    """Why the server of ``entry`` (a ``node.json`` entry) is down now, or None if it answers."""
+    parts = urlsplit(entry.get("url", ""))
+    where = f"{parts.hostname}:{parts.port}"
+    state = entry.get("state", "external")
+    if state == "restarting":
+        since = entry.get("down_since") or time.time()
+        return (
+            f"restarting: exited with status {entry.get('last_exit')} "
+            f"{time.time() - since:.1f}s ago"
+        )
+    if state != "external" and not running:
+        return f"{state}: the node is not running"
+    if state not in ("running", "external"):
+        return f"{state}: see {entry.get('log') or 'the node log'}"
+    if state == "running" and not _alive(entry.get("pid")):
+        return f"exited (pid {entry.get('pid')}); the node is about to restart it"
+    if parts.hostname is None or parts.port is None or not accepts(parts.hostname, parts.port):
+        return f"nothing answers at {where}"
+    return None
+
+
+def _servers(state: dict[str, Any], running: bool) -> list[dict[str, Any]]:
+    entries = state.get("servers") or {
+        "nats": {"url": state.get("nats_url", "")},
+        "postgres": {"url": state.get("database_url", "")},
+    }
+    report = []
+    for name, entry in entries.items():
+        reason = _why_down(entry, running)
+        report.append({
+            "name": name, "state": entry.get("state", "external"), "pid": entry.get("pid"),
+            "restarts": entry.get("restarts", 0), "url": entry.get("url", ""),
+            "up": reason is None, **({"reason": reason} if reason else {}),
+        })  # fmt: skip
+    return report
+
+
 def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
     """Ask the node described by ``state`` how it is; connection URLs from the env win."""
     running = state.get("state") == "running" and _alive(state.get("pid"))
     report: dict[str, Any] = {"running": running, "data_dir": state["data_dir"]}
     report["api_url"] = state.get("api_url", "")
+    report["servers"] = _servers(state, running)
     report["services"] = [
         {"name": s["name"], "pid": s["pid"], "restarts": s["restarts"], **_health(s["health_url"])}
         for s in state.get("services", [])
@@ -191,7 +235,11 @@ def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
         report.update(asyncio.run(_database(db_url)))
     except Exception as exc:  # same
         report["objects"] = {"error": str(exc) or repr(exc)}
-    report["healthy"] = running and all(s["healthy"] for s in report["services"])
+    report["healthy"] = (
+        running
+        and all(s["up"] for s in report["servers"])
+        and all(s["healthy"] for s in report["services"])
+    )
     return report
 
 
@@ -200,6 +248,10 @@ def _print(report: dict[str, Any]) -> None:
         f"node     {'running' if report['running'] else 'NOT running'}  {report['data_dir']}"
     )
     click.echo(f"API      {report['api_url']}")
+    for s in report["servers"]:
+        word = s["state"] if s["up"] else f"DOWN ({s['reason']})"
+        pid = f"pid {s['pid'] or '-'!s:<8} " if s["state"] != "external" else ""
+        click.echo(f"{s['name']:<8} {word}  {pid}restarts {s['restarts']}  {s['url']}")
     for s in report["services"]:
         word = "healthy" if s["healthy"] else f"UNHEALTHY ({s.get('reason', s['status'])})"
         click.echo(f"  {s['name']:<12} pid {s['pid']!s:<8} restarts {s['restarts']:<3} {word}")
@@ -226,7 +278,10 @@ def _print(report: dict[str, Any]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(data_dir: Path | None, as_json: bool) -> None:
-    """Show each service's health, stream depths, stored objects per kind and addresses."""
+    """Show the servers' state, each service's health, stream depths, objects and addresses.
+
+    Exits 1 when the node is not running or anything in it is down.
+    """
     settings = load(NodeSettings, **({"data_dir": data_dir} if data_dir else {}))
     relay_logging.configure(
         "cli", settings.model_copy(update={"log_level": "error"}), stream=sys.stderr

@@ -19,8 +19,8 @@ from mim.entities import Address
 from relay import logging as relay_logging
 from relay.bus import Layout
 from relay.cli.running import REFUSED, USAGE_ERROR, fail, run
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
 from relay.db import addresses, cursors
-from relay.runner import close_nats, close_pool, connect_nats, connect_pool
 from relay.settings import NodeSettings, load
 from relay.sync_request import STAGES, ask
 

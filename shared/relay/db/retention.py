@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from relay import settings
 from relay.db import Db
-from relay.settings import DAY_SECONDS
 
 __all__ = ["WRITER", "WRITES", "collect", "memory_cutoff"]
 
@@ -22,7 +22,7 @@ WRITES: Final = ("collect",)
 
 def memory_cutoff(now: int, memory_days: int, head_days: int) -> int:
     """The event horizon: the start of the memory window, never inside the network head."""
-    return now - max(memory_days, head_days) * DAY_SECONDS
+    return now - max(memory_days, head_days) * settings.DAY_SECONDS
 
 
 async def collect(db: Db, now: int, memory_days: int, head_days: int) -> dict[str, int]:

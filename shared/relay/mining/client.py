@@ -16,6 +16,7 @@ import mim.errors
 import mim.pow
 from relay import DependencyUnavailable
 from relay.bus import Layout
+from relay.connect import connect_nats
 from relay.logging import get_logger
 from relay.mining.local import LocalSearch, mine_local
 from relay.mining.wire import (
@@ -27,7 +28,6 @@ from relay.mining.wire import (
     Progress,
     Request,
 )
-from relay.runner import connect_nats
 
 _log = get_logger(__name__)
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import mim.errors
 import mim.pow
+from relay.cpu import CpuPool
 from relay.mining.wire import CHUNK_ATTEMPTS, Mined, MiningError, MiningTimeout, Progress
-from relay.runner import CpuPool
 
 LocalSearch = Callable[[str, int, float], Awaitable[Mined]]
 """The search ``mine`` falls back to, given (text, difficulty, timeout in seconds)."""

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from mim import pow as mim_pow
 from relay.bus import Layout
 from relay.cli.mine import _Display
+from relay.cpu import CpuPool
 from relay.embedded import free_port
 from relay.mining import (
     MiningError,
@@ -26,7 +27,6 @@ from relay.mining import (
     parse_request,
     service_minter,
 )
-from relay.runner import CpuPool
 from tests.helpers.procs import REPO
 from tests.services.miner.conftest import StartMiner
 
