@@ -50,6 +50,10 @@ class Page:
         return self._plain
 
     @property
+    def has_plain(self) -> bool:
+        return self._plain is not None
+
+    @property
     def held(self) -> int:
         """Bytes this page holds in memory."""
         return len(self.gzipped) + (len(self._plain) if self._plain is not None else 0)
@@ -152,25 +156,26 @@ class Served:
         page = await self.page(path)
         if page is None:
             return None
-        held = page.held
+        if gzip_ok or page.has_plain:
+            return page.answer(gzip_ok)
         answer = page.answer(gzip_ok)
-        if page.held != held and self.memory.get(path) is page:
+        if self.memory.get(path) is page:
             self.memory.put(path, page)  # its plain bytes were made: count them
         return answer
 
     async def page(self, path: str) -> Page | None:
         """The file at ``path`` (no leading slash), or None if no cache served holds it."""
-        index = self._indexes.get(path)
-        if index is not None:
-            return index
+        page = self._indexes.get(path)
+        if page is not None:
+            return page
+        page = self.memory.get(path)  # in memory: it was in a kept cache when read
+        if page is not None:
+            _HIT.inc()
+            return page
         where = _split(path)
         found = self._folders.get(where[0]) if where else None
         if where is None or found is None or not _exists(found, where[1]):
             return None
-        page = self.memory.get(path)
-        if page is not None:
-            _HIT.inc()
-            return page
         _MISS.inc()
         loading = self._loading.get(path)
         if loading is None:
