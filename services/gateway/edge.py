@@ -185,7 +185,7 @@ class Edge:
 
     async def _cached(self, path: str, gzip_ok: bool, send: Send) -> None:
         served: Served = self.app.state.gateway.caches
-        answer = await served.answer(path[1:], gzip_ok)
+        answer = served.hit(path[1:], gzip_ok) or await served.answer(path[1:], gzip_ok)
         if answer is None:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})

@@ -17,7 +17,7 @@ import gzip
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 from mim import paths
 from relay.db import Db
@@ -26,6 +26,9 @@ from relay.db.caches import Generation, Slice
 from services.gateway import metrics
 
 __all__ = ["Memory", "Page", "Served"]
+
+#: Body and headers of a 200.
+Answer: TypeAlias = tuple[bytes, list[tuple[bytes, bytes]]]
 
 _NAME: Final = re.compile(r"^(?:(index|manifest)/)?(\d{1,9})\.json$")
 _JSON: Final = (b"content-type", b"application/json")
@@ -124,6 +127,8 @@ class Served:
         self._indexes: dict[str, Page] = {}
         self._folders: dict[str, Slice] = {}
         self._loading: dict[str, asyncio.Future[Page | None]] = {}  # reads in flight, by path
+        self.hits = self.misses = 0
+        self._counted = (0, 0)
 
     @property
     def covered_to(self) -> int:
@@ -132,6 +137,7 @@ class Served:
 
     async def refresh(self) -> bool:
         """Follow the latest generation; whether a newer one was loaded."""
+        self.count()
         latest = await db_caches.latest(self._db)
         if latest is None or (self.generation and latest.generation == self.generation.generation):
             return False
@@ -148,14 +154,26 @@ class Served:
         metrics.CACHE_PAGES.set(sum(s.pages + s.index_pages + s.manifest_pages for s in listed))
         return True
 
-    async def answer(
-        self, path: str, gzip_ok: bool
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-        """Body and headers of the file at ``path`` (no leading slash), or None if no cache
-        served holds it."""
-        page = await self.page(path)
+    def hit(self, path: str, gzip_ok: bool) -> Answer | None:
+        """Body and headers of the file at ``path`` if it is in memory, without waiting."""
+        page = self._indexes.get(path)
         if page is None:
-            return None
+            page = self.memory.get(path)  # in memory: it was in a kept cache when read
+            if page is None:
+                return None
+            self.hits += 1
+        return self._answer(path, page, gzip_ok)
+
+    async def answer(self, path: str, gzip_ok: bool) -> Answer | None:
+        """Body and headers of the file at ``path`` (no leading slash), read from PostgreSQL
+        when not in memory; None if no cache served holds it."""
+        found = self.hit(path, gzip_ok)
+        if found is not None:
+            return found
+        page = await self._read(path)
+        return None if page is None else self._answer(path, page, gzip_ok)
+
+    def _answer(self, path: str, page: Page, gzip_ok: bool) -> Answer:
         if gzip_ok or page.has_plain:
             return page.answer(gzip_ok)
         answer = page.answer(gzip_ok)
@@ -163,25 +181,26 @@ class Served:
             self.memory.put(path, page)  # its plain bytes were made: count them
         return answer
 
-    async def page(self, path: str) -> Page | None:
-        """The file at ``path`` (no leading slash), or None if no cache served holds it."""
-        page = self._indexes.get(path)
-        if page is not None:
-            return page
-        page = self.memory.get(path)  # in memory: it was in a kept cache when read
-        if page is not None:
-            _HIT.inc()
-            return page
+    async def _read(self, path: str) -> Page | None:
+        """A file not in memory, read (once, however many ask at the same time) if a kept cache
+        holds it."""
         where = _split(path)
         found = self._folders.get(where[0]) if where else None
         if where is None or found is None or not _exists(found, where[1]):
             return None
-        _MISS.inc()
+        self.misses += 1
         loading = self._loading.get(path)
         if loading is None:
             loading = self._loading[path] = asyncio.ensure_future(self._load(path, *where))
             loading.add_done_callback(lambda done: self._loaded(path, done))
         return await asyncio.shield(loading)
+
+    def count(self) -> None:
+        """Add the lookups since the last call to ``mim_gateway_cache_memory_lookups_total``
+        (counted here without the metric's lock, which costs more than a hit)."""
+        _HIT.inc(self.hits - self._counted[0])
+        _MISS.inc(self.misses - self._counted[1])
+        self._counted = (self.hits, self.misses)
 
     async def _load(self, path: str, folder: str, name: str) -> Page | None:
         stored = await db_caches.file(self._db, folder, name)

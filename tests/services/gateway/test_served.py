@@ -9,6 +9,7 @@ import httpx
 from prometheus_client import REGISTRY
 
 from tests.helpers.objects import signed_posts
+from tests.helpers.store import wait_until
 from tests.services.gateway.conftest import AUTHOR, DIFFICULTY, serving, store
 from tests.services.gateway.crawler import crawl
 
@@ -34,8 +35,13 @@ async def test_memory_holds_at_most_its_setting_and_serves_the_rest_from_the_sto
         for _ in range(2):
             crawled = await crawl(client)
             held.append(served.memory.bytes)
-            misses.append(_misses())
             assert crawled.objects["post"] == {p.fingerprint for p in posts}
+
+            async def counted() -> bool:  # the metric takes in the lookups every second
+                return _misses() - misses[0] == served.misses
+
+            await wait_until("the misses counted", counted)
+            misses.append(_misses())
     assert 0 < max(held) <= limit
     assert REGISTRY.get_sample_value("mim_gateway_cache_memory_bytes") == held[-1]
     assert misses[2] - misses[1] >= 3  # the second crawl read files from the store again
