@@ -38,7 +38,7 @@ async def test_memory_holds_at_most_its_setting_and_serves_the_rest_from_the_sto
             assert crawled.objects["post"] == {p.fingerprint for p in posts}
 
             async def counted() -> bool:  # the metric takes in the lookups every second
-                return _misses() - misses[0] == served.misses
+                return bool(_misses() - misses[0] == served.misses)
 
             await wait_until("the misses counted", counted)
             misses.append(_misses())
