@@ -93,8 +93,8 @@ class Inputs:
         self._pieces = canonical.fragments(entity)
 
     def canonical(self, owners: Owners = "held") -> str:
-        """The entity's own canonical JSON, nothing blanked (``canonical.dumps`` of it), a board's
-        owners spelled as ``owners``."""
+        """The entity's own canonical JSON, nothing blanked (``canonical.dumps`` of it), with a
+        board's owners spelled as ``owners`` says."""
         if owners == "held":
             return _join(self._pieces)
         pieces = self._pieces.copy()
