@@ -42,8 +42,8 @@ _log = get_logger(__name__)
 async def open_lease(gw: Gateway) -> Lease:
     """This replica's claim on the builder lease (the bucket made if missing)."""
     bucket = gw.layout.cache_builder_bucket
-    kv = await ensure_lease_bucket(gw.nc.jetstream(), bucket, gw.settings.cache_lease_seconds)
-    return Lease(kv, _LEASE_NAME, holder_name())
+    leases = await ensure_lease_bucket(gw.nc.jetstream(), bucket)
+    return Lease(leases, _LEASE_NAME, holder_name(), gw.settings.cache_lease_seconds)
 
 
 def set_building(gw: Gateway, held: bool) -> None:

@@ -29,6 +29,7 @@ from mim.entities import Address
 from relay import RelayError
 from relay.db import addresses
 from relay.first_party import Reporter
+from relay.location import AddressRules
 from relay.logging import get_logger
 from relay.runner import sleep
 from services.syncer import check, metrics
@@ -143,7 +144,7 @@ class Scanner:
         page_size: int = 100,
         skip_seconds: float = 120.0,
         interval_seconds: float = 600.0,
-        allow_local: bool = False,
+        rules: AddressRules | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pinger = pinger
@@ -152,7 +153,7 @@ class Scanner:
         self._page_size = page_size
         self._skip = skip_seconds
         self.interval = interval_seconds
-        self._allow_local = allow_local
+        self._rules = rules or AddressRules()
         self._clock = clock
         self._attempts: dict[tuple[str, str, int], float] = {}  # failed pings, monotonic time
         self._lock = asyncio.Lock()
@@ -184,7 +185,7 @@ class Scanner:
         report.addresses = len(stored)
         due: list[Remote] = []
         for row in stored:
-            _, remote = stored_remote(row, allow_local=self._allow_local)
+            _, remote = stored_remote(row, self._rules)
             if remote is None:
                 report.undialable += 1
             elif now - row.last_ping < self._skip or remote.key in self._attempts:

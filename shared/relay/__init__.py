@@ -11,7 +11,8 @@ so ``mimrelay --help`` stays fast::
     relay.health     whether a service's NATS and PostgreSQL answer now (for /healthz)
     relay.cpu        a bounded process pool for CPU-bound work
     relay.db         the data layer: schema, migrations, typed queries, one writer per table
-    relay.caches     the GET cache tree of the Mim API (the gateway and export-static)
+    relay.caches     the GET caches of the Mim API, built once per window (gateway, export)
+    relay.lease      a lease one process at a time holds (the gateway that builds the caches)
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
     relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
     relay.puller     a pull consumer that keeps messages coming
@@ -25,20 +26,24 @@ Errors of the runtime form one tree, defined here so every module raises from th
     ├── ServerError             an embedded nats-server or PostgreSQL failed to start
     ├── DependencyUnavailable   NATS or PostgreSQL did not answer within the bounded retries
     ├── BusError                JetStream refused for good: incompatible stream, message too large
+    ├── AddressRefused          an address names a place we may not store or dial (field, rule)
     └── TransientError          try again later; nothing was lost
         ├── StreamFull          JetStream refused a publish: the stream is at its limits
+        ├── StateFull           a bucket of shared request state is at its bound
         └── BusUnavailable      JetStream did not confirm a publish (timeout, no responders)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AddressRefused",
     "BusError",
     "BusUnavailable",
     "DependencyUnavailable",
     "RelayError",
     "ServerError",
     "SettingsError",
+    "StateFull",
     "StreamFull",
     "TransientError",
 ]
@@ -80,6 +85,23 @@ class BusError(RelayError):
         self.err_code = err_code
 
 
+class AddressRefused(RelayError):
+    """An address names a place the node may not store or dial (``relay.location``).
+
+    ``field`` is the part refused (``location``, ``port``, ``sublocation``), ``rule`` the rule it
+    broke (``address.private``, ``address.port`` ...), ``reason`` the refusal in one line.
+    """
+
+    def __init__(self, field: str, rule: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.rule = rule
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "reason": self.reason}
+
+
 class TransientError(RelayError):
     """A failure that retrying later may cure; the operation had no effect."""
 
@@ -95,5 +117,14 @@ class StreamFull(TransientError):
 
 class BusUnavailable(TransientError):
     """JetStream did not confirm a publish: timeout, no responders, or a lost connection."""
+
+    status = 503
+
+
+class StateFull(TransientError):
+    """A bucket of shared request state (nonces, leases, containers) is at its bound.
+
+    The gateway answers 503 with ``Retry-After``; nothing already held was dropped.
+    """
 
     status = 503

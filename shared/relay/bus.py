@@ -11,6 +11,13 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
     kv     MIM_CACHE_BUILDER  the lease of the gateway replica building the caches (``relay.lease``)
+    kv     MIM_NONCES      POST nonces seen (§11.4) and uses per node key   } shared request state
+    kv     MIM_LEASES      remotes leased on the Mim API (§11.2)            } of the gateway
+    kv     MIM_PING_LEASES remotes leased on /v0/ping (§11.2)               } replicas, each key
+    kv     MIM_INFLIGHT    requests in flight per remote                    } with its own time to
+    kv     MIM_RATES       submissions per token in the current window      } live (relay.kv)
+    kv     MIM_CONTAINERS  POST answer containers (id -> pages)             }
+    obj    MIM_CONTAINER_PAGES  the pages of those containers (§11.7)       }
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -64,12 +71,12 @@ __all__ = [
     "HEADER_STAGE",
     "KINDS",
     "MAX_HEADER_VALUE",
+    "NATS_UNAVAILABLE",
     "UNKNOWN_KIND",
     "Layout",
     "StreamLimits",
     "consumer_configs",
     "ensure_blocklist",
-    "ensure_bucket",
     "ensure_streams",
     "header_value",
     "headers",
@@ -90,6 +97,16 @@ HEADER_REASON: Final = "Mim-Reason"
 HEADER_SOURCE: Final = "Mim-Source"
 HEADER_LAST_PING: Final = "Mim-Last-Ping"
 HEADER_LAST_SYNC: Final = "Mim-Last-Sync"
+
+#: What the NATS client raises when the server did not answer or cannot be reached now.
+NATS_UNAVAILABLE: Final = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+)
 
 # A header value longer than this is cut: reasons are for people, not for parsing.
 MAX_HEADER_VALUE: Final = 1024
@@ -213,6 +230,36 @@ class Layout:
     def cache_builder_bucket(self) -> str:
         """Who builds the caches: one gateway replica at a time holds its lease."""
         return f"{self._name}_CACHE_BUILDER"
+
+    # shared request state of the gateway replicas (relay.kv)
+    @property
+    def nonces_bucket(self) -> str:
+        return f"{self._name}_NONCES"
+
+    @property
+    def leases_bucket(self) -> str:
+        return f"{self._name}_LEASES"
+
+    @property
+    def ping_leases_bucket(self) -> str:
+        return f"{self._name}_PING_LEASES"
+
+    @property
+    def inflight_bucket(self) -> str:
+        return f"{self._name}_INFLIGHT"
+
+    @property
+    def rates_bucket(self) -> str:
+        return f"{self._name}_RATES"
+
+    @property
+    def containers_bucket(self) -> str:
+        return f"{self._name}_CONTAINERS"
+
+    @property
+    def container_pages_bucket(self) -> str:
+        """An object store: pages may pass the server's largest message."""
+        return f"{self._name}_CONTAINER_PAGES"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property
@@ -399,28 +446,6 @@ async def ensure_streams(
         raise BusUnavailable(f"JetStream did not answer: {exc}") from exc
 
 
-async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    """Create (or open) the key-value bucket ``config`` names; safe to run concurrently.
-
-    An existing bucket keeps its configuration, except that its entries' lifetime (``ttl``)
-    becomes ``config``'s.
-    """
-    try:
-        return await js.create_key_value(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-            raise BusError(f"cannot create bucket {config.bucket}: {exc}", exc.err_code) from exc
-    stream = (await js.stream_info(f"KV_{config.bucket}")).config
-    if config.ttl and stream.max_age != config.ttl:
-        stream.max_age = config.ttl
-        stream.duplicate_window = min(stream.duplicate_window or config.ttl, config.ttl)
-        try:
-            await js.update_stream(stream)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"cannot change bucket {config.bucket}: {exc}", exc.err_code) from exc
-    return await js.key_value(config.bucket)
-
-
 async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int = 5) -> KeyValue:
     """Create (or open) the block-list bucket of ``layout``; safe to run concurrently."""
     config = KeyValueConfig(
@@ -429,7 +454,12 @@ async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int
         history=history,
         storage=StorageType.FILE,
     )
-    return await ensure_bucket(js, config)
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+            raise BusError(f"cannot create bucket {config.bucket}: {exc}", exc.err_code) from exc
+    return await js.key_value(config.bucket)
 
 
 def refusal(subject: str, err_code: int, description: str, code: int = 0) -> RelayError:
@@ -463,14 +493,7 @@ async def publish(
         raise refusal(subject, exc.err_code or 0, exc.description or "", exc.code or 0) from exc
     except nats.js.errors.NoStreamResponseError as exc:
         raise BusUnavailable(f"{subject}: no stream answered") from exc
-    except (
-        nats.errors.TimeoutError,
-        nats.errors.NoRespondersError,
-        nats.errors.ConnectionClosedError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        nats.errors.OutboundBufferLimitError,
-    ) as exc:
+    except NATS_UNAVAILABLE as exc:
         raise BusUnavailable(f"{subject}: {exc!r}") from exc
     except nats.errors.MaxPayloadError as exc:
         raise BusError(f"{subject}: {len(payload)} bytes is over the server's max payload") from exc

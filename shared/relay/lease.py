@@ -1,12 +1,12 @@
-"""A lease one process at a time holds, kept in a NATS key-value bucket whose entries expire.
+"""A lease one process at a time holds, kept in a bucket of shared state whose keys expire.
 
-The bucket's entries live ``ttl`` seconds after their last write. A holder takes the lease by
-creating its key (which fails while anyone else's entry lives) and keeps it by rewriting its own
-entry, compare-and-set on the revision it wrote last, well within ``ttl``. A holder that dies
-stops rewriting; its entry expires and the next process that asks takes the lease. A holder that
-finds its revision gone (it paused past ``ttl`` and someone else took over) knows it lost the
-lease. The gateways use one to pick the replica that builds the caches
-(``Layout.cache_builder_bucket``).
+The lease is one key of a :class:`relay.kv.Bucket`, written with a time to live of ``ttl``
+seconds. A holder takes the lease by claiming its key (which fails while anyone else's entry
+lives) and keeps it by rewriting its own entry, compare-and-set on the revision it wrote last, well
+within ``ttl``. A holder that dies stops rewriting; its entry expires and the next process that
+asks takes the lease. A holder that finds its revision gone (it paused past ``ttl`` and someone
+else took over) knows it lost the lease. The gateways use one to pick the replica that builds the
+caches (``Layout.cache_builder_bucket``).
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ import os
 import secrets
 import socket
 
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.kv import KeyValue
 
-from relay import BusUnavailable
-from relay.bus import ensure_bucket
+from relay import BusError, BusUnavailable
+from relay.kv import Bucket, BucketSpec, ensure_bucket
 
 __all__ = ["Lease", "ensure_lease_bucket", "holder_name"]
 
@@ -32,26 +28,21 @@ def holder_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-async def ensure_lease_bucket(js: JetStreamContext, bucket: str, ttl: float) -> KeyValue:
-    """Create (or open, bringing its entries' lifetime to ``ttl``) the bucket ``bucket``; safe
-    to run concurrently."""
-    config = KeyValueConfig(
-        bucket=bucket,
-        description="Leases: who holds each, expiring unless renewed.",
-        history=1,
-        ttl=ttl,
-        storage=StorageType.FILE,
-    )
-    return await ensure_bucket(js, config)
+async def ensure_lease_bucket(js: JetStreamContext, bucket: str) -> Bucket:
+    """Create (or open) the bucket of leases ``bucket``; safe to run concurrently."""
+    spec = BucketSpec(bucket, "Leases: who holds each, expiring unless renewed.")
+    return await ensure_bucket(js, spec)
 
 
 class Lease:
-    """The lease ``name`` in ``kv``, asked for by ``holder``."""
+    """The lease ``name`` in ``bucket``, asked for by ``holder``, lapsing ``ttl`` seconds after
+    its holder's last renewal."""
 
-    def __init__(self, kv: KeyValue, name: str, holder: str) -> None:
-        self._kv = kv
+    def __init__(self, bucket: Bucket, name: str, holder: str, ttl: float) -> None:
+        self._bucket = bucket
         self._name = name
         self._holder = holder.encode()
+        self._ttl = ttl
         self._revision = 0
 
     @property
@@ -66,21 +57,17 @@ class Lease:
         """
         try:
             if self._revision:
-                try:
-                    self._revision = await self._kv.update(
-                        self._name, self._holder, last=self._revision
-                    )
+                kept = await self._bucket.swap(self._name, self._holder, self._revision, self._ttl)
+                if kept is not None:
+                    self._revision = kept
                     return True
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    self._revision = 0  # expired, and perhaps taken by someone else
-            try:
-                self._revision = await self._kv.create(self._name, self._holder)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                return False
-            return True
-        except nats.errors.Error as exc:
+                self._revision = 0  # expired, and perhaps taken by someone else
+            taken = await self._bucket.claim(self._name, self._holder, self._ttl)
+        except BusUnavailable:
             self._revision = 0
-            raise BusUnavailable(f"lease {self._name}: {exc!r}") from exc
+            raise
+        self._revision = taken or 0
+        return taken is not None
 
     async def release(self) -> None:
         """Give the lease up at once, if we hold it, so another holder need not wait it out."""
@@ -88,6 +75,6 @@ class Lease:
             return
         revision, self._revision = self._revision, 0
         try:
-            await self._kv.delete(self._name, last=revision)
-        except nats.errors.Error:
+            await self._bucket.drop(revision)
+        except (BusUnavailable, BusError):
             return  # it expires anyway

@@ -54,6 +54,7 @@ __all__ = [
     "MIXIN_CONFIG",
     "TABLE_BEGIN",
     "TABLE_END",
+    "LocalApiSettings",
     "LogFormat",
     "LogLevel",
     "NetworkSettings",
@@ -266,6 +267,37 @@ class NetworkSettings(BaseSettings):
     def announced_port(self, listening: int | None = None) -> int:
         """The port we announce: ``public_port``, else the port the Mim API listens on."""
         return self.public_port or listening or self.gateway_port
+
+
+class LocalApiSettings(BaseSettings):
+    """Where the gateway's local listener is: submission, tokens and the API documentation.
+
+    Whoever reaches it writes on the operator's behalf, so it listens on loopback unless the
+    operator says otherwise; the command line finds it through the same variables.
+    """
+
+    model_config = MIXIN_CONFIG
+
+    local_host: str = Field(
+        "127.0.0.1",
+        validation_alias="MIM_GATEWAY_LOCAL_HOST",
+        description="Address of the local API (`/api/submit` without a token, `/api/tokens`,"
+        " `/docs`); whoever reaches it writes as the operator.",
+    )
+    local_port: int = Field(
+        8091,
+        ge=0,
+        le=65535,
+        validation_alias="MIM_GATEWAY_LOCAL_PORT",
+        description="Port of the local API (0 picks a free one).",
+    )
+
+    @property
+    def local_url(self) -> str:
+        """The local API's URL, as a process on this host reaches it."""
+        host = "127.0.0.1" if self.local_host in ("", "0.0.0.0") else self.local_host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.local_port}"
 
 
 class PoolSettings(BaseSettings):

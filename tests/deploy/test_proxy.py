@@ -15,8 +15,7 @@ import pytest
 
 from relay.embedded import free_port
 from tests.deploy.manifests import DEPLOY
-from tests.helpers import metrics
-from tests.helpers.gateways import Replica, replica
+from tests.helpers.gateway import Gateway, replica
 from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template, wait_until
 from tests.services.gateway.conftest import sample, store
@@ -57,7 +56,7 @@ def nginx_for(tmp_path: Path) -> Iterator[object]:
     instead of compose's service name; returns its URL."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(replicas: list[Replica]) -> str:
+    def start(replicas: list[Gateway]) -> str:
         root = tmp_path / "nginx"
         (root / "tmp").mkdir(parents=True)
         port = free_port()
@@ -97,8 +96,8 @@ async def test_nginx_serves_every_replica_and_passes_over_a_dead_one(
     objects = sample(now - 600)
     await store(fresh_database, objects, now - 300)
     with (
-        replica(fresh_database, nats_url, stream_prefix, tmp_path / "a") as a,
-        replica(fresh_database, nats_url, stream_prefix, tmp_path / "b") as b,
+        replica(nats_url, fresh_database, stream_prefix, tmp_path / "a") as a,
+        replica(nats_url, fresh_database, stream_prefix, tmp_path / "b") as b,
     ):
         assert callable(nginx_for)
         url = nginx_for([a, b])
@@ -124,13 +123,5 @@ async def test_nginx_serves_every_replica_and_passes_over_a_dead_one(
     assert {fp for found in after.objects.values() for fp in found} == wanted
 
 
-def _cache_pages_served(one: Replica) -> float:
-    return (
-        metrics.sample(
-            metrics.scrape(f"{one.metrics_url}/metrics"),
-            "mim_gateway_requests_total",
-            route="cache",
-            status="200",
-        )
-        or 0.0
-    )
+def _cache_pages_served(one: Gateway) -> float:
+    return one.metric("mim_gateway_requests_total", route="cache", status="200")

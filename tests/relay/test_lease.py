@@ -15,8 +15,9 @@ async def test_one_holder_at_a_time_and_a_lapsed_lease_is_taken_over(
     """The first asker holds the lease and keeps it by renewing; a second is refused meanwhile,
     takes it once the first stops renewing for the lease's time, and the first then finds it
     lost."""
-    kv = await ensure_lease_bucket(nc.jetstream(), f"{stream_prefix}_LEASE", ttl=1.0)
-    first, second = Lease(kv, "builder", holder_name()), Lease(kv, "builder", holder_name())
+    leases = await ensure_lease_bucket(nc.jetstream(), f"{stream_prefix}_LEASE")
+    first = Lease(leases, "builder", holder_name(), ttl=1.0)
+    second = Lease(leases, "builder", holder_name(), ttl=1.0)
     assert await first.hold()
     for _ in range(3):
         await asyncio.sleep(0.4)
@@ -30,12 +31,14 @@ async def test_one_holder_at_a_time_and_a_lapsed_lease_is_taken_over(
 
 async def test_a_released_lease_is_free_at_once(nc: NATS, stream_prefix: str) -> None:
     """A holder that gives the lease up (on a graceful stop) lets the next asker take it without
-    waiting for it to lapse; opening the bucket again with another time changes its expiry."""
-    kv = await ensure_lease_bucket(nc.jetstream(), f"{stream_prefix}_LEASE", ttl=60.0)
-    first, second = Lease(kv, "builder", holder_name()), Lease(kv, "builder", holder_name())
+    waiting for it to lapse, and another lease in the same bucket is held apart."""
+    leases = await ensure_lease_bucket(nc.jetstream(), f"{stream_prefix}_LEASE")
+    first = Lease(leases, "builder", holder_name(), ttl=60.0)
+    second = Lease(leases, "builder", holder_name(), ttl=60.0)
+    other = Lease(leases, "other", holder_name(), ttl=60.0)
     assert await first.hold()
     assert not await second.hold()
+    assert await other.hold()
     await first.release()
     assert await second.hold()
-    again = await ensure_lease_bucket(nc.jetstream(), f"{stream_prefix}_LEASE", ttl=5.0)
-    assert (await again.status()).ttl == 5.0
+    assert other.held and not first.held

@@ -12,3 +12,5 @@ The gateway holding the builder lease runs the generations and keeps the caches 
 (``relay.db.caches``); every gateway replica serves them. ``mimrelay export-static`` writes the
 same files to disk.
 """
+
+__all__: list[str] = []  # the pieces are the submodules

@@ -19,11 +19,10 @@ from typing import Final
 
 import asyncpg
 
-from mim import canonical, paths
-from mim.entities import KINDS, PLURALS, Address, Kind, ResultCache
-from relay.caches import files
+from mim import canonical, entities, paths
+from mim.entities import Address, Kind, ResultCache
+from relay.caches import files, plan
 from relay.caches.files import ObjectCache, Signer
-from relay.caches.plan import BLOCK_SECONDS, windows
 from relay.db import Conn, addresses, objects
 from relay.db.objects import CacheEntry
 
@@ -33,7 +32,7 @@ _READ_CHUNK: Final = 5000  # index rows per keyset page when reading a window
 _ADDRESS_READ_MAX: Final = 100_000  # addresses read for the caches (the table is pruned far below)
 
 #: The endpoint folder of each kind, the other way round.
-KIND_OF_ENDPOINT: Final[dict[str, Kind]] = {paths.endpoint(kind): kind for kind in KINDS}
+KIND_OF_ENDPOINT: Final[dict[str, Kind]] = {paths.endpoint(kind): kind for kind in entities.KINDS}
 
 #: The form a file is kept in, from its plain bytes (run in a worker thread).
 Finish = Callable[[bytes], bytes]
@@ -149,9 +148,9 @@ async def caches(
         async for addressed in _address_caches(pool, bounds, signer, finish, put):
             yield addressed
         return
-    census = await objects.cache_census(pool, kind, bounds[0][0], bounds[-1][1], BLOCK_SECONDS)
+    census = await objects.cache_census(pool, kind, bounds[0][0], bounds[-1][1], plan.BLOCK_SECONDS)
     for start, end in bounds:
-        if census.get(start // BLOCK_SECONDS):
+        if census.get(start // plan.BLOCK_SECONDS):
             made = await _window(pool, kind, start, end, signer, finish, put)
             if made is not None:
                 yield made
@@ -194,10 +193,10 @@ async def export(
         write(f"{folder}/{name}", body)
         written += 1
 
-    for kind in KINDS:
-        bounds = windows(now - head_seconds, now + 1)
+    for kind in entities.KINDS:
+        bounds = plan.windows(now - head_seconds, now + 1)
         made = [m async for m in caches(pool, kind, bounds, signer, finish=_plain, put=put)]
-        nonce = files.cache_nonce(f"export:{now}:{PLURALS[kind]}")
+        nonce = files.cache_nonce(f"export:{now}:{entities.PLURALS[kind]}")
         results = [m.result for m in made]
         index = files.index_file(kind, results, signer, timestamp=now, nonce=nonce)
         await put(paths.endpoint(kind), paths.INDEX, index, len(index))

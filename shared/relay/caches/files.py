@@ -24,9 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from mim import canonical, pages, paths
+from mim import canonical, entities, pages, paths
 from mim.entities import (
-    PLURALS,
     Address,
     Answer,
     ApiResponse,
@@ -119,7 +118,7 @@ def cache_nonce(label: str) -> str:
     return hashlib.sha256(f"mimrelay page nonce:{label}".encode()).hexdigest()
 
 
-def signed(envelope: ApiResponse, response: Sequence[bytes], key: SigningKey) -> bytes:
+def _signed(envelope: ApiResponse, response: Sequence[bytes], key: SigningKey) -> bytes:
     """``envelope`` with ``response`` (the pieces of its response's JSON) inside, signed (§6.1)."""
     unsigned = replace(
         envelope,
@@ -148,7 +147,7 @@ def _paged(
 ) -> list[bytes]:
     last = len(answers) - 1
     return [
-        signed(
+        _signed(
             replace(envelope, endpoint=endpoint, pagination=Pagination(pages=last, current_page=n)),
             answer,
             key,
@@ -179,7 +178,7 @@ def _envelope(
     counts = (EntityCount(protocol="c0", name=kind, count=count),) if count else None
     return replace(
         signer.base(nonce=nonce, timestamp=end),
-        entity=PLURALS[kind],
+        entity=entities.PLURALS[kind],
         filters=pages.timestamp_filter(start, end),
         starts_from=start,
         ends_at=end,
@@ -199,7 +198,7 @@ class ObjectCache:
             raise ValueError("a cache holds at least one object")
         self.kind = kind
         self.entries = entries
-        plural = PLURALS[kind]
+        plural = entities.PLURALS[kind]
         cid = pages.cache_id(plural, start, end, ((e.fingerprint, e.last_update) for e in entries))
         self.result = ResultCache(
             response_url=paths.cache_folder(cid), starts_from=start, ends_at=end
@@ -218,14 +217,14 @@ class ObjectCache:
         if len(bodies) != expected:
             raise ValueError(f"entity page {number} holds {expected} objects, not {len(bodies)}")
         self._versions.extend(_entity_version(body) for body in bodies)
-        plural = PLURALS[self.kind]
+        plural = entities.PLURALS[self.kind]
         envelope = replace(
             self._envelope,
             endpoint=plural,
             pagination=Pagination(pages=self.pages - 1, current_page=number),
         )
         answer = [b'{"' + plural.encode() + b'":[', b",".join(bodies), b"]}"]
-        return f"{number}.json", signed(envelope, answer, self._key)
+        return f"{number}.json", _signed(envelope, answer, self._key)
 
     def _index_entries(self) -> list[Any]:
         cls, extra = _INDEX_CLASSES[self.kind], _INDEX_COLUMNS[self.kind]
@@ -245,7 +244,7 @@ class ObjectCache:
         """The index and manifest pages, once every entity page was made."""
         if len(self._versions) != len(self.entries):
             raise ValueError("the index and manifests come after every entity page")
-        plural = PLURALS[self.kind]
+        plural = entities.PLURALS[self.kind]
         entries = self._index_entries()
         index_answers = [
             _answer(f"{plural}_index", [entries[i] for i in chunk])
@@ -294,7 +293,7 @@ def address_cache(addresses: Sequence[Address], start: int, end: int, signer: Si
     if not addresses:
         raise ValueError("a cache holds at least one address")
     contents = ((f"{a.location}/{a.sublocation}/{a.port}", 0) for a in addresses)
-    cid = pages.cache_id(PLURALS["address"], start, end, contents)
+    cid = pages.cache_id(entities.PLURALS["address"], start, end, contents)
     envelope = _envelope("address", len(addresses), start, end, signer, cache_nonce(cid))
     built = pages.cache_pages("address", addresses, envelope)
     files = {
@@ -309,6 +308,6 @@ def index_file(
 ) -> bytes:
     """An endpoint's signed ``index.json`` listing ``results`` (§11.6)."""
     page = pages.endpoint_index(
-        PLURALS[kind], signer.base(nonce=nonce, timestamp=timestamp), tuple(results)
+        entities.PLURALS[kind], signer.base(nonce=nonce, timestamp=timestamp), tuple(results)
     )
     return canonical.encode(pages.sign_page(page, signer.key))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from mim import pages
 from relay.db.caches import Generation, Slice
 
-__all__ = ["Merge", "Plan", "plan", "windows"]
+__all__ = ["BLOCK_SECONDS", "Merge", "Plan", "plan", "windows"]
 
 BLOCK_SECONDS = pages.CACHE_SLICE_SECONDS
 

@@ -35,10 +35,10 @@ async def test_a_generation_builds_only_what_is_new(
     first = [_post("first", now - 900), _post("second", now - 800)]
     await store(fresh_database, first, now - 600)
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        serving(fresh_database, nats_url, stream_prefix, tmp_path) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
     ):
-        gw = edge.state.gateway
+        gw = running.gateway
         before = await _listed(client)
         idle = await gw.regenerate(now)
         later = _post("later", now)
@@ -69,10 +69,10 @@ async def test_a_block_merges_into_one_cache_and_old_caches_leave_the_head(
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path, cache_merge_after_seconds=0,
             live_tail_overlap_seconds=0,
-        ) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        ) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
     ):  # fmt: skip
-        gw = edge.state.gateway
+        gw = running.gateway
         posts = []
         for n, at in enumerate((block + 100, block + 200)):
             post = _post(f"in the block {n}", at)

@@ -27,10 +27,10 @@ async def test_memory_holds_at_most_its_setting_and_serves_the_rest_from_the_sto
     async with (
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path, cache_memory_bytes=limit
-        ) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=30) as client,
     ):  # fmt: skip
-        served = edge.state.gateway.caches
+        served = running.gateway.caches
         held, misses = [], [_misses()]
         for _ in range(2):
             crawled = await crawl(client)

@@ -24,10 +24,10 @@ async def test_many_addresses_stored_in_one_second_do_not_stop_the_generations(
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path,
             cache_interval_seconds=0.2, live_tail_overlap_seconds=0,
-        ) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        ) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
     ):  # fmt: skip
-        gw = edge.state.gateway
+        gw = running.gateway
         first = gw.caches.generation
         arrived = int(time.time())
         conn = await asyncpg.connect(fresh_database)

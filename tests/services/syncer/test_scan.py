@@ -16,7 +16,7 @@ from relay.embedded import free_port
 from tests.helpers.metrics import sample, scrape
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node
-from tests.services.syncer.test_service import running_syncer, stop_all
+from tests.services.syncer.test_service import running_syncer, stop_all, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,8 @@ async def test_scan_pings_every_address_records_the_live_and_counts_the_dead(
 ) -> None:
     """A syncer whose table holds two live nodes and a dead address, all learned third-party,
     pings them at start: the live ones then hold their own details first-party with a last ping
-    of now, the dead one is counted as unreachable and its row is unchanged; the next scan,
+    of now once the store has written what the scan reported over the bus, the dead one is
+    counted as unreachable and its row is unchanged; the next scan,
     seconds later, pings nobody; ``/metrics`` shows the pings by outcome and the last scan."""
     a, b, c = await nodes("A"), await nodes("B"), await nodes("C")
     dead = free_port()
@@ -61,6 +62,12 @@ async def test_scan_pings_every_address_records_the_live_and_counts_the_dead(
         started = int(time.time())
         assert first["addresses"] == 3 and first["pinged"] == 3
         assert first["online"] == 2 and first["failed"] == {"unreachable": 1}
+
+        async def recorded() -> bool:
+            rows = await _rows(c)
+            return all(rows[live.port]["first_party"] for live in (a, b))
+
+        await wait_until("the store records both live nodes first-party", recorded, within=30.0)
         rows = await _rows(c)
         for live in (a, b):
             row = rows[live.port]

@@ -1,4 +1,4 @@
--- 0004: the GET caches (§11.6) leave the gateway processes. One gateway at a time builds them
+-- 0005: the GET caches (§11.6) leave the gateway processes. One gateway at a time builds them
 -- (the one holding the builder lease); every gateway replica serves them from here.
 
 -- Every file of every cache, gzip-compressed, by folder (`v0/c0/posts/cache_<id>`) and name
