@@ -220,7 +220,7 @@ async def test_ownerless_boards_are_served_as_their_proofs_cover_them(
         return int(await gw.pool.fetchval("SELECT count(*) FROM objects")) == 2
 
     async with (
-        httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+        httpx.AsyncClient(base_url=running.local, timeout=30) as client,  # the operator's API
         running_pipeline(gw.settings.nats_url, fresh_database, gw.layout),
     ):
         body = "[" + ",".join(f'{{"kind":"board","object":{raw}}}' for raw in sent) + "]"
