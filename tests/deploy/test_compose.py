@@ -9,6 +9,7 @@ import pytest
 
 from relay.settings import load
 from tests.deploy.manifests import (
+    DEPLOY,
     env_names,
     load_yaml,
     node_env_names,
@@ -148,7 +149,8 @@ def test_the_operators_api_stays_inside_the_gateway_container(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gateway's local API listens on the container's loopback on a port compose publishes
-    nowhere, public submission is off, and NATS is 2.11 or later (per-key times to live)."""
+    nowhere (the gateway publishes none; its proxy passes on the public port alone), public
+    submission is off, and NATS is 2.11 or later (per-key times to live)."""
     gateway = compose["services"]["gateway"]
     env = {k: _resolve(str(v)) for k, v in gateway["environment"].items()}
     for key in env_names(settings_class("services.gateway")) | node_env_names():
@@ -158,8 +160,10 @@ def test_the_operators_api_stays_inside_the_gateway_container(
     settings = load(settings_class("services.gateway"))
     assert settings.local_host == "127.0.0.1"  # type: ignore[attr-defined]
     assert not settings.public_submit  # type: ignore[attr-defined]
-    published = [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]]
-    assert str(settings.local_port) not in published  # type: ignore[attr-defined]
+    assert "ports" not in gateway  # the proxy publishes the API, and only the public listener
+    upstream = re.findall(r"server gateway:(\d+)", (DEPLOY / "nginx" / "mimrelay.conf").read_text())
+    assert upstream == [str(settings.gateway_port)]  # type: ignore[attr-defined]
+    assert settings.local_port != settings.gateway_port  # type: ignore[attr-defined]
     image = compose["services"]["nats"]["image"]
     major, minor = (int(n) for n in image.split(":")[1].split("-")[0].split(".")[:2])
     assert (major, minor) >= (2, 11), image
