@@ -1,14 +1,17 @@
-"""What several benches share: the repository root, services as subprocesses, fresh databases
-and a bulk loader for the ``objects`` table."""
+"""What several benches share: the repository root, embedded servers, services as subprocesses,
+fresh databases and a bulk loader for the ``objects`` table."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -17,7 +20,7 @@ import asyncpg
 from mim.entities import Provable
 from relay.db import storing
 from relay.db.schema import migrate
-from relay.embedded import PostgresServer
+from relay.embedded import NatsServer, PostgresServer
 
 REPO: Final = Path(__file__).resolve().parents[1]
 
@@ -84,3 +87,22 @@ async def fresh_database(postgres: PostgresServer, name: str, *, migrated: bool 
         finally:
             await conn.close()
     return url
+
+
+@contextlib.contextmanager
+def embedded_servers(
+    name: str, *, fsync: bool = False
+) -> Iterator[tuple[Path, NatsServer, PostgresServer]]:
+    """nats-server and PostgreSQL in a fresh temporary directory (``mimrelay-bench-<name>-``):
+    the directory and both servers; stopped and removed at the end."""
+    root = Path(tempfile.mkdtemp(prefix=f"mimrelay-bench-{name}-"))
+    nats_server = NatsServer(root / "nats").start()
+    try:
+        postgres = PostgresServer(root / "pg", fsync=fsync).start()
+        try:
+            yield root, nats_server, postgres
+        finally:
+            postgres.stop()
+    finally:
+        nats_server.stop()
+        shutil.rmtree(root, ignore_errors=True)

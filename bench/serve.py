@@ -7,9 +7,10 @@ One run, everything on loopback, every child process stopped at the end:
 - embedded nats-server and PostgreSQL (``relay.embedded``) in a temporary directory, the store's
   migrations applied, a key, a board, a thread and a few hundred posts stored;
 - the gateway (``python -m services.gateway``, uvicorn) on a free port; its caches are built at
-  start from those objects;
-- ``mimrelay export-static`` of the same database, served by Debian's nginx (installed with
-  apt-get if missing) from a private configuration on another free port;
+  start from those objects and served from its memory of cache files once asked;
+- ``mimrelay export-static`` of the same database (signed with the key the gateway made), served
+  by Debian's nginx (installed with apt-get if missing) from a private configuration on another
+  free port;
 - GET: the same client (``wrk`` if installed, else an async httpx loop with bounded concurrency)
   loads the largest posts cache page from each server for ``--seconds``, gateway and nginx
   interleaved over three rounds, best round each; printed: requests/s and gateway/nginx (target
@@ -106,8 +107,8 @@ async def _seed_head(url: str, now: int) -> list[Provable]:
             "thread", {"board": board.fingerprint, "name": "bench"}, AUTHOR, 1, now - 700, MINT
         )
         posts = _posts(board, thread, 300, now - 600)
-        async with conn.transaction():
-            await storing.store_objects(conn, [key, board, thread, *posts], now - 60)
+        async with conn.transaction():  # stored long enough ago that the first caches hold them
+            await storing.store_objects(conn, [key, board, thread, *posts], now - 600)
         return [board, thread, *posts]
     finally:
         await conn.close()
@@ -263,11 +264,11 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             "MIM_GATEWAY_POST_MIN_POW": str(POST_POW),
             "MIM_GATEWAY_MAX_REQUESTS_PER_REMOTE": str(args.connections * 4),
         }
-        cli = [sys.executable, "-m", "relay.cli", "export-static", str(static)]
-        subprocess.run(cli, check=True, env=env, cwd=REPO, capture_output=True, timeout=120)
-        gateway = spawn("services.gateway", env)
+        gateway = spawn("services.gateway", env)  # it makes the node key the export signs with
         children.append(gateway)
         _wait_listening(port, gateway)
+        cli = [sys.executable, "-m", "relay.cli", "export-static", str(static)]
+        subprocess.run(cli, check=True, env=env, cwd=REPO, capture_output=True, timeout=120)
         nginx_port = free_port()
         (root / "tmp").mkdir()
         conf = root / "nginx.conf"

@@ -10,9 +10,10 @@ Rules, in the order a request meets them:
    lease, submissions without a token the main one; without a lease, or past the remote's
    requests in flight, the answer is 429 with ``Retry-After: lease_retry_after_seconds`` (503 if
    the lease state cannot be reached); the local listener takes no leases;
-4. a GET or HEAD of a file of the cache tree, or of a path that could only be one, is answered here
-   from prebuilt header lists (the same bytes the FastAPI route would send, gzip when accepted and
-   204 when missing), since that route's framework layers cost far more than the lookup;
+4. a GET or HEAD of a cache file, or of a path that could only be one, is answered here from the
+   replica's served caches (:mod:`services.gateway.served`: the same bytes and headers the FastAPI
+   route would send, gzip when accepted and 204 when missing), since that route's framework layers
+   cost far more than the lookup;
 5. everything else goes to the FastAPI app, bounded by ``request_timeout_seconds`` (503).
 
 Every answer is counted in ``mim_gateway_requests_total`` by route and status, timed in
@@ -22,7 +23,6 @@ Every answer is counted in ``mim_gateway_requests_total`` by route and status, t
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,10 +33,10 @@ from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from relay.caches import Tree
 from services.gateway import metrics
 from services.gateway.answers import refusal
 from services.gateway.remotes import LeaseName, Leases, Refusal, Ticket, remote_key
+from services.gateway.served import Served
 from services.gateway.settings import GatewaySettings
 
 __all__ = ["Edge", "route_of"]
@@ -48,10 +48,6 @@ _MAIN_ROUTES: Final = {
 }
 _UNLEASED: Final = frozenset({"responses", "other"})
 _NOT_FILES: Final = ("v0/revconn/",)  # "cache" by label, but answered by a route of their own
-_GZIP_LEVEL: Final = 6
-_GZIP_MIN_BYTES: Final = 512  # what the FastAPI route compresses on the fly when no copy is kept
-_JSON: Final = (b"content-type", b"application/json")
-_GZIP_HEADERS: Final = ((b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding"))
 
 
 def route_of(method: str, path: str) -> str:
@@ -68,28 +64,8 @@ def route_of(method: str, path: str) -> str:
     return _MAIN_ROUTES.get(clean, "cache" if clean.startswith("v0/") else "other")
 
 
-@dataclass(frozen=True, slots=True)
-class _Prebuilt:
-    """One cache file as sent: body and headers, plain and gzip."""
-
-    body: bytes
-    headers: list[tuple[bytes, bytes]]
-    gz_body: bytes | None
-    gz_headers: list[tuple[bytes, bytes]]
-
-
-def _prebuild(body: bytes, gz: bytes | None) -> _Prebuilt:
-    if gz is None and len(body) >= _GZIP_MIN_BYTES:
-        gz = gzip.compress(body, _GZIP_LEVEL, mtime=0)
-    plain = [(b"content-length", str(len(body)).encode()), _JSON]
-    zipped = (
-        [] if gz is None else [*_GZIP_HEADERS, (b"content-length", str(len(gz)).encode()), _JSON]
-    )
-    return _Prebuilt(body, plain, gz, zipped)
-
-
 def _is_file_path(path: str) -> bool:
-    """A path the FastAPI route would answer from the cache tree alone (file or 204)."""
+    """A path the FastAPI route would answer from the caches alone (file or 204)."""
     if not path.startswith("/v0/") or route_of("GET", path) != "cache":
         return False
     return not path[1:].startswith(_NOT_FILES)
@@ -129,8 +105,6 @@ class Edge:
         self._settings = settings
         self._leases = leases  # None: the local listener, whose clients are the operator's
         self._meter = _Meter()
-        self._tree: Tree | None = None
-        self._files: dict[str, _Prebuilt] = {}
 
     @property
     def state(self) -> State:
@@ -206,22 +180,13 @@ class Edge:
         return "ping" if route == "ping" else "main"
 
     async def _cached(self, path: str, gzip_ok: bool, send: Send) -> None:
-        tree: Tree = self.app.state.gateway.tree
-        if tree is not self._tree:
-            self._tree, self._files = tree, {}
-        key = path[1:]
-        file = self._files.get(key)
-        if file is None:
-            body = tree.files.get(key)
-            if body is None:
-                await send({"type": "http.response.start", "status": 204, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            file = self._files[key] = _prebuild(body, tree.gzipped.get(key))
-        if gzip_ok and file.gz_body is not None:
-            body, headers = file.gz_body, file.gz_headers
-        else:
-            body, headers = file.body, file.headers
+        served: Served = self.app.state.gateway.caches
+        answer = served.hit(path[1:], gzip_ok) or await served.answer(path[1:], gzip_ok)
+        if answer is None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body, headers = answer
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -6,10 +6,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BYTES_OUT",
+    "CACHE_BUILDER",
+    "CACHE_BUILT",
     "CACHE_BYTES",
     "CACHE_FAILURES",
     "CACHE_GENERATED",
     "CACHE_GENERATION_SECONDS",
+    "CACHE_MEMORY_BYTES",
+    "CACHE_MEMORY_LOOKUPS",
     "CACHE_PAGES",
     "CONNECTIONS",
     "CONNECTION_LIMITS",
@@ -33,17 +37,37 @@ REQUEST_SECONDS = Histogram(
 )
 BYTES_OUT = Counter("mim_gateway_bytes_out_total", "Body bytes sent, by route.", ["route"])
 CACHE_GENERATION_SECONDS = Histogram(
-    "mim_gateway_cache_generation_seconds", "Time to regenerate every GET cache once."
+    "mim_gateway_cache_generation_seconds",
+    "Time of one cache generation (reading what is new, building, publishing).",
 )
 CACHE_FAILURES = Counter(
-    "mim_gateway_cache_failures_total", "Cache generations that failed (and were tried again)."
+    "mim_gateway_cache_failures_total",
+    "Cache generations, or loads of the latest one, that failed (and were tried again).",
 )
 CACHE_GENERATED = Gauge(
     "mim_gateway_cache_generated_timestamp_seconds",
-    "When the cache tree being served was generated (Unix time).",
+    "When the cache generation being served was made (Unix time).",
 )
-CACHE_BYTES = Gauge("mim_gateway_cache_bytes", "Bytes of the current GET cache tree (plain).")
-CACHE_PAGES = Gauge("mim_gateway_cache_pages", "Files in the current GET cache tree.")
+CACHE_BYTES = Gauge(
+    "mim_gateway_cache_bytes", "Plain bytes of the caches the served generation lists."
+)
+CACHE_PAGES = Gauge("mim_gateway_cache_pages", "Files of the caches the served generation lists.")
+CACHE_BUILDER = Gauge(
+    "mim_gateway_cache_builder", "1 while this replica holds the lease to build the caches."
+)
+CACHE_BUILT = Counter(
+    "mim_gateway_caches_built_total",
+    "Caches this replica built, by why (new objects, or a merge of a block's caches).",
+    ["reason"],
+)
+CACHE_MEMORY_BYTES = Gauge(
+    "mim_gateway_cache_memory_bytes", "Bytes of cache files held in this replica's memory."
+)
+CACHE_MEMORY_LOOKUPS = Counter(
+    "mim_gateway_cache_memory_lookups_total",
+    "Cache files asked of this replica's memory, by result (hit, or miss: read from PostgreSQL).",
+    ["result"],
+)
 POSTS_REJECTED = Counter(
     "mim_gateway_posts_rejected_total", "POST requests refused, by rule family.", ["reason"]
 )

@@ -1,6 +1,7 @@
 """The Mim API's own routes (PROTOCOL.md §11): status, node, bootstrappers, caches, containers.
 
-GETs of the cache tree are dict lookups (the edge answers most of them before they get here);
+GETs of cache files come from the replica's served caches (the edge answers most of them before
+they get here, with the same bytes and headers);
 POSTs go to :mod:`services.gateway.posts`. What is not ours is answered 204, as the reference does.
 """
 
@@ -27,18 +28,19 @@ _BOOTSTRAPPER_SHARE: Final = ((3, 20), (254, 10))  # node type, at most (§11.3)
 
 
 def unsafe(path: str) -> bool:
-    """A path that could climb out of the tree or name a folder: never a file of ours."""
+    """A path that could climb out of our folders or name a folder: never a file of ours."""
     return ".." in path or "/." in path or "\\." in path or path.endswith("/")
 
 
-def _serve_file(gw: Gateway, request: Request, path: str) -> Response:
+async def _serve_file(gw: Gateway, request: Request, path: str) -> Response:
     if unsafe(path):
         return Response(status_code=204)
-    key = path.lstrip("/")
-    body = gw.tree.files.get(key)
-    if body is None:
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
+    answer = await gw.caches.answer(path.lstrip("/"), gzip_ok)
+    if answer is None:
         return Response(status_code=204)
-    return json_bytes(request, body, gw.tree.gzipped.get(key))
+    body, headers = answer
+    return Response(body, headers={name.decode(): value.decode() for name, value in headers})
 
 
 def _node_answer(gw: Gateway, request: Request) -> Response:
@@ -84,7 +86,7 @@ async def get(gw: Gateway, request: Request, path: str) -> Response:  # noqa: PL
         except (BusUnavailable, BusError) as exc:
             return refusal(503, "path", "containers.unavailable", str(exc))
         return Response(status_code=204) if stored is None else json_bytes(request, stored)
-    return _serve_file(gw, request, path)
+    return await _serve_file(gw, request, path)
 
 
 async def post(gw: Gateway, request: Request, path: str) -> Response:

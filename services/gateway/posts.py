@@ -214,7 +214,7 @@ async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) 
     else:
         # The caches hold what was committed when they were read; an object stamped earlier but
         # committed later is in no cache, so the live tail reaches back over that gap.
-        tail_start = gw.tree.generated_at - gw.settings.live_tail_overlap_seconds
+        tail_start = gw.caches.covered_to - gw.settings.live_tail_overlap_seconds
         start = max(query.start, head_start, tail_start)
         rows = await objects.in_window(gw.pool, kind, start, query.end, limit=budget.limit)
     return budget.take(rows)

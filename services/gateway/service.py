@@ -1,18 +1,20 @@
 """The gateway's life under the shared runner: open, serve until SIGTERM, drain.
 
 :func:`start` opens NATS and the pool through the runner's context, makes or loads the node key,
-opens the node's shared request state (:mod:`services.gateway.shared`), builds the first cache
-tree and starts its upkeep (:mod:`services.gateway.upkeep`, supervised); :func:`main` then serves
-two listeners with uvicorn until the runner's stop, when uvicorn stops accepting, lets in-flight
-requests finish within the shutdown grace, and the runner closes NATS and the pool:
+opens the node's shared request state (:mod:`services.gateway.shared`), takes the cache builder
+lease if it is free (then builds a generation, else loads the latest) and starts the caches' upkeep
+(:mod:`services.gateway.upkeep`, supervised); :func:`main` then serves two listeners with uvicorn
+until the runner's stop, when uvicorn stops accepting, lets in-flight requests finish within the
+shutdown grace, and the runner closes NATS and the pool:
 
 - the public Mim API on ``MIM_GATEWAY_HOST:MIM_GATEWAY_PORT`` (HTTPS with ``MIM_TLS``);
 - the operator's local API on ``MIM_GATEWAY_LOCAL_HOST:MIM_GATEWAY_LOCAL_PORT`` (loopback).
 
 Both are served by :func:`services.gateway.http.protocol` under the edge settings (connections,
 header size and count, URL length, header, idle and write timeouts), with ``X-Forwarded-For``
-trusted only from ``MIM_GATEWAY_TRUSTED_PROXIES``. The runner owns the signals; ``/healthz`` on
-the metrics port is 200 once both listen, and 503 while NATS is lost or the caches keep failing.
+trusted only from ``MIM_GATEWAY_TRUSTED_PROXIES``; with ``MIM_GATEWAY_REUSE_PORT`` several replicas
+on one host share both ports. The runner owns the signals; ``/healthz`` on the metrics port is 200
+once both listen, and 503 while NATS is lost or the caches keep failing.
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ class _Server(uvicorn.Server):
             self.listening.set()
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening socket on ``host:port`` (bound now, so the port is known before serving)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # replicas on one host share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
@@ -108,7 +112,13 @@ async def start(ctx: Context, *, port: int) -> Apps:
         nonces=Nonces(shared.nonces, max_per_key=settings.nonce_max_per_key),
         containers=shared.containers,
     )
-    await gw.regenerate()
+    lease = await upkeep.open_lease(gw)
+    upkeep.set_building(gw, await lease.hold())
+    if gw.building:
+        await gw.regenerate()
+    else:
+        await gw.caches.refresh()
+    ctx.spawn(upkeep.keep_lease(ctx, gw, lease), name="cache-lease")
     ctx.spawn(upkeep.keep_fresh(ctx, gw), name="cache-upkeep")
     tokens = TokenBook(
         pool,
@@ -159,9 +169,11 @@ def server_config(app: Edge, settings: GatewaySettings, *, public: bool) -> uvic
 async def main(ctx: Context) -> None:
     """Serve both listeners until the runner stops the service."""
     settings = cast(GatewaySettings, ctx.settings)
-    public_sock = listen(settings.gateway_host, settings.gateway_port)
+    public_sock = listen(
+        settings.gateway_host, settings.gateway_port, reuse_port=settings.reuse_port
+    )
     ctx.stack.callback(public_sock.close)
-    local_sock = listen(settings.local_host, settings.local_port)
+    local_sock = listen(settings.local_host, settings.local_port, reuse_port=settings.reuse_port)
     ctx.stack.callback(local_sock.close)
     apps = await start(ctx, port=public_sock.getsockname()[1])
     servers = [

@@ -38,15 +38,46 @@ class GatewaySettings(
         default=120,
         ge=0,
         description=(
-            "POST time ranges start this long before the last cache generation: an object stamped"
-            " before it may commit after the caches were read, and must still be served."
+            "Longest an object's commit may lag its stamp: a cache generation covers up to this"
+            " long before it, and POST time ranges start this long before what the caches cover."
+        ),
+    )
+    reuse_port: bool = Field(
+        False,
+        description=(
+            "Let several gateway replicas on this host listen on one port, the kernel spreading"
+            " connections (`mimrelay up --gateways N` sets it)."
         ),
     )
     cache_interval_seconds: float = Field(
-        300.0, gt=0, description="Pause between two regenerations of the GET caches."
+        300.0, gt=0, description="Pause between two generations of the GET caches."
     )
     cache_failures_unhealthy: int = Field(
         3, ge=1, description="Cache generations failing in a row after which `/healthz` says 503."
+    )
+    cache_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description=(
+            "Lease of the one replica that builds the caches; when it dies, another takes over"
+            " within this."
+        ),
+    )
+    cache_merge_after_seconds: int = Field(
+        86_400,
+        ge=0,
+        description=(
+            "A six-hour block's caches are merged into one once the block ended this long ago"
+            " (remotes syncing more often never read the merged cache)."
+        ),
+    )
+    cache_memory_bytes: int = Field(
+        64 << 20,
+        ge=0,
+        description=(
+            "Bytes of cache files each replica keeps in memory; the rest is read from PostgreSQL"
+            " when asked."
+        ),
     )
     max_body_bytes: int = Field(
         4 << 20, ge=1024, description="Largest request body accepted; larger ones get 413."
@@ -158,7 +189,8 @@ class GatewaySettings(
     trusted_proxies: str = Field(
         "",
         description="Addresses of reverse proxies whose `X-Forwarded-For` names the remote"
-        " (comma-separated; empty: none, the connection's address is the remote).",
+        " (comma-separated addresses or networks, `*` for any; empty: none, the connection's"
+        " address is the remote).",
     )
     submit_max_objects: int = Field(
         1000, ge=1, description="Objects accepted in one `POST /api/submit`."

@@ -1,15 +1,15 @@
 """What every request handler of one gateway shares: settings, key, connections, caches, memory.
 
 :class:`Gateway` is made once at start (:mod:`services.gateway.service`) and handed to the app;
-handlers read it from ``request.app.state.gateway``. It signs pages with the node key and holds
-the current cache tree; the POST nonces seen (§11.4) and the POST answer containers (§11.7) are
-the node's shared state (:mod:`services.gateway.nonces`, :mod:`services.gateway.containers`), the
-same for every replica.
+handlers read it from ``request.app.state.gateway``. It signs pages with the node key, serves the
+caches (:mod:`services.gateway.served`) and builds them while it holds the builder lease
+(:mod:`services.gateway.generation`); the POST nonces seen (§11.4) and the POST answer containers
+(§11.7) are the node's shared state (:mod:`services.gateway.nonces`,
+:mod:`services.gateway.containers`), the same for every replica.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,13 +20,13 @@ from nats.aio.client import Client as NATS
 from mim import canonical, pages
 from mim.entities import ApiResponse
 from mim.signing import SigningKey
-from relay import caches
 from relay.bus import Layout
-from relay.caches import Tree
+from relay.caches.files import Signer
 from relay.logging import get_logger
-from services.gateway import metrics
+from services.gateway import generation, metrics
 from services.gateway.containers import Containers
 from services.gateway.nonces import Nonces
+from services.gateway.served import Served
 from services.gateway.settings import GatewaySettings
 
 __all__ = ["Gateway"]
@@ -46,7 +46,11 @@ class Gateway:
     port: int  # the port we announce
     nonces: Nonces
     containers: Containers
-    tree: Tree = field(default_factory=lambda: Tree(0, {}))
+    caches: Served = field(init=False)
+    building: bool = False  # whether this replica holds the builder lease
+
+    def __post_init__(self) -> None:
+        self.caches = Served(self.pool, self.settings.cache_memory_bytes)
 
     @property
     def head_seconds(self) -> int:
@@ -65,24 +69,23 @@ class Gateway:
     def signed(self, page: ApiResponse) -> bytes:
         return canonical.encode(pages.sign_page(page, self.key))
 
-    async def regenerate(self, now: int | None = None) -> Tree:
-        """Build a fresh cache tree from the store and swap it in; returns it."""
+    async def regenerate(self, now: int | None = None) -> generation.Outcome:
+        """Run one cache generation at ``now`` (default: the clock), then serve the latest.
+
+        Raises ``Superseded`` if another builder published the same generation first.
+        """
         started = time.perf_counter()
         now = int(time.time()) if now is None else now
-        head = await caches.read_head(self.pool, now=now, head_days=self.settings.network_head_days)
-        tree = await asyncio.to_thread(
-            caches.build_tree,
-            head,
-            self.key,
-            port=self.port,
-            node_type=pages.NODE_TYPE_LIVE,
-            nonce=secrets.token_hex(32),
-        )
-        self.tree = tree
+        signer = Signer(self.key, self.port, pages.NODE_TYPE_LIVE)
+        outcome = await generation.generate(self.pool, signer, self.settings, now)
+        await self.caches.refresh()
         elapsed = time.perf_counter() - started
         metrics.CACHE_GENERATION_SECONDS.observe(elapsed)
-        metrics.CACHE_BYTES.set(tree.size)
-        metrics.CACHE_PAGES.set(len(tree.files))
-        metrics.CACHE_GENERATED.set(tree.generated_at)
-        _log.info("caches_generated", files=len(tree.files), bytes=tree.size, duration_s=elapsed)
-        return tree
+        if outcome.published is not None:
+            _log.info(
+                "caches_generated", generation=outcome.published.generation,
+                covered_to=outcome.published.covered_to, built=outcome.built,
+                merged=outcome.merged, retired=outcome.retired, bytes=outcome.bytes,
+                duration_s=round(elapsed, 3),
+            )  # fmt: skip
+        return outcome

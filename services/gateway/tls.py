@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import shutil
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -16,11 +18,25 @@ _VALID_DAYS = 3650  # nobody verifies it (§11.1); long enough never to matter
 
 
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
-    """Paths of ``cert.pem`` and ``key.pem`` in ``directory``, made (ECDSA P-256) if missing."""
+    """Paths of ``cert.pem`` and ``key.pem`` in ``directory``, made (ECDSA P-256) if missing.
+
+    Both are written in a staging folder renamed to ``directory`` at once, so replicas starting
+    together never pair one's key with another's certificate: the first rename wins.
+    """
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    _write(staging / "cert.pem", staging / "key.pem")
+    try:
+        staging.rename(directory)  # replaces an empty folder, fails on one made meanwhile
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cert_path, key_path
+
+
+def _write(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Aether")])
     now = datetime.datetime.now(datetime.UTC)
@@ -43,4 +59,3 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path

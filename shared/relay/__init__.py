@@ -11,7 +11,8 @@ so ``mimrelay --help`` stays fast::
     relay.health     whether a service's NATS and PostgreSQL answer now (for /healthz)
     relay.cpu        a bounded process pool for CPU-bound work
     relay.db         the data layer: schema, migrations, typed queries, one writer per table
-    relay.caches     the GET cache tree of the Mim API (the gateway and export-static)
+    relay.caches     the GET caches of the Mim API, built once per window (gateway, export)
+    relay.lease      a lease one process at a time holds (the gateway that builds the caches)
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
     relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
     relay.puller     a pull consumer that keeps messages coming

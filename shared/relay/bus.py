@@ -10,6 +10,7 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
+    kv     MIM_CACHE_BUILDER  the lease of the gateway replica building the caches (``relay.lease``)
     kv     MIM_NONCES      POST nonces seen (§11.4) and uses per node key   } shared request state
     kv     MIM_LEASES      remotes leased on the Mim API (§11.2)            } of the gateway
     kv     MIM_PING_LEASES remotes leased on /v0/ping (§11.2)               } replicas, each key
@@ -224,6 +225,11 @@ class Layout:
     @property
     def blocklist_bucket(self) -> str:
         return f"{self._name}_BLOCKLIST"
+
+    @property
+    def cache_builder_bucket(self) -> str:
+        """Who builds the caches: one gateway replica at a time holds its lease."""
+        return f"{self._name}_CACHE_BUILDER"
 
     # shared request state of the gateway replicas (relay.kv)
     @property

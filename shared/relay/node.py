@@ -58,6 +58,7 @@ __all__ = [
 
 _TICK_SECONDS: Final = 0.1
 _REPLICATED: Final = ("validator", "miner")  # services run as numbered replicas
+_GATEWAY_SHARING: Final = {"MIM_GATEWAY_REUSE_PORT": "true"}  # replicas on one API port
 
 _log = get_logger("relay.node")
 
@@ -67,6 +68,9 @@ class NodeSupervisorSettings(NodeSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIM_NODE_")
 
+    gateways: int = Field(
+        1, ge=1, le=64, description="Gateway replicas, sharing the API port (one builds caches)."
+    )
     validators: int = Field(
         1, ge=0, le=64, description="Validator replicas (each checks on one core)."
     )
@@ -123,17 +127,23 @@ def _has_main(package: str) -> bool:
 
 
 def plan_services(
-    *, validators: int, miners: int, metrics_port_base: int, syncer: bool | None = None
+    *,
+    validators: int,
+    miners: int,
+    metrics_port_base: int,
+    syncer: bool | None = None,
+    gateways: int = 1,
 ) -> list[ServiceSpec]:
-    """The replicas of one node in start order: gateway, store, validators, miners, syncer.
+    """The replicas of one node in start order: gateways, store, validators, miners, syncer.
 
     Metrics ports count up from ``metrics_port_base`` in that order (0: a free port each). The
     syncer is included when ``services/syncer/__main__.py`` exists (or as ``syncer`` says).
+    Several gateways are numbered and share the API port (the kernel spreads the connections).
     """
     if syncer is None:
         syncer = _has_main("services.syncer")
     wanted: list[tuple[str, int, str, tuple[str, ...]]] = [
-        ("gateway", 1, "services.gateway", ()),
+        ("gateway", gateways, "services.gateway", ()),
         ("store", 1, "services.store", ()),
         ("validator", validators, "services.validator", ()),
         ("miner", miners, "services.miner", ()),
@@ -142,10 +152,12 @@ def plan_services(
         wanted.append(("syncer", 1, "services.syncer", ()))
     specs: list[ServiceSpec] = []
     for service, count, module, args in wanted:
+        numbered = service in _REPLICATED or count > 1
+        shared = _GATEWAY_SHARING if service == "gateway" and count > 1 else {}
         for n in range(1, count + 1):
             port = metrics_port_base + len(specs) if metrics_port_base else free_port()
-            name = f"{service}-{n}" if service in _REPLICATED else service
-            env = {f"MIM_{service.upper()}_METRICS_PORT": str(port)}
+            name = f"{service}-{n}" if numbered else service
+            env = {f"MIM_{service.upper()}_METRICS_PORT": str(port), **shared}
             specs.append(ServiceSpec(name, service, module, port, args, env))
     return specs
 

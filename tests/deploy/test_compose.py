@@ -9,6 +9,7 @@ import pytest
 
 from relay.settings import load
 from tests.deploy.manifests import (
+    DEPLOY,
     env_names,
     load_yaml,
     node_env_names,
@@ -98,13 +99,21 @@ def test_ports_healthchecks_and_scrape_targets_agree(compose: dict[str, Any]) ->
         assert port in exposed
     gateway = compose["services"]["gateway"]
     api_port = int(gateway["environment"]["MIM_GATEWAY_PORT"])
-    assert [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]] == [str(api_port)]
     assert api_port in exposed
+    proxy = compose["services"]["proxy"]
+    conf = (REPO / "deploy" / "nginx" / "mimrelay.conf").read_text()
+    listen = re.search(r"^\s*listen (\d+);", conf, re.M)
+    assert listen is not None
+    assert [_resolve(p).rsplit(":", 1)[1] for p in proxy["ports"]] == [listen.group(1)]
+    assert re.findall(r"^\s*server (\S+):(\d+)\b", conf, re.M) == [("gateway", str(api_port))]
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in proxy["volumes"]}
+    assert mounted["./deploy/nginx/mimrelay.conf"] == "/etc/nginx/conf.d/default.conf"
 
 
 def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, Any]) -> None:
     """Every container has a healthcheck and waits on healthy dependencies, data sits on named
-    volumes, secrets are required, validators and miners can be scaled, and stop waits for the
+    volumes, secrets are required, validators, miners and gateways can be scaled (several
+    gateways by default, behind the proxy, which waits for them), and stop waits for the
     drain."""
     services = compose["services"]
     for name, service in services.items():
@@ -112,9 +121,11 @@ def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, 
         for dependency, condition in service.get("depends_on", {}).items():
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert dependency in services
-    for name in ("validator", "miner"):
+    for name in ("validator", "miner", "gateway"):
         assert "container_name" not in services[name]
         assert "ports" not in services[name]
+    assert services["gateway"]["deploy"]["replicas"] >= 2
+    assert services["proxy"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
     for name in OURS:
         service = services[name]
         grace = float(service["environment"][f"MIM_{name.upper()}_SHUTDOWN_GRACE_SECONDS"])
@@ -138,7 +149,8 @@ def test_the_operators_api_stays_inside_the_gateway_container(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gateway's local API listens on the container's loopback on a port compose publishes
-    nowhere, public submission is off, and NATS is 2.11 or later (per-key times to live)."""
+    nowhere (the gateway publishes none; its proxy passes on the public port alone), public
+    submission is off, and NATS is 2.11 or later (per-key times to live)."""
     gateway = compose["services"]["gateway"]
     env = {k: _resolve(str(v)) for k, v in gateway["environment"].items()}
     for key in env_names(settings_class("services.gateway")) | node_env_names():
@@ -148,8 +160,10 @@ def test_the_operators_api_stays_inside_the_gateway_container(
     settings = load(settings_class("services.gateway"))
     assert settings.local_host == "127.0.0.1"  # type: ignore[attr-defined]
     assert not settings.public_submit  # type: ignore[attr-defined]
-    published = [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]]
-    assert str(settings.local_port) not in published  # type: ignore[attr-defined]
+    assert "ports" not in gateway  # the proxy publishes the API, and only the public listener
+    upstream = re.findall(r"server gateway:(\d+)", (DEPLOY / "nginx" / "mimrelay.conf").read_text())
+    assert upstream == [str(settings.gateway_port)]  # type: ignore[attr-defined]
+    assert settings.local_port != settings.gateway_port  # type: ignore[attr-defined]
     image = compose["services"]["nats"]["image"]
     major, minor = (int(n) for n in image.split(":")[1].split("-")[0].split(".")[:2])
     assert (major, minor) >= (2, 11), image

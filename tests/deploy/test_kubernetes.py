@@ -192,12 +192,16 @@ def test_every_deployment_has_resources_and_a_grace_longer_than_the_drain(
     assert syncer["strategy"]["type"] == "Recreate"
 
 
-def test_autoscalers_scale_validators_and_miners_on_cpu(objects: list[dict[str, Any]]) -> None:
-    """The autoscalers are autoscaling/v2, target the validator and miner Deployments, scale on
-    CPU utilisation (which those Deployments request), and never below one replica."""
+def test_autoscalers_scale_validators_miners_and_gateways_on_cpu(
+    objects: list[dict[str, Any]],
+) -> None:
+    """The autoscalers are autoscaling/v2, target the validator, miner and gateway Deployments,
+    scale on CPU utilisation (which those Deployments request), and never below one replica;
+    the gateways never below two, the replica count their Deployment starts with."""
     deployments = _of_kind(objects, "Deployment")
     hpas = {o["metadata"]["name"]: o for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
-    assert set(hpas) == {"validator", "miner"}
+    assert set(hpas) == {"validator", "miner", "gateway"}
+    assert hpas["gateway"]["spec"]["minReplicas"] == deployments["gateway"]["spec"]["replicas"] >= 2
     for name, hpa in hpas.items():
         assert hpa["apiVersion"] == "autoscaling/v2"
         spec = hpa["spec"]

@@ -26,10 +26,13 @@ from typing import Any
 
 import pytest
 
-from mim import canonical, pages
-from mim.entities import KINDS, Entity, Kind, Post
+from mim import canonical, pages, paths
+from mim.entities import KINDS, Entity, Post
 from mim.signing import SigningKey
-from relay.caches import Head, build_tree
+from relay.caches import files
+from relay.caches.files import Signer
+from relay.db import storing
+from relay.db.objects import CacheEntry
 from relay.embedded import free_port
 from relay.node import TARGETS_FILE
 from relay.settings import DAY_SECONDS
@@ -170,21 +173,25 @@ def write_static_peer(root: Path) -> list[Entity]:
     key = SigningKey.generate(secrets.token_bytes(32))
     now = int(time.time())
     objects = forum(now, "peer")
-    rows: dict[Kind, list[tuple[int, Entity]]] = {kind: [] for kind in KINDS}
-    for obj in objects:
-        rows[obj.kind].append((obj.creation, obj))
-    head = Head(now=now, head_seconds=14 * DAY_SECONDS, objects=rows)
-    tree = build_tree(
-        head,
-        key,
-        port=1,
-        node_type=pages.NODE_TYPE_STATIC,
-        nonce=secrets.token_hex(32),
-        compress=False,
-    )
-    for path, body in tree.files.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(body)
+    signer = Signer(key, 1, pages.NODE_TYPE_STATIC)
+    for kind in KINDS:
+        rows = [
+            (CacheEntry(row.fingerprint, row.creation, row.last_update, row.board, row.thread,
+                        row.target, obj.creation), canonical.encode(obj))
+            for obj in sorted(objects, key=lambda o: (o.creation, o.fingerprint))
+            if obj.kind == kind
+            for row in [storing.row_of(obj)]
+        ]  # fmt: skip
+        head = (now - 14 * DAY_SECONDS, now + 1)
+        built = files.object_files(kind, rows, *head, signer) if rows else None
+        folder = root / paths.endpoint(kind)
+        results = [built.result] if built else []
+        for name, body in built.files.items() if built else ():
+            (folder / results[0].response_url / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / results[0].response_url / name).write_bytes(body)
+        index = files.index_file(kind, results, signer, timestamp=now, nonce=secrets.token_hex(32))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / paths.INDEX).write_bytes(index)
     static_node_files(root, key, now)
     return list(objects)
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from relay.embedded import free_port
+from tests.helpers.metrics import sample, scrape
 from tests.helpers.node import Node, node_environment, posts, wait_until
 from tests.helpers.procs import REPO, alive, processes_mentioning
 
@@ -89,6 +90,32 @@ def test_up_serves_survives_a_killed_service_stops_cleanly_and_keeps_data(
     report = node.wait_healthy()
     assert report["objects"] == {"post": 10}
     assert node.interrupt() == 0
+
+
+@pytest.mark.slow
+def test_up_runs_gateway_replicas_on_one_port(tmp_path: Path, node_env: dict[str, str]) -> None:
+    """`mimrelay up --gateways 2` runs two healthy gateway replicas answering on the one API port,
+    exactly one of them building the caches, and the posts submitted are served."""
+    node = Node(tmp_path / "data", free_port(), node_env, 1,
+                ("--gateways", "2", "--validators", "1", "--miners", "0"))  # fmt: skip
+    try:
+        report = node.wait_healthy()
+        gateways = [s for s in report["services"] if s["name"].startswith("gateway")]
+        submitted = posts(3, seed=3)
+        node.submit(submitted)
+        served = wait_until("the posts served", node.served)
+        builders = [
+            sample(scrape(s["metrics_url"]), "mim_gateway_cache_builder")
+            for s in node.state()["services"]
+            if s["service"] == "gateway"
+        ]
+    finally:
+        interrupted = node.interrupt()
+    assert [g["name"] for g in gateways] == ["gateway-1", "gateway-2"]
+    assert all(g["healthy"] for g in gateways)
+    assert all(p.fingerprint in served for p in submitted)
+    assert sorted(b or 0.0 for b in builders) == [0.0, 1.0]
+    assert interrupted == 0
 
 
 def test_readme_commands_are_the_scripts_ci_and_run_use() -> None:

@@ -1,7 +1,8 @@
 """A gateway run as an operator runs it, a well-behaved client beside it, and what they measure.
 
 ``gateway(...)`` starts ``python -m services.gateway`` on free ports with the given settings and
-yields a :class:`Gateway`: its URLs, its process (resident memory from ``/proc``) and health.
+yields a :class:`Gateway`: its URLs, its process (resident memory from ``/proc``) and health;
+``replica(...)`` is one of several replicas of a node, building caches under a short lease.
 ``Polite`` is a well-behaved remote (its own loopback address) asking for the node page over and
 over in a thread while a test attacks; its :class:`Manners` say how every request went.
 """
@@ -9,6 +10,7 @@ over in a thread while a test attacks; its :class:`Manners` say how every reques
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import secrets
 import threading
@@ -32,6 +34,10 @@ from tests.helpers.procs import ServiceProcess
 
 #: Where the well-behaved client connects from: a remote of its own.
 POLITE_ADDRESS = "127.0.0.250"
+#: The builder lease of replicas made by :func:`replica`, short so that tests see a takeover soon.
+LEASE_SECONDS = 3.0
+#: The proof of work the tests' objects carry (tests.services.gateway.conftest.DIFFICULTY).
+MIN_POW = 2
 
 
 @dataclass
@@ -52,11 +58,20 @@ class Gateway:
 
     def health(self) -> int:
         """The status of ``/healthz`` on the metrics port."""
+        return self.health_report()[0]
+
+    def health_report(self) -> tuple[int, dict[str, object]]:
+        """The status and body of ``/healthz`` on the metrics port."""
         try:
             with urllib.request.urlopen(f"{self.metrics}/healthz", timeout=5) as answer:
-                return int(answer.status)
+                return int(answer.status), json.loads(answer.read())
         except urllib.error.HTTPError as exc:
-            return exc.code
+            return exc.code, json.loads(exc.read())
+
+    @property
+    def building(self) -> bool:
+        """Whether this gateway holds the cache builder lease."""
+        return self.metric("mim_gateway_cache_builder") == 1
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample of ``name`` (0 if it is not there)."""
@@ -98,8 +113,27 @@ def gateway(
             f"http://127.0.0.1:{ports['local']}",
             metrics,
         )
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0, proc.stderr[-2000:]
+        if proc.proc.poll() is None:  # unless a test killed it, it drains and exits cleanly
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0, proc.stderr[-2000:]
+
+
+@contextmanager
+def replica(
+    nats_url: str, database: str, prefix: str, data_dir: Path, **settings: str
+) -> Iterator[Gateway]:
+    """One of several gateway replicas of a node: caches every second under a builder lease of
+    :data:`LEASE_SECONDS`, announcing the port one proxy in front of them all would (so every
+    replica signs the same pages)."""
+    replicated = {
+        "MIM_MIN_POW": str(MIN_POW),
+        "MIM_PUBLIC_PORT": "8090",
+        "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "1",
+        "MIM_GATEWAY_CACHE_LEASE_SECONDS": str(LEASE_SECONDS),
+        "MIM_GATEWAY_LIVE_TAIL_OVERLAP_SECONDS": "1",
+    }
+    with gateway(nats_url, database, prefix, data_dir, **{**replicated, **settings}) as one:
+        yield one
 
 
 @dataclass

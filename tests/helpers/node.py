@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,14 @@ def posts(count: int, seed: int) -> list[Provable]:
 class Node:
     """One ``mimrelay up`` subprocess on ``data_dir``, its output in ``data_dir/../up-N.log``."""
 
-    def __init__(self, data_dir: Path, api_port: int, env: dict[str, str], run: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        api_port: int,
+        env: dict[str, str],
+        run: int,
+        replicas: Sequence[str] = ("--validators", "2", "--miners", "1"),
+    ) -> None:
         self.data_dir = data_dir
         self.api = f"http://127.0.0.1:{api_port}"
         self.local = f"http://127.0.0.1:{env['MIM_GATEWAY_LOCAL_PORT']}"  # the operator's API
@@ -87,7 +94,7 @@ class Node:
         self.log = data_dir.parent / f"up-{run}.log"
         argv = [sys.executable, "-m", "relay.cli", "up", "--data-dir", str(data_dir)]
         argv += ["--host", "127.0.0.1", "--port", str(api_port), "--metrics-port-base", "0"]
-        argv += ["--validators", "2", "--miners", "1"]
+        argv += replicas
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
@@ -169,6 +176,7 @@ def node_environment(**extra: str) -> dict[str, str]:
         MIM_MIN_POW=str(DIFFICULTY),
         MIM_NODE_STOP_TIMEOUT_SECONDS="20",
         MIM_GATEWAY_CACHE_INTERVAL_SECONDS="1",
+        MIM_GATEWAY_LIVE_TAIL_OVERLAP_SECONDS="1",  # caches take objects a second after they commit
         MIM_VALIDATOR_SHUTDOWN_GRACE_SECONDS="2",
         MIM_MINER_WORKERS="1",
         MIM_STORE_SHUTDOWN_GRACE_SECONDS="2",

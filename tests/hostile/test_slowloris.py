@@ -144,7 +144,10 @@ async def test_a_client_that_stops_reading_is_cut_off(
         for n in range(200)
     ]  # fmt: skip
     await store(fresh_database, [board, thread, *posts], now - 5)
-    settings = {"MIM_GATEWAY_WRITE_TIMEOUT_SECONDS": str(TIMEOUT)}
+    settings = {
+        "MIM_GATEWAY_WRITE_TIMEOUT_SECONDS": str(TIMEOUT),
+        "MIM_GATEWAY_LIVE_TAIL_OVERLAP_SECONDS": "1",  # the first generation holds the posts
+    }
     with gateway(nats_url, fresh_database, stream_prefix, tmp_path, **settings) as node:
         async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
             index = (await client.get("/v0/c0/posts/index.json")).json()

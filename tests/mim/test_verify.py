@@ -67,6 +67,42 @@ def test_board_without_owners_verifies_in_both_spellings() -> None:
     assert verify.verify("board", as_empty, POLICY).ok
 
 
+def test_accepted_board_carries_the_owner_spelling_its_proofs_cover() -> None:
+    """A board whose proofs cover `[]` that arrives as `null` is accepted as `[]`, and the other
+    way round, so a verifier that re-marshals what it decodes sees what the proofs cover."""
+    board = CREATED["board"]
+    as_null = canonical.dumps(board).replace('"board_owners":[]', '"board_owners":null')
+    assert verify.verify("board", as_null, POLICY).canonical == canonical.encode(board)
+    nil_board = create(
+        "board", {"name": "nil owners", "board_owners": None}, KEY, DIFFICULTY, NOW, MINT
+    )
+    as_empty = canonical.dumps(nil_board).replace('"board_owners":null', '"board_owners":[]')
+    assert verify.verify("board", as_empty, POLICY).canonical == canonical.encode(nil_board)
+    updated = update(board, {"description": "later"}, KEY, DIFFICULTY, NOW + 60, MINT)
+    as_null = canonical.dumps(updated).replace('"board_owners":[]', '"board_owners":null')
+    assert verify.verify("board", as_null, POLICY).canonical == canonical.encode(updated)
+
+
+def test_board_proofs_over_different_owner_spellings_are_refused() -> None:
+    """A board signed over `"board_owners":[]` whose proof of work covers `null` is rejected at
+    stage pow: every proof of one object holds over the same spelling (§20.3)."""
+    draft = entities.Board(
+        name="mixed",
+        board_owners=(),
+        owner=signing.key_fingerprint(KEY.public_hex),
+        owner_publickey=KEY.public_hex,
+        creation=NOW,
+        entity_version=1,
+    )
+    signed = dataclasses.replace(draft, signature=KEY.sign(Inputs(draft).signature()))
+    as_nil = dataclasses.replace(signed, board_owners=None)
+    work = mim_pow.sign_prefix(MINT(Inputs(as_nil).proof_of_work(), DIFFICULTY), KEY.sign)
+    mixed = dataclasses.replace(as_nil, proof_of_work=work)
+    mixed = dataclasses.replace(mixed, fingerprint=fingerprint.compute(mixed))
+    verdict = verify.verify("board", canonical.encode(mixed), POLICY)
+    assert (verdict.ok, verdict.stage) == (False, "pow")
+
+
 def test_minimum_strength_is_enforced_per_kind_and_update() -> None:
     """A proof weaker than the kind's (or the update's) minimum is refused at stage pow."""
     strict = verify.Policy.uniform(DIFFICULTY + 1)

@@ -1,20 +1,21 @@
 """``mimrelay export-static DIR``: the node's head as plain files, a static Mim node (type 255).
 
-Writes the same tree the gateway serves on its GET side (endpoint ``index.json`` files, cache,
-index and manifest pages, all signed by the node key), so any web server serving ``DIR`` is
-crawlable like the live gateway.
+Writes the head as the gateway serves its GET side (endpoint ``index.json`` files, cache, index
+and manifest pages, all signed by the node key), one six-hour block per cache, so any web server
+serving ``DIR`` is crawlable like the live gateway. One block is held in memory at a time.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
 import click
 
 from mim import pages
-from relay import RelayError, caches
+from relay import RelayError
+from relay.caches import build
+from relay.caches.files import Signer
 from relay.cli.local import database, find_node
 from relay.cli.running import fail, node_options, run
 from relay.db import identity
@@ -22,23 +23,17 @@ from relay.settings import NetworkSettings, NodeSettings, load
 
 
 async def _export(settings: NodeSettings, network: NetworkSettings, directory: Path) -> int:
-    async with database(settings, 2) as pool:
-        key = await identity.wait(pool, attempts=1, delay=0.0)
-        now = int(time.time())
-        head = await caches.read_head(pool, now=now, head_days=network.network_head_days)
-    tree = caches.build_tree(
-        head,
-        key,
-        port=network.announced_port(),
-        node_type=pages.NODE_TYPE_STATIC,
-        nonce=secrets.token_hex(32),
-        compress=False,
-    )
-    for path, body in tree.files.items():
+    def write(path: str, body: bytes) -> None:
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
-    return len(tree.files)
+
+    async with database(settings, 2) as pool:
+        key = await identity.wait(pool, attempts=1, delay=0.0)
+        signer = Signer(key, network.announced_port(), pages.NODE_TYPE_STATIC)
+        return await build.export(
+            pool, signer, now=int(time.time()), head_seconds=network.head_seconds, write=write
+        )
 
 
 @click.command("export-static")

@@ -34,6 +34,9 @@ def _load(cls: type[NodeSupervisorSettings], **overrides: Any) -> NodeSupervisor
 
 
 @click.command("up")
+@click.option(
+    "--gateways", type=click.IntRange(1, 64), help="Gateway replicas, on one API port [1]."
+)
 @click.option("--validators", type=click.IntRange(0, 64), help="Validator replicas [1].")
 @click.option("--miners", type=click.IntRange(0, 64), help="Miner replicas [1].")
 @click.option("--host", help="Address of the Mim API [MIM_GATEWAY_HOST, else 0.0.0.0].")
@@ -52,6 +55,7 @@ def _load(cls: type[NodeSupervisorSettings], **overrides: Any) -> NodeSupervisor
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Node data [./data]."
 )
 def up(
+    gateways: int | None,
     validators: int | None,
     miners: int | None,
     host: str | None,
@@ -62,6 +66,7 @@ def up(
     """Run the whole node here: NATS, PostgreSQL, gateway, validators, store, miners, syncer."""
     settings = _load(
         NodeSupervisorSettings,
+        gateways=gateways,
         validators=validators,
         miners=miners,
         metrics_port_base=metrics_port_base,
@@ -79,6 +84,7 @@ def up(
         local_port = free_port()  # so a second node fits beside this one
     relay_logging.configure("node", settings)
     specs = plan_services(
+        gateways=settings.gateways,
         validators=settings.validators,
         miners=settings.miners,
         metrics_port_base=settings.metrics_port_base,

@@ -25,6 +25,7 @@ __all__ = [
     "AddressOutcome",
     "Place",
     "StoredAddress",
+    "arrived_between",
     "held",
     "prune",
     "recent",
@@ -95,6 +96,20 @@ async def held(db: Db, places: Sequence[Place]) -> set[Place]:
         [p[2] for p in places],
     )
     return {(r["location"], r["sublocation"], r["port"]) for r in rows}
+
+
+async def arrived_between(db: Db, start: int, end: int, *, limit: int) -> list[StoredAddress]:
+    """Addresses with ``start <= local_arrival < end``, by arrival then place (one sync batch
+    stores many in the same second), at most ``limit``."""
+    rows = await db.fetch(
+        "SELECT location, sublocation, port, body, first_party, last_ping, last_sync,"
+        " local_arrival FROM addresses WHERE local_arrival >= $1 AND local_arrival < $2"
+        " ORDER BY local_arrival, location, sublocation, port LIMIT $3",
+        start,
+        end,
+        limit,
+    )
+    return [_stored(r) for r in rows]
 
 
 def _stripped(address: Address) -> Address:

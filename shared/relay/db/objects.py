@@ -18,7 +18,11 @@ from relay.db import Db
 __all__ = [
     "WRITER",
     "WRITES",
+    "CacheEntry",
     "StoredObject",
+    "cache_bodies",
+    "cache_census",
+    "cache_entries",
     "children",
     "counts",
     "export_all",
@@ -26,7 +30,6 @@ __all__ = [
     "have_versions",
     "in_window",
     "keys_of",
-    "referenced_between",
     "with_fingerprints",
 ]
 
@@ -94,33 +97,64 @@ async def have_versions(
     return {(r["fp"], int(r["lu"])) for r in rows}
 
 
-async def referenced_between(
-    db: Db,
-    kind: str,
-    start: int,
-    end: int,
-    *,
-    limit: int = 1000,
-    after: tuple[int, str] | None = None,
-) -> list[StoredObject]:
-    """Objects of ``kind`` with ``start <= last_referenced < end``, oldest first.
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """What a cache lists of one stored object, besides its bytes: its index columns."""
+
+    fingerprint: str
+    creation: int
+    last_update: int
+    board: str
+    thread: str
+    target: str
+    last_referenced: int
+
+
+_WINDOW: Final = (
+    " FROM objects WHERE kind = $1 AND last_referenced >= $2 AND last_referenced < $3"
+    " AND (last_referenced, fingerprint) > ($4, $5) ORDER BY last_referenced, fingerprint LIMIT $6"
+)
+
+
+async def cache_entries(
+    db: Db, kind: str, start: int, end: int, *, limit: int, after: tuple[int, str] | None = None
+) -> list[CacheEntry]:
+    """Objects of ``kind`` with ``start <= last_referenced < end``, oldest first, at most
+    ``limit``, as the caches list them.
 
     Keyset paging: pass the ``(last_referenced, fingerprint)`` of the last row seen as ``after``.
     """
     since, since_fp = after if after is not None else (start, "")
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM objects"  # noqa: S608
-        " WHERE kind = $1 AND last_referenced >= $2 AND last_referenced < $3"
-        "   AND (last_referenced, fingerprint) > ($4, $5)"
-        " ORDER BY last_referenced, fingerprint LIMIT $6",
-        kind,
-        start,
-        end,
-        since,
-        since_fp,
-        limit,
-    )
-    return [_object(r) for r in rows]
+        "SELECT fingerprint, creation, last_update, board, thread, target, last_referenced"
+        + _WINDOW,
+        kind, start, end, since, since_fp, limit,
+    )  # fmt: skip
+    return [CacheEntry(*r) for r in rows]
+
+
+async def cache_bodies(
+    db: Db, kind: str, start: int, end: int, *, limit: int, after: tuple[int, str] | None = None
+) -> list[tuple[int, str, bytes]]:
+    """``(last_referenced, fingerprint, canonical JSON as UTF-8)`` of the same objects, in the
+    same order and paging as :func:`cache_entries`."""
+    since, since_fp = after if after is not None else (start, "")
+    rows = await db.fetch(
+        "SELECT last_referenced, fingerprint, convert_to(body, 'UTF8')" + _WINDOW,
+        kind, start, end, since, since_fp, limit,
+    )  # fmt: skip
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def cache_census(db: Db, kind: str, start: int, end: int, block: int) -> dict[int, int]:
+    """How many objects of ``kind`` with ``start <= last_referenced < end`` fall in each block
+    of ``block`` seconds (block number ``last_referenced // block``)."""
+    rows = await db.fetch(
+        "SELECT last_referenced / $4 AS block, count(*) AS n FROM objects"
+        " WHERE kind = $1 AND last_referenced >= $2 AND last_referenced < $3 GROUP BY 1",
+        kind, start, end, block,
+    )  # fmt: skip
+    return {int(r["block"]): int(r["n"]) for r in rows}
 
 
 async def in_window(

@@ -95,6 +95,12 @@ async def store_address(url: str, address: Address, now: int) -> None:
         await conn.close()
 
 
+async def cover(gateway: Gateway, until: int) -> None:
+    """Run a cache generation whose caches hold everything stamped up to ``until`` (a generation
+    covers up to ``live_tail_overlap_seconds`` before its time)."""
+    await gateway.regenerate(until + gateway.settings.live_tail_overlap_seconds + 1)
+
+
 @dataclass
 class Running:
     url: str  # the public listener

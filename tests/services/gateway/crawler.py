@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from mim import canonical, pages, verify
-from mim.entities import PLURALS, ApiResponse
+from mim import canonical, pages, signing, verify
+from mim import pow as mim_pow
+from mim.entities import PLURALS, ApiResponse, Board
+from mim.inputs import Inputs
 
 ENDPOINTS = [
     f"v0/c0/{PLURALS[k]}" for k in ("board", "thread", "post", "vote", "key", "truststate")
@@ -30,6 +32,22 @@ def _page(response: httpx.Response) -> ApiResponse:
     return page
 
 
+def _as_go_sees_it(board: Board) -> None:
+    """A Go verifier re-marshals what it decodes: a board's proofs must hold over its owners
+    exactly as served, with no second spelling to fall back on (§4.5)."""
+    inputs = Inputs(board)
+    if board.update_signature:
+        texts = (inputs.update_signature(), inputs.update_proof_of_work())
+        proofs = (board.update_signature, board.update_proof_of_work)
+    else:
+        texts, proofs = (
+            (inputs.signature(), inputs.proof_of_work()),
+            (board.signature, board.proof_of_work),
+        )
+    assert signing.verify(texts[0], proofs[0], board.owner_publickey), board.fingerprint
+    mim_pow.check(texts[1], proofs[1], board.owner_publickey, 1)
+
+
 def _take(page: ApiResponse, crawl: Crawl) -> None:
     for kind, plural in PLURALS.items():
         for obj in getattr(page.response, plural) or ():
@@ -38,6 +56,8 @@ def _take(page: ApiResponse, crawl: Crawl) -> None:
                 continue
             verdict = verify.verify(kind, canonical.encode(obj), POLICY)
             assert verdict.ok, verdict.reason
+            if isinstance(obj, Board):
+                _as_go_sees_it(obj)
             crawl.objects.setdefault(kind, set()).add(obj.fingerprint)
 
 

@@ -8,12 +8,22 @@ import time
 
 import httpx
 
-from mim import canonical, pages
+from mim import canonical, create, pages
 from mim import pow as mim_pow
 from mim.entities import Address, ApiResponse, Filter
 from mim.signing import SigningKey
 from tests.helpers.store import running_pipeline, wait_until
-from tests.services.gateway.conftest import JSON, Running, make, sample, store, store_address
+from tests.services.gateway.conftest import (
+    AUTHOR,
+    DIFFICULTY,
+    JSON,
+    Running,
+    cover,
+    make,
+    sample,
+    store,
+    store_address,
+)
 from tests.services.gateway.crawler import crawl
 
 PEER = SigningKey.generate(bytes(range(40, 72)))
@@ -59,7 +69,7 @@ async def test_crawl_finds_exactly_the_head(running: Running, fresh_database: st
     await store_address(
         fresh_database, Address(location="192.0.2.9", port=9, entity_version=1), now
     )
-    await running.gateway.regenerate(now)
+    await cover(running.gateway, now)
     async with httpx.AsyncClient(base_url=running.url) as client:
         result = await crawl(client)
     expected: dict[str, set[str]] = {}
@@ -74,7 +84,7 @@ async def test_cache_pages_are_gzipped_when_asked(running: Running, fresh_databa
     """With Accept-Encoding gzip a cache page comes compressed and decodes to the same page."""
     now = int(time.time())
     await store(fresh_database, sample(now), now - 30)
-    await running.gateway.regenerate(now)
+    await cover(running.gateway, now)
     async with httpx.AsyncClient(base_url=running.url) as client:
         index = await client.get("/v0/c0/posts/index.json", headers={"Accept-Encoding": "gzip"})
         assert index.headers["content-encoding"] == "gzip"
@@ -188,3 +198,41 @@ async def test_live_tail_serves_what_committed_after_the_caches_were_read(
     wanted = {o.fingerprint for o in late if o.kind == "post"}
     assert wanted
     assert {p.fingerprint for p in page.response.posts or ()} == wanted
+
+
+async def test_ownerless_boards_are_served_as_their_proofs_cover_them(
+    running: Running, fresh_database: str
+) -> None:
+    """A board whose proofs cover `"board_owners":[]` submitted as `null`, and one whose proofs
+    cover `null` submitted as `[]`, are stored and served in the spelling their proofs cover, so a
+    Go verifier re-marshalling what it decodes accepts both (§4.5, §20.3)."""
+    now = int(time.time())
+    empty = make("board", {"name": "owners []"}, now - 100)
+    nil = create.create("board", {"name": "owners null", "board_owners": None}, AUTHOR,
+                        DIFFICULTY, now - 100, MINT)  # fmt: skip
+    sent = [
+        canonical.dumps(empty).replace('"board_owners":[]', '"board_owners":null'),
+        canonical.dumps(nil).replace('"board_owners":null', '"board_owners":[]'),
+    ]
+    gw = running.gateway
+
+    async def stored() -> bool:
+        return int(await gw.pool.fetchval("SELECT count(*) FROM objects")) == 2
+
+    async with (
+        httpx.AsyncClient(base_url=running.local, timeout=30) as client,  # the operator's API
+        running_pipeline(gw.settings.nats_url, fresh_database, gw.layout),
+    ):
+        body = "[" + ",".join(f'{{"kind":"board","object":{raw}}}' for raw in sent) + "]"
+        answer = await client.post("/api/submit", content=body, headers=JSON)
+        assert answer.status_code == 202, answer.text
+        await wait_until("both boards stored", stored)
+    rows = await gw.pool.fetch("SELECT fingerprint, body FROM objects")
+    assert {r["fingerprint"]: r["body"] for r in rows} == {
+        empty.fingerprint: canonical.dumps(empty),
+        nil.fingerprint: canonical.dumps(nil),
+    }
+    await cover(running.gateway, int(time.time()))
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        result = await crawl(client)  # checks each board as a Go verifier would
+    assert result.objects["board"] == {empty.fingerprint, nil.fingerprint}

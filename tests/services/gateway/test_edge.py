@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from services.gateway.state import Gateway
 
 from mim import canonical
 from relay.bus import ensure_streams
-from tests.services.gateway.conftest import JSON, make, sample, serving, store
+from tests.services.gateway.conftest import JSON, cover, make, sample, serving, store
 
 _SERVER_HEADERS = {b"date", b"server"}  # uvicorn adds these to every answer it sends
 
@@ -28,11 +29,24 @@ async def _raw(
     return answer.status_code, sent, body
 
 
+async def _stored_files(gw: Gateway) -> dict[str, bytes]:
+    """Every file of the served generation, by path, as plain bytes: its caches' files and its
+    endpoints' index.json."""
+    assert gw.caches.generation is not None
+    rows = await gw.pool.fetch("SELECT folder || '/' || name AS path, gzipped FROM cache_files")
+    indexes = await gw.pool.fetch(
+        "SELECT endpoint || '/index.json' AS path, gzipped FROM cache_indexes"
+        " WHERE generation = $1",
+        gw.caches.generation.generation,
+    )
+    return {r["path"]: gzip.decompress(r["gzipped"]) for r in [*rows, *indexes]}
+
+
 async def test_cached_gets_answer_what_the_route_answers(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """Every cache file GET over the network, plain and gzip, has the status, headers and bytes
-    the FastAPI route sends for it; the body is the tree's file, gzip decompresses to it, HEAD
+    the FastAPI route sends for it; the body is the stored file, gzip decompresses to it, HEAD
     sends the headers alone, and a missing file is 204 with no body."""
     now = int(time.time())
     await store(fresh_database, sample(now), now - 30)
@@ -45,9 +59,11 @@ async def test_cached_gets_answer_what_the_route_answers(
             timeout=10,
         ) as route,
     ):
-        tree = await served.gateway.regenerate()
-        assert len(tree.files) > 7
-        for path, body in tree.files.items():
+        gw = served.gateway
+        await cover(gw, now)
+        files = await _stored_files(gw)
+        assert len(files) > 7
+        for path, body in files.items():
             for accept in ("identity", "gzip, deflate"):
                 fast = await _raw(wire, "GET", f"/{path}", **{"Accept-Encoding": accept})
                 assert fast == await _raw(route, "GET", f"/{path}", **{"Accept-Encoding": accept})
@@ -56,7 +72,7 @@ async def test_cached_gets_answer_what_the_route_answers(
                 assert (b"content-type", b"application/json") in headers
                 assert (b"content-length", str(len(sent)).encode()) in headers
                 zipped = (b"content-encoding", b"gzip") in headers
-                assert zipped == (accept != "identity" and len(body) >= 512), path
+                assert zipped == (accept != "identity"), path
                 assert (gzip.decompress(sent) if zipped else sent) == body
             status, headers, sent = await _raw(
                 wire, "HEAD", f"/{path}", **{"Accept-Encoding": "identity"}

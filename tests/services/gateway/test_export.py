@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.procs import export_static
-from tests.services.gateway.conftest import Running, sample, store
+from tests.services.gateway.conftest import Running, cover, sample, store
 from tests.services.gateway.crawler import crawl
 
 
@@ -22,7 +22,7 @@ async def test_static_export_crawls_like_the_gateway(
     same objects as the live gateway, signed by the same node."""
     now = int(time.time())
     await store(fresh_database, sample(now), now - 30)
-    await running.gateway.regenerate()
+    await cover(running.gateway, now)
     async with httpx.AsyncClient(base_url=running.url) as client:
         live = await crawl(client)
     out = tmp_path / "static"

@@ -10,14 +10,18 @@ from relay.settings import env_name
 from tests.helpers.procs import REPO
 
 SECURITY = REPO / "docs" / "security.md"
-#: Gateway settings that bound no stranger: caches, the pool, metrics, shutdown, compression.
+#: Gateway settings that bound no stranger: building caches, the pool, metrics, shutdown,
+#: compression, replicas sharing a port.
 NOT_EDGE = {
     "MIM_GATEWAY_CACHE_FAILURES_UNHEALTHY",
     "MIM_GATEWAY_CACHE_INTERVAL_SECONDS",
+    "MIM_GATEWAY_CACHE_LEASE_SECONDS",
+    "MIM_GATEWAY_CACHE_MERGE_AFTER_SECONDS",
     "MIM_GATEWAY_GZIP_MIN_BYTES",
     "MIM_GATEWAY_LIVE_TAIL_OVERLAP_SECONDS",
     "MIM_GATEWAY_METRICS_PORT",
     "MIM_GATEWAY_POOL_SIZE",
+    "MIM_GATEWAY_REUSE_PORT",
     "MIM_GATEWAY_SHUTDOWN_GRACE_SECONDS",
 }
 #: Node-wide settings that guard the edge too.

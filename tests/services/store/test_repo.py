@@ -37,13 +37,17 @@ async def test_lookups_by_fingerprint_version_and_reference_window(pool: asyncpg
     assert {o.fingerprint for o in await objects.with_fingerprints(pool, "board", fps)} == set(
         fps[:2]
     )
-    page1 = await objects.referenced_between(pool, "board", 150, 300, limit=3)
+    page1 = await objects.cache_entries(pool, "board", 150, 300, limit=3)
     last = page1[-1]
-    page2 = await objects.referenced_between(
+    page2 = await objects.cache_entries(
         pool, "board", 150, 300, limit=3, after=(last.last_referenced, last.fingerprint)
     )
     assert {o.fingerprint for o in page1 + page2} == {o.fingerprint for o in others}
     assert len(page1) == 3 and len(page2) == 2
+    bodies = await objects.cache_bodies(pool, "board", 150, 300, limit=3)
+    assert [fp for _, fp, _ in bodies] == [o.fingerprint for o in page1]
+    first = next(o for o in others if o.fingerprint == page1[0].fingerprint)
+    assert bodies[0][2] == canonical.encode(first)
     assert await objects.counts(pool) == {"board": 6}
     exported = [body async for _, body in objects.export_all(pool, chunk=4)]
     assert len(exported) == 6

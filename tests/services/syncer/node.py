@@ -199,6 +199,7 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
         "MIM_GATEWAY_LOCAL_PORT": "0",
         "MIM_GATEWAY_METRICS_PORT": "0",
         "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "1",
+        "MIM_GATEWAY_LIVE_TAIL_OVERLAP_SECONDS": "1",  # commits lag their stamps far less here
         "MIM_VALIDATOR_METRICS_PORT": "0",
         "MIM_VALIDATOR_FETCH_TIMEOUT_SECONDS": "0.2",
         "MIM_STORE_METRICS_PORT": "0",

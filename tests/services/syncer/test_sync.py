@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from prometheus_client import REGISTRY
@@ -11,6 +10,7 @@ from services.syncer.peers import parse_remote
 from mim import canonical
 from mim.entities import Address
 from relay.settings import DAY_SECONDS
+from tests.helpers.store import wait_until
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import change, forum
 
@@ -61,13 +61,15 @@ async def test_caches_taken_whole_are_skipped_until_the_remote_lists_new_ones(
     """After a sync, the caches B took whole are recorded; a sync while A still lists the same
     caches reads no manifest of them (counted as skipped), and B forgets caches A stops listing."""
     a, b = await nodes("A"), await nodes("B")
-    old = int(time.time()) - 3 * DAY_SECONDS
-    objects = forum(old, "old")
+    objects = forum(int(time.time()) - 3 * DAY_SECONDS, "old")
     await a.hold(objects)
-    # as if A had held them for days: their caches sit in a middle slice, whose bounds and ID
-    # stay the same from one generation to the next while its content does not change
-    await a.fetchval("UPDATE objects SET last_referenced = $1, local_arrival = $1", old)
-    await asyncio.sleep(2.5)  # A regenerates its caches every second
+    stored = int(await a.fetchval("SELECT max(last_referenced) FROM objects"))
+
+    async def covered() -> bool:  # A generates its caches every second; a cache never changes
+        sql = "SELECT max(covered_to) FROM cache_generations"
+        return int(await a.fetchval(sql) or 0) > stored
+
+    await wait_until("A's caches hold the objects", covered)
     async with b.syncer() as syncer:
         first = await syncer.sync(parse_remote(a.address))
         assert first.ok, first.summary()
