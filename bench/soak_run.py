@@ -44,7 +44,10 @@ from soak_traffic import Traffic
 __all__ = ["Run", "options"]
 
 _SETTLE_SECONDS: Final = 600.0
-_PEER_TICK: Final = "10"  # seconds between B's neighbour ticks, and A's rest after a sync
+_PEER_TICK: Final = "10"  # seconds between B's neighbour ticks
+# A's rest after B synced it: a sync signs 8 POST requests, and a node takes at most 358 from one
+# key in 50 minutes (PROTOCOL.md §16), so B must not come back sooner than every ~70 s
+_PEER_REST: Final = "90"
 
 
 def options(description: str, minutes: float, sample: float = 60.0) -> argparse.ArgumentParser:
@@ -97,7 +100,7 @@ class Run:
             "MIM_MIN_POW": str(self.args.difficulty),
             "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": str(self.args.cache_interval),
             "MIM_SYNCER_TICK_SECONDS": _PEER_TICK,
-            "MIM_SYNCER_EXCLUSION_LIVE_SECONDS": _PEER_TICK,
+            "MIM_SYNCER_EXCLUSION_LIVE_SECONDS": _PEER_REST,
         }
 
     def start_nodes(self) -> None:

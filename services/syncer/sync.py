@@ -204,6 +204,8 @@ class Syncer:
         run.key = node.node_public_key
         run.report.node_id = pages.node_id(node.node_public_key)
         run.static = check.is_static(run.remote, node)
+        # what its node page says it is decides how long it rests, even if the POST then fails
+        run.report.node_type = check.own_address(node.address, static=run.static).type
         own = node.address
         if not run.static:
             answer = await self._node_page(run, "POST", await self._post_body(()))

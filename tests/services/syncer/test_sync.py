@@ -109,3 +109,14 @@ async def test_a_remote_on_ipv6_is_synced_and_recorded_as_ipv6(nodes: Nodes) -> 
     body = await a.fetchval("SELECT body FROM addresses WHERE first_party AND port = $1", b.port)
     assert body is not None, "A did not record B from its POST"
     assert canonical.loads(Address, body).location_type == 6
+
+
+async def test_a_live_remote_that_refuses_our_post_rests_as_a_live_node(nodes: Nodes) -> None:
+    """A remote whose node page says it is live but which refuses B's POST (here, a request
+    proof of work under the §11.4 minimum) fails the sync at ``node_page`` yet is reported live,
+    so the scheduler rests it minutes, not the days an unknown or static remote rests."""
+    a, b = await nodes("A"), await nodes("B")
+    async with b.syncer(request_pow=1) as syncer:
+        report = await syncer.sync(parse_remote(a.address))
+    assert not report.ok and report.reason == "node_page", report.summary()
+    assert report.node_type == 2 and report.outcome.node_type == 2
