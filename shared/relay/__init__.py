@@ -13,6 +13,7 @@ so ``mimrelay --help`` stays fast::
     relay.db         the data layer: schema, migrations, typed queries, one writer per table
     relay.caches     the GET cache tree of the Mim API (the gateway and export-static)
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
+    relay.leases     leases in a key-value bucket, each expiring unless renewed (who does what)
     relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
     relay.puller     a pull consumer that keeps messages coming
     relay.embedded   nats-server and PostgreSQL as child processes (``mimrelay up``, the tests)
@@ -25,6 +26,7 @@ Errors of the runtime form one tree, defined here so every module raises from th
     ├── ServerError             an embedded nats-server or PostgreSQL failed to start
     ├── DependencyUnavailable   NATS or PostgreSQL did not answer within the bounded retries
     ├── BusError                JetStream refused for good: incompatible stream, message too large
+    ├── LeaseLost               a lease was taken over or could not be kept; its work was stopped
     └── TransientError          try again later; nothing was lost
         ├── StreamFull          JetStream refused a publish: the stream is at its limits
         └── BusUnavailable      JetStream did not confirm a publish (timeout, no responders)
@@ -36,6 +38,7 @@ __all__ = [
     "BusError",
     "BusUnavailable",
     "DependencyUnavailable",
+    "LeaseLost",
     "RelayError",
     "ServerError",
     "SettingsError",
@@ -78,6 +81,11 @@ class BusError(RelayError):
     def __init__(self, message: str, err_code: int | None = None) -> None:
         super().__init__(message)
         self.err_code = err_code
+
+
+class LeaseLost(RelayError):
+    """A lease (``relay.leases``) was taken over by another holder, or could not be renewed for
+    its whole time to live; the work it covered was cancelled."""
 
 
 class TransientError(RelayError):

@@ -35,6 +35,7 @@ MODULES = [
     "relay.embedded.nats_server",
     "relay.embedded.postgres",
     "relay.bus",
+    "relay.leases",
     "relay.node_servers",
     "relay.node_services",
     "relay.node_state",
