@@ -58,15 +58,6 @@ _T = TypeVar("_T")
 MIN_TTL_SECONDS: Final = 1.0
 _HEADER_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _ERR_WRONG_LAST: Final = (10071, 10164)  # the subject's last revision is not the one expected
-_FAILURES: Final = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.NoStreamResponseError,
-)
 
 State = Literal["work", "rest"]
 
@@ -133,7 +124,7 @@ class LeaseBucket:
         kv = await ensure_key_value(js, config)
         try:
             stream = (await js.stream_info(f"KV_{name}")).config
-        except _FAILURES as exc:
+        except nats.errors.Error as exc:
             raise BusUnavailable(f"bucket {name}: {exc!r}") from exc
         if not stream.allow_msg_ttl:
             raise BusError(
@@ -152,15 +143,11 @@ class LeaseBucket:
             keys = await self.kv.keys()
         except nats.js.errors.NoKeysError:
             return {}
-        except _FAILURES as exc:
+        except nats.errors.Error as exc:
             raise BusUnavailable(f"bucket {self.name}: {exc!r}") from exc
         found: dict[str, Holding] = {}
         for key in keys:
-            try:
-                entry = await self.kv.get(key)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                continue  # expired or released since listed
-            holding = Holding.decode(entry.value)
+            holding, _ = await self._read(key)
             if holding is not None:
                 found[key] = holding
         return found
@@ -168,9 +155,11 @@ class LeaseBucket:
     async def _create(self, key: str, holding: Holding, ttl: float) -> int:
         try:
             revision: int = await self.kv.create(key, holding.encode(), msg_ttl=_ttl(ttl))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return 0
-        except _FAILURES as exc:
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            return 0  # held; or it expired between the refusal and the client's look at it
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
+        except nats.errors.Error as exc:
             raise BusUnavailable(f"lease {key}: {exc!r}") from exc
         return revision
 
@@ -187,7 +176,7 @@ class LeaseBucket:
             if exc.err_code in _ERR_WRONG_LAST:
                 return 0
             raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
-        except _FAILURES as exc:
+        except nats.errors.Error as exc:
             raise BusUnavailable(f"lease {key}: {exc!r}") from exc
         return int(ack.seq)
 
@@ -196,14 +185,16 @@ class LeaseBucket:
             entry = await self.kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None, 0
-        except _FAILURES as exc:
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
+        except nats.errors.Error as exc:
             raise BusUnavailable(f"lease {key}: {exc!r}") from exc
         return Holding.decode(entry.value), int(entry.revision or 0)
 
     async def _delete(self, key: str, last: int) -> None:
         try:
             await self.kv.delete(key, last=last)
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError, *_FAILURES):
+        except nats.errors.Error:
             return  # taken over already, or it expires by itself
 
 
