@@ -114,6 +114,12 @@ class SyncerSettings(NetworkSettings, PoolSettings, ServiceSettings):
     exclusion_static_seconds: float = Field(
         72 * 3600.0, ge=0, description="After a sync attempt, static remotes rest this long."
     )
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A replica's hold on a remote or a schedule lapses this long after it stops"
+        " renewing it (it died, or lost NATS); another replica then takes the work over.",
+    )
     request_pow: int = Field(
         REQUEST_MIN_POW, ge=1, le=63, description="Proof of work of our POST requests (§11.4)."
     )

@@ -10,6 +10,7 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
+    kv     MIM_SYNCER_LEASES  which syncer replica syncs each remote, runs each schedule
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -221,6 +222,11 @@ class Layout:
     @property
     def blocklist_bucket(self) -> str:
         return f"{self._name}_BLOCKLIST"
+
+    @property
+    def syncer_leases_bucket(self) -> str:
+        """Who syncs each remote and runs each schedule: one syncer replica at a time."""
+        return f"{self._name}_SYNCER_LEASES"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property
