@@ -16,7 +16,7 @@ from relay.embedded import free_port
 from tests.helpers.metrics import sample, scrape
 from tests.services.syncer.conftest import Nodes
 from tests.services.syncer.node import Node
-from tests.services.syncer.test_service import running_syncer, stop_all
+from tests.services.syncer.test_service import running_syncer, stop_all, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +61,12 @@ async def test_scan_pings_every_address_records_the_live_and_counts_the_dead(
         started = int(time.time())
         assert first["addresses"] == 3 and first["pinged"] == 3
         assert first["online"] == 2 and first["failed"] == {"unreachable": 1}
+
+        async def recorded() -> bool:  # the reports reach the table through the pipeline
+            rows = await _rows(c)
+            return all(rows[live.port]["first_party"] for live in (a, b))
+
+        await wait_until("the live nodes recorded first-party", recorded, within=30.0)
         rows = await _rows(c)
         for live in (a, b):
             row = rows[live.port]
