@@ -133,14 +133,14 @@ async def _select(gw: Gateway, kind: Kind, query: pages.Query) -> list[Entity]:
     head_start = int(time.time()) - gw.head_seconds
     if query.fingerprints:
         rows = await objects.with_fingerprints(
-            gw.pool, kind, query.fingerprints, referenced_since=head_start
+            gw.read_pool, kind, query.fingerprints, referenced_since=head_start
         )
     else:
         # The caches hold what was committed when they were read; an object stamped earlier but
         # committed later is in no cache, so the live tail reaches back over that gap.
         tail_start = gw.tree.generated_at - gw.settings.live_tail_overlap_seconds
         start = max(query.start, head_start, tail_start)
-        rows = await objects.in_window(gw.pool, kind, start, query.end)
+        rows = await objects.in_window(gw.read_pool, kind, start, query.end)
     return _decoded(rows)
 
 
@@ -155,11 +155,11 @@ async def _embedded(
         if link is None:
             continue
         child, column = link
-        extra.extend(_decoded(await objects.children(gw.pool, child, column, fingerprints)))
+        extra.extend(_decoded(await objects.children(gw.read_pool, child, column, fingerprints)))
     if "keys" in embeds:
         # a Key is found by its public key: owners name keys by the key's hash, not its fingerprint
         public_keys = sorted({getattr(o, "owner_publickey", "") for o in [*found, *extra]} - {""})
-        extra.extend(_decoded(await objects.keys_of(gw.pool, public_keys)))
+        extra.extend(_decoded(await objects.keys_of(gw.read_pool, public_keys)))
     return extra
 
 
@@ -202,7 +202,7 @@ def _container(
 
 async def _addresses(gw: Gateway, query: pages.Query, now: int) -> ApiResponse:
     """Up to 100 recently pinged addresses, sanitised (§11.7)."""
-    stored = await addresses.recent(gw.pool, limit=1000)
+    stored = await addresses.recent(gw.read_pool, limit=1000)
     recent = [
         canonical.loads(Address, a.body) for a in stored if query.start <= a.last_ping <= query.end
     ]

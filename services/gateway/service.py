@@ -1,6 +1,7 @@
 """The gateway's life under the shared runner: open, serve until SIGTERM, drain.
 
-:func:`start` opens NATS and the pool through the runner's context, makes or loads the node key,
+:func:`start` opens NATS and the pools through the runner's context (the primary for the node key,
+``MIM_DATABASE_READ_URL`` for everything else, which only reads), makes or loads the node key,
 builds the first cache tree and starts its upkeep (:mod:`services.gateway.upkeep`, supervised);
 :func:`main` then serves the app with uvicorn on ``MIM_GATEWAY_HOST:MIM_GATEWAY_PORT`` until the
 runner's stop, when uvicorn stops accepting, lets in-flight requests finish within the shutdown
@@ -71,7 +72,8 @@ async def start(ctx: Context, *, port: int) -> Edge:
     key = await identity.create(pool)
     layout = Layout.from_settings(settings)
     await ensure_streams(nc.jetstream(), layout, StreamLimits.from_settings(settings))
-    gw = Gateway(settings, key, pool, nc, layout, settings.announced_port(port))
+    replica = await ctx.read_pool(min_size=1, max_size=settings.pool_size)
+    gw = Gateway(settings, key, pool, nc, layout, settings.announced_port(port), replica=replica)
     await gw.regenerate()
     ctx.spawn(upkeep.keep_fresh(ctx, gw), name="cache-upkeep")
     ctx.log.info("gateway_ready", node_id=pages.node_id(key.public_hex), port=gw.port)

@@ -66,6 +66,12 @@ class Gateway:
     tree: Tree = field(default_factory=lambda: Tree(0, {}))
     responses: dict[str, tuple[float, bytes]] = field(default_factory=dict)
     nonces: NonceMemory = field(default_factory=NonceMemory)
+    replica: asyncpg.Pool | None = None  # MIM_DATABASE_READ_URL's pool, if set
+
+    @property
+    def read_pool(self) -> asyncpg.Pool:
+        """Where what only reads goes: the read replica if there is one, else the primary."""
+        return self.replica if self.replica is not None else self.pool
 
     @property
     def head_seconds(self) -> int:
@@ -88,7 +94,9 @@ class Gateway:
         """Build a fresh cache tree from the store and swap it in; returns it."""
         started = time.perf_counter()
         now = int(time.time()) if now is None else now
-        head = await caches.read_head(self.pool, now=now, head_days=self.settings.network_head_days)
+        head = await caches.read_head(
+            self.read_pool, now=now, head_days=self.settings.network_head_days
+        )
         tree = await asyncio.to_thread(
             caches.build_tree,
             head,

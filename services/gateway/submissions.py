@@ -230,7 +230,7 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
             raise OutOfBounds(
                 "fingerprint", "FINGERPRINT_MAX", f"{size} bytes is over {bounds.FINGERPRINT_MAX}"
             )
-        stored = await objects.get(request.app.state.gateway.pool, kind, fingerprint)
+        stored = await objects.get(request.app.state.gateway.read_pool, kind, fingerprint)
         if stored is None:
             return refusal(
                 404, "fingerprint", "object.not_stored", f"no stored {kind} {fingerprint}"

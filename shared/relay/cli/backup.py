@@ -136,7 +136,7 @@ async def _stored_objects(database_url: str) -> int:
 def export(target: Path) -> None:
     """Write every stored object to a JSON-lines file, one canonical object per line."""
     settings = node_settings()
-    total = run(_stored_objects(settings.database_url))
+    total = run(_stored_objects(settings.read_url))
     to_stdout = str(target) == "-"
     partial = target.with_name(f".{target.name}.partial")
     try:
@@ -145,7 +145,7 @@ def export(target: Path) -> None:
         fail(f"cannot write {target}: {exc.strerror or exc}")
     try:
         with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
-            written = run(export_jsonl(settings.database_url, out, bar))
+            written = run(export_jsonl(settings.read_url, out, bar))
     except BaseException:
         if not to_stdout:
             out.close()

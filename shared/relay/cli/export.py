@@ -28,7 +28,7 @@ class _ExportSettings(NetworkSettings, NodeSettings):
 async def _export(directory: Path) -> int:
     settings = load(_ExportSettings)
     pool = await connect_pool(
-        settings.database_url, attempts=settings.connect_attempts, delay=1.0, max_size=2
+        settings.read_url, attempts=settings.connect_attempts, delay=1.0, max_size=2
     )
     try:
         key = await identity.wait(pool, attempts=1, delay=0.0)

@@ -219,7 +219,11 @@ def _gather(state: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
         for s in state.get("services", [])
     ]
     nats_url = os.environ.get("MIM_NATS_URL") or state.get("nats_url", "")
-    db_url = os.environ.get("MIM_DATABASE_URL") or state.get("database_url", "")
+    db_url = (
+        settings.database_read_url
+        or os.environ.get("MIM_DATABASE_URL")
+        or state.get("database_url", "")
+    )
     prefix = state.get("stream_prefix", settings.stream_prefix)
     try:
         report["streams"] = asyncio.run(_streams(nats_url, prefix))

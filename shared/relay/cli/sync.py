@@ -39,7 +39,7 @@ def _settings() -> NodeSettings:
 
 async def _peers() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     settings = _settings()
-    pool = await connect_pool(settings.database_url, attempts=settings.connect_attempts, delay=1.0)
+    pool = await connect_pool(settings.read_url, attempts=settings.connect_attempts, delay=1.0)
     try:
         stored = await addresses.recent(pool, limit=_ADDRESSES_SHOWN)
         known = await cursors.all_cursors(pool)
