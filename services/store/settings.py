@@ -34,5 +34,11 @@ class StoreSettings(NetworkSettings, PoolSettings, ServiceSettings):
         5.0, gt=0, description="Longest pause between two tries after database errors."
     )
     collect_interval_seconds: float = Field(
-        3600.0, gt=0, description="Pause between two retention runs (§20.6)."
+        3600.0, gt=0, description="Pause between two retention runs (§20.6), node-wide."
+    )
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A replica's hold on the retention run lapses this long after it stops"
+        " renewing it; the other replicas ask for their turn this often.",
     )

@@ -11,6 +11,7 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
     kv     MIM_SYNCER_LEASES  which syncer replica syncs each remote, runs each schedule
+    kv     MIM_STORE_LEASES   which store replica runs retention
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -227,6 +228,11 @@ class Layout:
     def syncer_leases_bucket(self) -> str:
         """Who syncs each remote and runs each schedule: one syncer replica at a time."""
         return f"{self._name}_SYNCER_LEASES"
+
+    @property
+    def store_leases_bucket(self) -> str:
+        """Which store replica runs retention now."""
+        return f"{self._name}_STORE_LEASES"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property
