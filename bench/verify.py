@@ -10,9 +10,13 @@
   at difficulty 21 (a few seconds of mining, once).  The same bytes are verified again and again:
   verification keeps no results between calls (``mim.signing`` caches decoded public keys only),
   so each call does the whole work.
+- ``decode``: ``mim.canonical.loads`` of the same bytes into a ``Post``, the first stage of
+  ``full``, beside ``json.loads``: the standard library's C parser alone, which builds a plain
+  ``dict`` and checks none of Go's rules.
 
-Best of ``--rounds`` interleaved rounds.  Printed: objects/s of each, full/floor (target >= 0.80)
-and full against the reference's 2,948 objects/s (target >= 2).  Nothing is asserted.
+Best of ``--rounds`` interleaved rounds.  Printed: objects/s of each, full/floor (target >= 0.80),
+full against the reference's 2,948 objects/s (target >= 2) and decode/json.loads.  Nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import random
 import time
 from collections.abc import Callable
@@ -61,8 +66,8 @@ def floor_loop(backend: str, size: int) -> Callable[[int], None]:
     return run
 
 
-def full_loop(size: int) -> tuple[Callable[[int], None], int] | None:
-    """``n`` full verifications of one signed post, and its size; None without ``mim.verify``."""
+def full_loop(size: int) -> tuple[Callable[[int], None], bytes] | None:
+    """``n`` full verifications of one signed post, and its bytes; None without ``mim.verify``."""
     if (
         importlib.util.find_spec("mim.verify") is None
         or importlib.util.find_spec("mim.create") is None
@@ -88,7 +93,24 @@ def full_loop(size: int) -> tuple[Callable[[int], None], int] | None:
         for _ in range(n):
             verify.verify("post", raw, policy)
 
-    return run, len(raw)
+    return run, raw
+
+
+def decode_loops(raw: bytes) -> dict[str, Callable[[int], None]]:
+    """``n`` decodes of ``raw`` into a ``Post`` by ``mim``, and by the stdlib into a ``dict``."""
+    from mim import canonical, entities  # noqa: PLC0415  (next to full_loop's imports)
+
+    loads, post, stdlib = canonical.loads, entities.Post, json.loads
+
+    def decode(n: int) -> None:
+        for _ in range(n):
+            loads(post, raw)
+
+    def baseline(n: int) -> None:
+        for _ in range(n):
+            stdlib(raw)
+
+    return {"decode": decode, "json.loads": baseline}
 
 
 def _rate(run: Callable[[int], None], n: int) -> float:
@@ -110,7 +132,9 @@ def main() -> None:
     if full is None:
         print("full verification: not available (mim.verify missing)")
     else:
-        loops["full"], size = full
+        loops["full"], raw = full
+        size = len(raw)
+        loops.update(decode_loops(raw))
     print(f"objects of {size} bytes; signatures checked with {signing.verify_backend()}")
     loops["floor pynacl"] = floor_loop("pynacl", size)
     loops["floor cryptography"] = floor_loop("cryptography", size)
@@ -136,6 +160,7 @@ def main() -> None:
             f"full / reference      {best['full'] / REFERENCE_OBJECTS_PER_SECOND:.2f}"
             f"  (target >= 2; reference {REFERENCE_OBJECTS_PER_SECOND:,} objects/s)"
         )
+        print(f"decode / json.loads   {best['decode'] / best['json.loads']:.3f}")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,30 @@ re-exported here; the modules are reached qualified (``mim.pow.verify``), which 
 ``pow`` unshadowed.
 """
 
-from mim import bounds, canonical, create, entities, errors, fingerprint, inputs, signing, verify
-from mim import pages as pages  # signed envelopes, request checks, cache layout (§11)
+from mim import (
+    bounds,
+    caches,
+    canonical,
+    create,
+    decoder,
+    entities,
+    envelope,
+    errors,
+    fingerprint,
+    inputs,
+    kinds,
+    nodes,
+    request,
+    scanner,
+    schema,
+    signing,
+    torsion,
+    verify,
+)
+from mim import pages as pages  # the names of envelope, request and caches (§11)
 from mim import paths as paths  # where a node serves what (§11)
 from mim import pow as pow  # qualified access (mim.pow) keeps the builtin unshadowed
 from mim.entities import (
-    KINDS,
-    PLURALS,
-    PROVABLE_KINDS,
     Address,
     ApiResponse,
     Board,
@@ -32,9 +48,12 @@ from mim.errors import (
     InvalidObject,
     MalformedJSON,
     MimError,
+    NotEntitled,
     OutOfBounds,
     UpdateRefused,
 )
+from mim.kinds import KINDS, PLURALS, PROVABLE_KINDS, Kind
+from mim.nodes import LocationType, NodeType
 from mim.signing import SigningKey
 from mim.verify import Policy, Verdict
 
@@ -51,8 +70,12 @@ __all__ = [
     "InsufficientWork",
     "InvalidObject",
     "Key",
+    "Kind",
+    "LocationType",
     "MalformedJSON",
     "MimError",
+    "NodeType",
+    "NotEntitled",
     "OutOfBounds",
     "Policy",
     "Post",
@@ -64,16 +87,25 @@ __all__ = [
     "Verdict",
     "Vote",
     "bounds",
+    "caches",
     "canonical",
     "create",
+    "decoder",
     "entities",
+    "envelope",
     "errors",
     "fingerprint",
     "inputs",
+    "kinds",
+    "nodes",
     "pages",
     "parse",
     "paths",
     "pow",
+    "request",
+    "scanner",
+    "schema",
     "signing",
+    "torsion",
     "verify",
 ]

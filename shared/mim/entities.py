@@ -7,14 +7,18 @@ it is not the default for the annotation, the JSON key where it differs from the
 (``json``), and ``omitempty``. Slices are tuples; ``None`` is Go's nil slice (``null`` on the wire),
 ``()`` an empty one (``[]``), and the two stay distinct through a round trip (§3.2).
 
-Objects are frozen. Wire bytes become objects only through :func:`parse`, and objects become bytes
-only through :func:`mim.canonical.dumps`. Changing a field order or a key here is a protocol change.
+Objects are frozen. Wire bytes become objects only through :func:`parse` (``mim.decoder``), and
+objects become bytes only through :func:`mim.canonical.dumps`. Changing a field order or a key here
+is a protocol change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
+
+from mim.decoder import loads
+from mim.kinds import KINDS, PLURALS, PROVABLE_KINDS, Kind, singular
 
 __all__ = [
     "KINDS",
@@ -52,31 +56,6 @@ __all__ = [
     "entity_class",
     "parse",
 ]
-
-Kind: TypeAlias = Literal["board", "thread", "post", "vote", "key", "truststate", "address"]
-
-#: Every object kind the network carries, in the reference's endpoint order of §13.4 reversed to
-#: dependency order (a board before its threads, a thread before its posts).
-KINDS: Final[tuple[Kind, ...]] = (
-    "key",
-    "board",
-    "thread",
-    "post",
-    "vote",
-    "truststate",
-    "address",
-)
-PROVABLE_KINDS: Final[tuple[Kind, ...]] = KINDS[:-1]
-#: Endpoint names (§11.3, §11.6): the plural of each kind.
-PLURALS: Final[dict[Kind, str]] = {
-    "board": "boards",
-    "thread": "threads",
-    "post": "posts",
-    "vote": "votes",
-    "key": "keys",
-    "truststate": "truststates",
-    "address": "addresses",
-}
 
 
 def _go(go_type: str, default: Any = 0) -> Any:
@@ -294,7 +273,7 @@ class Address:
 Provable: TypeAlias = Board | Thread | Post | Vote | Key | Truststate
 Entity: TypeAlias = Provable | Address
 
-_BY_KIND: Final[dict[str, type[Any]]] = {
+_BY_KIND: Final[dict[Kind, type[Any]]] = {
     "board": Board,
     "thread": Thread,
     "post": Post,
@@ -307,13 +286,10 @@ _BY_KIND: Final[dict[str, type[Any]]] = {
 
 def entity_class(kind: str) -> type[Any]:
     """The class of a kind name (``board`` … ``address``); plural endpoint names are accepted."""
-    cls = _BY_KIND.get(kind) or _BY_KIND.get(_SINGULAR.get(kind, ""))
-    if cls is None:
+    name = singular(kind)
+    if name is None:
         raise KeyError(kind)
-    return cls
-
-
-_SINGULAR: Final[dict[str, str]] = {plural: kind for kind, plural in PLURALS.items()}
+    return _BY_KIND[name]
 
 
 # --------------------------------------------------------------------------- index forms (§2.9)
@@ -494,7 +470,5 @@ def parse(kind: str, raw: bytes | str) -> Entity:
     Raises :class:`mim.errors.MalformedJSON` naming the field for anything Go's ``json.Unmarshal``
     refuses (not JSON, not an object, a wrong type, an integer out of its Go type's range).
     """
-    from mim import canonical  # noqa: PLC0415 - canonical imports this module
-
-    obj: Entity = canonical.loads(entity_class(kind), raw)
+    obj: Entity = loads(entity_class(kind), raw)
     return obj

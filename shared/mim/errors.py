@@ -9,6 +9,7 @@ Every failure of ``mim`` is one of these, so a caller needs one ``except`` claus
         ├── FingerprintMismatch   stage "fingerprint"
         ├── BadSignature          stage "signature": missing, malformed or not by the key
         ├── InsufficientWork      stage "pow": malformed, unsigned where it must be, or too weak
+        ├── NotEntitled           stage "entitlements": a CA-only trust type from another key
         └── UpdateRefused         stage "update": update rules (§20.11; anonymous updates)
 
 Each error names the ``field`` it is about, the ``rule`` it broke and a ``detail`` with the value's
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidObject",
     "MalformedJSON",
     "MimError",
+    "NotEntitled",
     "OutOfBounds",
     "UpdateRefused",
 ]
@@ -85,6 +87,10 @@ class BadSignature(InvalidObject):
 
 class InsufficientWork(InvalidObject):
     stage = "pow"
+
+
+class NotEntitled(InvalidObject):
+    stage = "entitlements"
 
 
 class UpdateRefused(InvalidObject):

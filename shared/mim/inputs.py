@@ -92,9 +92,14 @@ class Inputs:
         self._plan = _PLANS[type(entity)]
         self._pieces = canonical.fragments(entity)
 
-    def canonical(self) -> str:
-        """The entity's own canonical JSON, nothing blanked (``canonical.dumps`` of it)."""
-        return _join(self._pieces)
+    def canonical(self, owners: Owners = "held") -> str:
+        """The entity's own canonical JSON, nothing blanked (``canonical.dumps`` of it), with a
+        board's owners spelled as ``owners`` says."""
+        if owners == "held":
+            return _join(self._pieces)
+        pieces = self._pieces.copy()
+        self._owners(pieces, owners)
+        return _join(pieces)
 
     def _owners(self, pieces: list[str], owners: Owners) -> None:
         plan = self._plan

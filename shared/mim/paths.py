@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from mim.entities import PLURALS, Kind
+from mim.kinds import PLURALS, Kind
 
 __all__ = [
     "BOOTSTRAPPERS",

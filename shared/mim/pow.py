@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from mim import signing
 from mim._hexutil import utf8
-from mim.errors import InsufficientWork
+from mim.errors import BadSignature, InsufficientWork
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -241,9 +241,12 @@ def _check_signature(
         key_field=key_field,
         allow_ecdsa=allow_ecdsa,
     )
-    if problem is not None:
-        rule, detail = problem
-        raise _refuse(field, "pow.signature", f"PoW {rule}: {detail}")
+    if problem is None:
+        return
+    rule, detail = problem
+    if rule == "public_key.small_order":  # a key that signs nothing: stage signature (§20.12)
+        raise BadSignature(key_field, rule, detail)
+    raise _refuse(field, "pow.signature", f"PoW {rule}: {detail}")
 
 
 def verify(
@@ -257,7 +260,8 @@ def verify(
 ) -> int:
     """The declared strength of a valid PoW over ``text``; ``InsufficientWork`` otherwise.
 
-    ``public_key_hex`` is the key that must have signed the PoW, or ``""`` for an anonymous one.
+    ``public_key_hex`` is the key that must have signed the PoW, or ``""`` for an anonymous one; a
+    key of small order is refused with ``BadSignature`` (§20.12).
     """
     parsed = _parse(pow_str, field)
     difficulty = parsed.difficulty

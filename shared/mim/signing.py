@@ -10,11 +10,14 @@ as Go's ``hex.DecodeString`` reads it (either case, even length, nothing else). 
 or key, bad hex, a signature that is not 64 bytes and a key that is not 32 bytes all mean "not
 valid"; the reference panics on the last (§6), we answer ``False``.
 
+A public key of small order (one of the eight points of the curve's torsion, in any encoding) is
+refused here, before any library sees it (§6, §20.12): anyone can make a signature that verifies
+for such a key (the identity key ``01 00…00`` takes the signature ``01 00…00 ‖ 0`` for every
+message), so it proves nothing.  The reference, OpenSSL and Go's standard library accept them.
+
 Verification runs on libsodium (PyNaCl), which is about twice as fast as OpenSSL here and agrees
 with ``cryptography`` on every vector.  The two differ on adversarial input only: libsodium also
-refuses small-order public keys and small-order ``R`` (for example the identity key ``01 00…00``
-with the signature ``01 00…00 ‖ 0``, which OpenSSL and the reference's Go code accept for every
-message).  Refusing a key that anyone can sign for is the strict choice of §6's REC.  Signing uses
+refuses small-order public keys (as we do anyway) and small-order ``R``.  Signing uses
 ``cryptography``; Ed25519 signing is deterministic, so the output matches the reference bit for bit.
 
 ECDSA (§20.8) is accepted only when a caller passes ``allow_ecdsa=True``: keys are SEC1 points in
@@ -43,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mim._hexutil import unhex, utf8
 from mim.errors import BadSignature
+from mim.torsion import small_order
 
 __all__ = [
     "BACKENDS",
@@ -56,6 +60,7 @@ __all__ = [
     "diagnose",
     "key_fingerprint",
     "message_digest",
+    "small_order",
     "verify",
     "verify_backend",
     "verify_digest",
@@ -121,7 +126,7 @@ def _ed25519_key(public_key_hex: str) -> bytes | None:
     key = _keys.get(public_key_hex)
     if key is None:
         key = unhex(public_key_hex)
-        if key is None or len(key) != PUBLIC_KEY_SIZE:
+        if key is None or len(key) != PUBLIC_KEY_SIZE or small_order(key):
             return None
         if len(_keys) >= _KEY_CACHE_SIZE:
             _keys.clear()
@@ -187,6 +192,8 @@ def _signature_problem(
         if allow_ecdsa and _ecdsa_keys(key):
             return "signature.invalid", f"not made by {key_field} (ECDSA, hex(r)-hex(s))"
         return "public_key.length", f"{len(key)} bytes, need {PUBLIC_KEY_SIZE}"
+    if small_order(key):
+        return "public_key.small_order", f"{key_field} has small order: anyone can sign for it"
     signature = unhex(signature_hex)
     if signature is None:
         return "signature.hex", f"not even-length hex: {_excerpt(signature_hex)}"

@@ -6,9 +6,12 @@ Stages, in order, each with the error class that reports it:
 ``bounds``       sizes and ranges of §9, plus §8.1 steps 1-3 (:class:`OutOfBounds`)
 ``fingerprint``  the fingerprint matches the content (:class:`FingerprintMismatch`)
 ``signature``    the applicable signature is the owner's, or the object is anonymous and the
-                 policy allows it; CA-only trust types need the CA key (:class:`BadSignature`)
+                 policy allows it; a key of small order signs nothing (§20.12;
+                 :class:`BadSignature`)
 ``pow``          the applicable proof of work is valid, signed like the object, and strong enough
                  (:class:`InsufficientWork`)
+``entitlements`` the key may issue what the object is: CA-only trust types need the trusted CA
+                 key (§8.1 step 7; :class:`NotEntitled`)
 ``update``       update rules: no ``last_update`` without update proofs (§20.11), no update of an
                  anonymous object (:class:`UpdateRefused`)
 
@@ -18,21 +21,25 @@ reported stage differs from the reference's while the verdict is the same.
 
 An updated object is checked by its update proofs only, as the reference does (§4.4); its
 fingerprint, which covers the original proofs, is always checked. A board without owners is
-checked with ``"board_owners":[]`` first and ``null`` second (§4.5, §20.3).
+checked with ``"board_owners":[]`` first and ``null`` second, each spelling for the object as a
+whole: its signature and its proof of work must both verify over the same one, and the accepted
+object (``Verdict.entity`` and ``Verdict.canonical``) is spelled the way its proofs cover (§4.5,
+§20.3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from mim import bounds, canonical, fingerprint, signing
 from mim import pow as mim_pow
-from mim.entities import PROVABLE_KINDS, Address, Board, Entity, Key, Provable, Truststate, parse
-from mim.errors import BadSignature, InsufficientWork, MimError, UpdateRefused
+from mim.entities import Address, Board, Entity, Key, Provable, Truststate, parse
+from mim.errors import BadSignature, MimError, NotEntitled, UpdateRefused
 from mim.inputs import Inputs, Owners
+from mim.kinds import PROVABLE_KINDS
 
 __all__ = [
     "CA_ONLY_TRUST_TYPECLASSES",
@@ -47,7 +54,7 @@ __all__ = [
 ]
 
 #: Stages a verdict can name, in the order they run; the validator adds ``blocked``.
-STAGES: Final = ("decode", "bounds", "fingerprint", "signature", "pow", "update")
+STAGES: Final = ("decode", "bounds", "fingerprint", "signature", "pow", "entitlements", "update")
 #: The reference's default minimum strength for every entity and every update (§7.4).
 DEFAULT_MIN_POW: Final = 21
 #: The single key the reference entitles to issue naming and F451 trust states (§8.1 step 7).
@@ -136,11 +143,15 @@ def verify_entity(entity: Entity, policy: Policy = DEFAULT_POLICY) -> Verdict:
     fp = "" if isinstance(entity, Address) else entity.fingerprint
     lu = 0 if isinstance(entity, Address) else entity.last_update
     try:
-        inputs = _checked(entity, policy)
+        checked = _checked(entity, policy)
     except MimError as exc:
         return Verdict(entity.kind, False, exc.stage, exc.reason, exc.field, exc.rule, fp, lu)
-    # the hashing inputs hold every field already encoded: joining them is the canonical JSON
-    text = canonical.dumps(entity) if inputs is None else inputs.canonical()
+    if checked is None or isinstance(entity, Address):
+        text = canonical.dumps(entity)
+    else:  # the hashing inputs hold every field already encoded: joining them is the JSON
+        inputs, owners = checked
+        text = inputs.canonical(owners)
+        entity = _spelled(entity, owners)
     return Verdict(
         entity.kind, True, fingerprint=fp, last_update=lu, entity=entity, canonical=text.encode()
     )
@@ -151,46 +162,59 @@ def check(entity: Entity, policy: Policy = DEFAULT_POLICY) -> None:
     _checked(entity, policy)
 
 
-def _checked(entity: Entity, policy: Policy) -> Inputs | None:
-    """``check``, returning the hashing inputs it built (``None`` for an address)."""
+def _checked(entity: Entity, policy: Policy) -> tuple[Inputs, Owners] | None:
+    """``check``, returning the hashing inputs it built and the spelling of a board's owners
+    that the proofs verified with (``None`` for an address)."""
     bounds.check(entity)
     if isinstance(entity, Address):
         return None  # addresses carry no proofs (§8.1)
     inputs = Inputs(entity)
     fingerprint.check(entity, inputs)
     key = entity.key if isinstance(entity, Key) else entity.owner_publickey
-    _check_signature(entity, inputs, key, policy)
-    _check_pow(entity, inputs, key, policy)
+    owners = _check_proofs(entity, inputs, key, policy)
+    _check_entitlements(entity, key)
     _check_update(entity, key)
-    return inputs
+    return inputs, owners
 
 
 # --------------------------------------------------------------------------- stages
 
 
-def _owner_spellings(entity: Provable) -> tuple[Owners, ...]:
+def _spellings(entity: Provable) -> tuple[Owners, ...]:
+    """How a board's owners may enter its proofs: ``[]`` then ``null`` for a board without owners
+    (§20.3); as held for anything else."""
     if isinstance(entity, Board) and not entity.board_owners:
         return ("empty", "nil")
     return ("held",)
 
 
-R = TypeVar("R")
+def _spelled(entity: Provable, owners: Owners) -> Provable:
+    """``entity`` with its board owners spelled as its proofs cover them."""
+    if owners == "held" or not isinstance(entity, Board):
+        return entity
+    return replace(entity, board_owners=() if owners == "empty" else None)
 
 
-def _first_spelling(entity: Provable, attempt: Callable[[Owners], R]) -> R:
-    """Run ``attempt`` with each spelling of a board's owners; the first success wins."""
-    if not isinstance(entity, Board) or entity.board_owners:
-        return attempt("held")
-    spellings = _owner_spellings(entity)
-    for spelling in spellings[:-1]:
+def _check_proofs(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> Owners:
+    """The signature and proof-of-work stages over one spelling of a board's owners for both:
+    the first spelling both verify over, or the failure that got furthest (the first on a tie)."""
+    failure: MimError | None = None
+    for owners in _spellings(entity):
         try:
-            return attempt(spelling)
-        except MimError:
+            _check_signature(entity, inputs, key, policy, owners)
+            _check_pow(entity, inputs, key, policy, owners)
+        except MimError as exc:
+            if failure is None or STAGES.index(exc.stage) > STAGES.index(failure.stage):
+                failure = exc
             continue
-    return attempt(spellings[-1])
+        return owners
+    assert failure is not None  # there is at least one spelling
+    raise failure
 
 
-def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+def _check_signature(
+    entity: Provable, inputs: Inputs, key: str, policy: Policy, owners: Owners
+) -> None:
     kind = entity.kind
     if entity.update_signature:
         name, sig, text_of = "update_signature", entity.update_signature, inputs.update_signature
@@ -215,30 +239,16 @@ def _check_signature(entity: Provable, inputs: Inputs, key: str, policy: Policy)
         )
 
     key_field = "key" if isinstance(entity, Key) else "owner_publickey"
-
-    def attempt(owners: Owners) -> None:
-        text = text_of(owners)
-        if signing.verify(text, sig, key, allow_ecdsa=policy.allow_ecdsa):
-            return
-        problem = signing.diagnose(
-            text, sig, key, key_field=key_field, allow_ecdsa=policy.allow_ecdsa
-        ) or ("signature.invalid", f"not made by {key_field}")
-        raise BadSignature(path, *problem)
-
-    _first_spelling(entity, attempt)
-    if (
-        isinstance(entity, Truststate)
-        and entity.typeclass in CA_ONLY_TRUST_TYPECLASSES
-        and key.lower() != TRUSTED_CA_PUBLIC_KEY
-    ):
-        raise BadSignature(
-            f"{kind}.typeclass",
-            "entitlement.ca_only",
-            f"trust typeclass {entity.typeclass} may only be issued by the trusted CA key",
-        )
+    text = text_of(owners)
+    if signing.verify(text, sig, key, allow_ecdsa=policy.allow_ecdsa):
+        return
+    rule, detail = signing.diagnose(
+        text, sig, key, key_field=key_field, allow_ecdsa=policy.allow_ecdsa
+    ) or ("signature.invalid", f"not made by {key_field}")
+    raise BadSignature(path, rule, detail)
 
 
-def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> None:
+def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy, owners: Owners) -> None:
     kind = entity.kind
     anonymous = not key
     if entity.update_proof_of_work:
@@ -251,25 +261,28 @@ def _check_pow(entity: Provable, inputs: Inputs, key: str, policy: Policy) -> No
     else:
         name, work, text_of = "proof_of_work", entity.proof_of_work, inputs.proof_of_work
         minimum = policy.minimum(kind, update=False, anonymous=anonymous)
-    path = f"{kind}.{name}"
+    mim_pow.check(
+        text_of(owners),
+        work,
+        key,
+        minimum,
+        field=f"{kind}.{name}",
+        key_field="key" if isinstance(entity, Key) else "owner_publickey",
+        allow_ecdsa=policy.allow_ecdsa,
+    )
 
-    def attempt(owners: Owners) -> int:
-        return mim_pow.check(
-            text_of(owners),
-            work,
-            key,
-            minimum,
-            field=path,
-            key_field="key" if isinstance(entity, Key) else "owner_publickey",
-            allow_ecdsa=policy.allow_ecdsa,
+
+def _check_entitlements(entity: Provable, key: str) -> None:
+    if (
+        isinstance(entity, Truststate)
+        and entity.typeclass in CA_ONLY_TRUST_TYPECLASSES
+        and key.lower() != TRUSTED_CA_PUBLIC_KEY
+    ):
+        raise NotEntitled(
+            f"{entity.kind}.typeclass",
+            "entitlement.ca_only",
+            f"trust typeclass {entity.typeclass} may only be issued by the trusted CA key",
         )
-
-    try:
-        _first_spelling(entity, attempt)
-    except InsufficientWork:
-        raise
-    except MimError as exc:  # a signature failure inside the proof is still the pow stage
-        raise InsufficientWork(path, exc.rule, exc.detail) from exc
 
 
 def _check_update(entity: Provable, key: str) -> None:

@@ -15,6 +15,7 @@ ALLOWED = {
     "codecs",
     "collections",
     "dataclasses",
+    "enum",
     "functools",
     "hashlib",
     "json",

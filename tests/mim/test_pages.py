@@ -14,6 +14,7 @@ from mim.create import create
 from mim.entities import Address, ApiResponse, Client, Filter, Protocol
 from mim.errors import BadSignature
 from mim.signing import SigningKey
+from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
 
 NODE = SigningKey.generate(bytes(range(32)))
 OTHER = SigningKey.generate(bytes(range(1, 33)))
@@ -246,3 +247,27 @@ def test_cache_id_depends_on_content() -> None:
     assert first == pages.cache_id("posts", 1, 2, [("a", 0)])
     assert first != pages.cache_id("posts", 1, 2, [("a", 5)])
     assert len(first) == 64
+
+
+def test_pages_and_requests_from_a_key_of_small_order_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page "signed" by the identity key, whose forged signature OpenSSL accepts for any page,
+    fails verification, and a request whose proof it "signed" is refused, both naming the key's
+    rule (§20.12)."""
+    verify_with_openssl(monkeypatch)
+    page = dataclasses.replace(
+        pages.node_page(_base()), node_public_key=IDENTITY_KEY, page_signature=FORGED_SIGNATURE
+    )
+    with pytest.raises(BadSignature) as caught:
+        pages.verify_page(page)
+    assert (caught.value.field, caught.value.rule) == ("node_public_key", "public_key.small_order")
+
+    request = dataclasses.replace(_base(), entity="boards", endpoint="boards")
+    request = dataclasses.replace(request, node_public_key=IDENTITY_KEY, page_signature="")
+    work = MINT(canonical.dumps(request), pages.REQUEST_MIN_POW) + FORGED_SIGNATURE
+    with pytest.raises(pages.RequestRefused) as refused:
+        pages.check_request(
+            dataclasses.replace(request, proof_of_work=work), now=NOW, nonce_seen=_never_seen
+        )
+    assert refused.value.rule == "public_key.small_order"

@@ -11,8 +11,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mim import pow as mim_pow
-from mim.errors import InsufficientWork
+from mim.errors import BadSignature, InsufficientWork
 from mim.signing import SigningKey
+from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
 from tests.vectors import ids, reference, section
 
 POW = section("pow_vectors")
@@ -442,3 +443,21 @@ def test_search_reproduces_a_legacy_counter_at_difficulty_20() -> None:
     """At a real difficulty, search from 0 finds the counter the reference's test recorded."""
     text = _legacy_board("my board description")
     assert mim_pow.search(text, 20, "hvMazmkOQUvYriEB") == (630538, 630539)
+
+
+def test_a_pow_signed_by_a_key_of_small_order_is_refused_at_stage_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A valid proof "signed" by the identity key (a signature OpenSSL accepts for any message)
+    is refused as a bad signature naming the key, not as weak work (§20.12)."""
+    verify_with_openssl(monkeypatch)
+    counter, _ = mim_pow.search(TEXT, 6, SALT)
+    assert counter is not None
+    work = mim_pow.unsigned(6, SALT, counter) + FORGED_SIGNATURE
+    with pytest.raises(BadSignature) as caught:
+        mim_pow.check(TEXT, work, IDENTITY_KEY, 6)
+    assert (caught.value.stage, caught.value.field, caught.value.rule) == (
+        "signature",
+        "owner_publickey",
+        "public_key.small_order",
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import nacl.bindings
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mim import signing
+from mim import signing, torsion
 from mim.errors import BadSignature
 from mim.signing import EcdsaSigningKey, SigningKey
+from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
 from tests.vectors import ids, reference, section
 
 SIGNATURES = section("signature_vectors")
@@ -329,3 +331,50 @@ def test_unknown_curve_is_refused() -> None:
     """Only the curves of §20.8 can make keys."""
     with pytest.raises(ValueError, match="unknown curve"):
         EcdsaSigningKey.from_secret("P-384", 5)
+
+
+# --- Keys of small order (§6, §20.12) ----------------------------------------------------------
+
+
+def _encodings_of_small_order() -> list[bytes]:
+    """Every 32-byte encoding of a point of order dividing 8: each y (and y + p where that still
+    fits in 255 bits), with either sign bit."""
+    p = 2**255 - 19
+    ys = sorted(torsion._TORSION_YS)
+    ys += [y + p for y in ys if y + p < 2**255]
+    return [(y | sign << 255).to_bytes(32, "little") for y in ys for sign in (0, 1)]
+
+
+def test_small_order_is_libsodiums_torsion_in_every_encoding() -> None:
+    """The keys found to be of small order are the eight torsion points in all their encodings,
+    each of which libsodium also finds unfit; real keys are not of small order."""
+    encodings = _encodings_of_small_order()
+    assert len(torsion._TORSION_YS) == 5  # y = 1, -1, 0, and two for the four points of order 8
+    assert len(encodings) == 14
+    for encoding in encodings:
+        assert signing.small_order(encoding)
+        assert not nacl.bindings.crypto_core_ed25519_is_valid_point(encoding)
+    for seed in range(64):
+        public = SigningKey.generate(bytes([seed]) * 32).public_hex
+        assert not signing.small_order(bytes.fromhex(public))
+
+
+def test_the_forgery_openssl_accepts_is_refused_whatever_the_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The identity key's forged signature verifies on OpenSSL for any message; mim refuses it
+    with libsodium and with OpenSSL as its backend alike, naming the rule."""
+    digest = signing.message_digest("any message at all")
+    assert signing.BACKENDS["cryptography"](
+        bytes.fromhex(IDENTITY_KEY), bytes.fromhex(FORGED_SIGNATURE), digest
+    )
+    for backend in ("pynacl", "cryptography"):
+        if backend == "cryptography":
+            verify_with_openssl(monkeypatch)
+        assert not signing.verify("any message at all", FORGED_SIGNATURE, IDENTITY_KEY)
+        with pytest.raises(BadSignature) as caught:
+            signing.check("any message at all", FORGED_SIGNATURE, IDENTITY_KEY)
+        assert (caught.value.field, caught.value.rule) == (
+            "owner_publickey",
+            "public_key.small_order",
+        )

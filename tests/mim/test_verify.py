@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mim import canonical, entities, verify
+from mim import canonical, entities, fingerprint, signing, verify
 from mim import pow as mim_pow
 from mim.create import create, update
 from mim.errors import MalformedJSON, OutOfBounds, UpdateRefused
+from mim.inputs import Inputs
 from mim.signing import SigningKey
+from tests.helpers.forgery import FORGED_SIGNATURE, IDENTITY_KEY, verify_with_openssl
+from tests.vectors import section
 
 DIFFICULTY = 4
 POLICY = verify.Policy.uniform(DIFFICULTY)
@@ -180,3 +183,117 @@ def test_any_single_change_is_rejected_at_its_stage(
     verdict = verify.verify_entity(tampered, POLICY)
     assert not verdict.ok
     assert verdict.stage == _expected_stage(obj, name, updated), verdict.reason
+
+
+# --------------------------------------------------------------------------- from the vectors
+
+VECTOR_ENTITIES = {r["id"]: r for r in section("entities")}
+VECTOR_CASES = {r["id"]: r for r in section("negative_cases")}
+VECTOR_POLICY = verify.Policy.uniform(6)  # the profiles' minimum: the vectors mint at 6 to 12 bits
+
+
+def _mixed_board(signed_over: str, worked_over: str) -> str:
+    """board-01 signed again over one spelling of its (absent) owners and worked over the other,
+    with its fingerprint made anew: wire JSON with owners ``null``."""
+    record = VECTOR_ENTITIES["board-01"]
+    key = SigningKey.from_seed_hex(record["private_key_seed_hex"])
+    base = entities.parse("board", record["object_json"])
+    assert isinstance(base, entities.Board)
+    spelled = {"[]": (), "null": None}
+    unsigned = dataclasses.replace(
+        base, board_owners=spelled[signed_over], fingerprint="", proof_of_work="", signature=""
+    )
+    signature = key.sign(Inputs(unsigned).signature())
+    signed = dataclasses.replace(unsigned, board_owners=spelled[worked_over], signature=signature)
+    work = mim_pow.sign_prefix(MINT(Inputs(signed).proof_of_work(), 6), key.sign)
+    worked = dataclasses.replace(signed, proof_of_work=work)
+    final = dataclasses.replace(worked, board_owners=None, fingerprint=fingerprint.compute(worked))
+    return canonical.dumps(final)
+
+
+@pytest.mark.parametrize(("signed_over", "worked_over"), [("[]", "null"), ("null", "[]")])
+def test_a_board_is_verified_over_one_spelling_of_its_owners(
+    signed_over: str, worked_over: str
+) -> None:
+    """A board whose signature verifies only over one spelling of its empty owners and its proof
+    of work only over the other is refused, however the wire spells them (§20.3); over one
+    spelling for both it is accepted and passed on spelled that way."""
+    for wire_owners in ("null", "[]"):
+        wire = _mixed_board(signed_over, worked_over).replace(
+            '"board_owners":null', f'"board_owners":{wire_owners}'
+        )
+        verdict = verify.verify("board", wire, VECTOR_POLICY)
+        assert (verdict.ok, verdict.stage) == (False, "pow"), verdict.reason
+        same = _mixed_board(signed_over, signed_over).replace(
+            '"board_owners":null', f'"board_owners":{wire_owners}'
+        )
+        accepted = verify.verify("board", same, VECTOR_POLICY)
+        assert accepted.ok, accepted.reason
+        assert f'"board_owners":{signed_over}' in accepted.canonical.decode()
+        assert accepted.entity is not None
+        assert canonical.encode(accepted.entity) == accepted.canonical
+
+
+@pytest.mark.parametrize(
+    "case", ["neg-truststate-entitlement-typeclass-2", "neg-truststate-entitlement-typeclass-3"]
+)
+def test_ca_only_trust_types_fail_at_entitlements(case: str) -> None:
+    """A naming or F451 trust state from a key other than the trusted CA's has valid proofs and
+    fails at stage `entitlements`, as in the reference (§8.1 step 7)."""
+    record = VECTOR_CASES[case]
+    assert record["verify"]["frontend"]["failed_stage"] == "entitlements"
+    verdict = verify.verify("truststate", record["object_json"], VECTOR_POLICY)
+    assert (verdict.ok, verdict.stage, verdict.rule) == (
+        False,
+        "entitlements",
+        "entitlement.ca_only",
+    )
+    assert verdict.field == "truststate.typeclass"
+
+
+def _forged(record_id: str) -> str:
+    """The vector object made over as if "signed" by the identity key: every signature it needs
+    is the forgery OpenSSL accepts for any message, every proof of work is real work, and the
+    fingerprint is made anew."""
+    record = VECTOR_ENTITIES[record_id]
+    obj = entities.parse(record["entity_type"], record["object_json"])
+    assert not isinstance(obj, entities.Address)
+    if isinstance(obj, entities.Key):
+        obj = dataclasses.replace(obj, key=IDENTITY_KEY)
+    else:
+        obj = dataclasses.replace(obj, owner_publickey=IDENTITY_KEY)
+    if record["is_update"]:
+        obj = dataclasses.replace(obj, update_signature="", update_proof_of_work="")
+        obj = dataclasses.replace(obj, fingerprint=fingerprint.compute(obj))
+        obj = dataclasses.replace(obj, update_signature=FORGED_SIGNATURE)
+        work = MINT(Inputs(obj).update_proof_of_work(), 6) + FORGED_SIGNATURE
+        obj = dataclasses.replace(obj, update_proof_of_work=work)
+    else:
+        obj = dataclasses.replace(obj, signature=FORGED_SIGNATURE, proof_of_work="")
+        work = MINT(Inputs(obj).proof_of_work(), 6) + FORGED_SIGNATURE
+        obj = dataclasses.replace(obj, proof_of_work=work)
+        obj = dataclasses.replace(obj, fingerprint=fingerprint.compute(obj))
+    return canonical.dumps(obj)
+
+
+@pytest.mark.parametrize("record_id", ["post-01", "key-01", "post-01-u1", "board-01-u1"])
+def test_objects_and_updates_by_a_key_of_small_order_are_refused(
+    record_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object or update whose every proof is "signed" by the identity key is refused at stage
+    signature (§20.12), also when signatures are checked by OpenSSL, which accepts each forgery."""
+    wire = _forged(record_id)
+    kind = VECTOR_ENTITIES[record_id]["entity_type"]
+    for backend in ("pynacl", "cryptography"):
+        if backend == "cryptography":
+            verify_with_openssl(monkeypatch)
+        verdict = verify.verify(kind, wire, VECTOR_POLICY)
+        assert (verdict.ok, verdict.stage, verdict.rule) == (
+            False,
+            "signature",
+            "public_key.small_order",
+        ), verdict.reason
+    # without the rule, the forgery passes: a key cache of its own keeps that from other tests
+    monkeypatch.setattr(signing, "_keys", {})
+    monkeypatch.setattr(signing, "small_order", lambda key: False)
+    assert verify.verify(kind, wire, VECTOR_POLICY).ok
