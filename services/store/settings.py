@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
+from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 
 __all__ = ["StoreSettings"]
 
 
-class StoreSettings(NetworkSettings, PoolSettings, ServiceSettings):
+class StoreSettings(NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
     """What one store replica needs; every field reads ``MIM_STORE_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_STORE_")
@@ -35,10 +35,4 @@ class StoreSettings(NetworkSettings, PoolSettings, ServiceSettings):
     )
     collect_interval_seconds: float = Field(
         3600.0, gt=0, description="Pause between two retention runs (§20.6), node-wide."
-    )
-    lease_seconds: float = Field(
-        30.0,
-        ge=1,
-        description="A replica's hold on the retention run lapses this long after it stops"
-        " renewing it; the other replicas ask for their turn this often.",
     )

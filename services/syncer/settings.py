@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
 from mim.pages import REQUEST_MIN_POW
-from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
+from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 from services.syncer.peers import parse_bootstrap
 
 
@@ -26,7 +26,7 @@ Remotes = Annotated[str, AfterValidator(_remotes)]
 __all__ = ["SyncerSettings"]
 
 
-class SyncerSettings(NetworkSettings, PoolSettings, ServiceSettings):
+class SyncerSettings(NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
     """What the syncer needs; service fields read ``MIM_SYNCER_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_SYNCER_")
@@ -113,12 +113,6 @@ class SyncerSettings(NetworkSettings, PoolSettings, ServiceSettings):
     )
     exclusion_static_seconds: float = Field(
         72 * 3600.0, ge=0, description="After a sync attempt, static remotes rest this long."
-    )
-    lease_seconds: float = Field(
-        30.0,
-        ge=1,
-        description="A replica's hold on a remote or a schedule lapses this long after it stops"
-        " renewing it (it died, or lost NATS); another replica then takes the work over.",
     )
     request_pow: int = Field(
         REQUEST_MIN_POW, ge=1, le=63, description="Proof of work of our POST requests (§11.4)."

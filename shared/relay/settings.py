@@ -54,6 +54,7 @@ __all__ = [
     "MIXIN_CONFIG",
     "TABLE_BEGIN",
     "TABLE_END",
+    "LeaseSettings",
     "LogFormat",
     "LogLevel",
     "NetworkSettings",
@@ -286,6 +287,18 @@ class NetworkSettings(BaseSettings):
     def announced_port(self, listening: int | None = None) -> int:
         """The port we announce: ``public_port``, else the port the Mim API listens on."""
         return self.public_port or listening or self.gateway_port
+
+
+class LeaseSettings(BaseSettings):
+    """A service whose replicas take turns at some work (``relay.leases``); reads
+    ``MIM_<SERVICE>_LEASE_SECONDS``."""
+
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A replica's hold on shared work (a remote, a schedule) lapses this long after"
+        " it stops renewing it (it died, or lost NATS); another replica then takes the work over.",
+    )
 
 
 class PoolSettings(BaseSettings):
