@@ -75,9 +75,9 @@ async def test_two_syncers_share_the_remotes_one_at_a_time_and_take_over_a_dead_
 ) -> None:
     """Two syncer processes of node L, bootstrapped from four remote nodes, bring every remote's
     objects to L, each having synced some remotes and been refused some; no remote is ever
-    synced by both at once (their logs' sync intervals never overlap); after one is killed in
-    the middle of a sync, the other syncs that remote within the lease's time, and then every
-    remote."""
+    synced by both at once (their logs' sync intervals never overlap), and the network scan and
+    the bootstrap check ran once between them; after one is killed in the middle of a sync, the
+    other syncs that remote within the lease's time, and then every remote."""
     local = await nodes("L")
     remotes = [await nodes(name) for name in "ABCD"]
     now = int(time.time())
@@ -106,6 +106,12 @@ async def test_two_syncers_share_the_remotes_one_at_a_time_and_take_over_a_dead_
         await wait_until("the first syncer in the middle of a sync", victim_mid_sync, within=60.0)
         os.kill(victim.pid, signal.SIGKILL)
         killed = time.time()
+
+        async def lapsed() -> bool:
+            return await _held_by(local, holder) is None
+
+        await wait_until("the dead syncer's lease lapses", lapsed, within=30.0)
+        freed = time.time() - killed
         await asyncio.to_thread(victim.wait, 10.0)
 
         async def taken_over() -> bool:
@@ -130,9 +136,17 @@ async def test_two_syncers_share_the_remotes_one_at_a_time_and_take_over_a_dead_
         assert await stop_all(survivor) == [0]
 
     assert _synced_ok(first) | _synced_ok(second) == set(made)
+    both = [*first.records, *second.records]
+    assert [r["event"] for r in both].count("network_scan_finished") == 1
+    rounds = ("bootstrap_finished", "bootstrap_unsuccessful")
+    assert sum(r["event"] in rounds for r in both) == 1
     by_victim, by_survivor = _syncs(first, killed), _syncs(second, time.time())
     for peer in made:
         assert _overlaps(by_victim[peer], by_survivor[peer]) == [], peer
-    assert handover < LEASE_SECONDS + 2.0, f"taken over after {handover:.2f} s"
-    print(f"\nsyncer handover: {taken} synced again {handover:.2f} s after its syncer was killed")
+    # the server drops the entry at most a lease after its last renewal (whole seconds)
+    assert freed <= LEASE_SECONDS + 2.0, f"the lease lapsed {freed:.2f} s after the kill"
+    print(
+        f"\nsyncer handover: {taken}'s lease free {freed:.2f} s and the remote synced again"
+        f" {handover:.2f} s after its syncer was killed (lease {LEASE_SECONDS} s)"
+    )
     await stop_all(*local.procs, *(p for r in remotes for p in r.procs))
