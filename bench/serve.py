@@ -258,6 +258,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             "MIM_LOG_LEVEL": "warning",
             "MIM_GATEWAY_HOST": "127.0.0.1",
             "MIM_GATEWAY_PORT": str(port),
+            "MIM_GATEWAY_LOCAL_PORT": "0",
             "MIM_GATEWAY_METRICS_PORT": "0",
             "MIM_GATEWAY_POST_MIN_POW": str(POST_POW),
             "MIM_GATEWAY_MAX_REQUESTS_PER_REMOTE": str(args.connections * 4),

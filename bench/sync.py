@@ -116,6 +116,7 @@ def _env(nats_url: str, url: str, prefix: str, root: Path, port: int) -> dict[st
         "MIM_MIN_POW": str(DIFFICULTY),
         "MIM_GATEWAY_HOST": "127.0.0.1",
         "MIM_GATEWAY_PORT": str(port),
+        "MIM_GATEWAY_LOCAL_PORT": "0",
         "MIM_GATEWAY_METRICS_PORT": "0",
         "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "3600",
         "MIM_VALIDATOR_METRICS_PORT": "0",
@@ -188,7 +189,7 @@ async def _sync(
         database_url=url,
         stream_prefix=prefix,
         scheme="http",
-        allow_local=True,
+        allowed_networks="127.0.0.0/8",
         request_timeout_seconds=300.0,
     )
     pool = await asyncpg.create_pool(url, min_size=1, max_size=4)

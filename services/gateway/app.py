@@ -1,26 +1,45 @@
-"""The public Mim API (PROTOCOL.md §11) and the local submission endpoints, as one FastAPI app.
+"""The gateway's two apps: the public Mim API (PROTOCOL.md §11) and the operator's local API.
 
-``create_app(gw)`` returns the app behind its :class:`~services.gateway.edge.Edge` (limits,
-request metrics, and cached GETs answered without the framework), serving the running
-:class:`~services.gateway.state.Gateway` ``gw``; it opens nothing itself (the service does, see
-:mod:`services.gateway.service`). Every refusal is rendered by :mod:`services.gateway.answers`:
-a protocol error from its own status and ``as_dict()``, the framework's own errors in the same
-``{"error": {"field", "rule", "reason"}}`` shape.
+``create_apps(gw, leases, tokens)`` returns both, each behind its
+:class:`~services.gateway.edge.Edge` (limits, request metrics, and cached GETs answered without
+the framework), serving the running :class:`~services.gateway.state.Gateway` ``gw``; they open
+nothing themselves (the service does, see :mod:`services.gateway.service`).
+
+- **public** (``MIM_GATEWAY_HOST:MIM_GATEWAY_PORT``): the Mim API, leased per remote; submission
+  only with a token or when the operator opened it; polling of stored objects. No API documents.
+- **local** (``MIM_GATEWAY_LOCAL_HOST:MIM_GATEWAY_LOCAL_PORT``, loopback by default): submission
+  as the operator, tokens (:mod:`services.gateway.local_api`), polling, and ``/docs`` with
+  ``/openapi.json``. No leases: whoever reaches it is trusted.
+
+Every refusal is rendered by :mod:`services.gateway.answers`: a protocol error from its own status
+and ``as_dict()``, the framework's own errors in the same ``{"error": {"field", "rule",
+"reason"}}`` shape. A client that goes away before its body is read is logged
+(``client_disconnected``) and counted with status 499, never as an error.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from mim.errors import MimError
-from services.gateway import mim_api, submissions
+from relay.logging import get_logger
+from services.gateway import local_api, mim_api, submissions
 from services.gateway.answers import refusal, refused
 from services.gateway.edge import Edge
+from services.gateway.remotes import Leases
 from services.gateway.state import Gateway
+from services.gateway.tokens import TokenBook
 
-__all__ = ["create_app"]
+__all__ = ["Apps", "create_apps"]
+
+_CLIENT_CLOSED = 499  # the client went away before we answered (no answer reaches it)
+
+_log = get_logger(__name__)
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -42,16 +61,32 @@ def _install_errors(app: FastAPI) -> None:
         rule = "request." + str(first.get("type", "invalid"))
         return refusal(400, ".".join(where) or "request", rule, str(first.get("msg", "invalid")))
 
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        _log.info("client_disconnected", path=request.url.path[:128], method=request.method)
+        return Response(status_code=_CLIENT_CLOSED)
 
-def create_app(gw: Gateway) -> Edge:
-    """The gateway app serving ``gw`` (the FastAPI app behind its edge)."""
+
+@dataclass(frozen=True, slots=True)
+class Apps:
+    """What uvicorn serves: the public listener's app and the local listener's."""
+
+    public: Edge
+    local: Edge
+
+
+def _public(gw: Gateway, leases: Leases, tokens: TokenBook) -> Edge:
     app = FastAPI(
-        title="mimrelay gateway",
-        summary="The public Mim API of one relay node, and local submission of objects.",
+        title="mimrelay gateway (public)",
+        summary="The public Mim API of one relay node, and submission with a token.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.gateway = gw
+    app.state.tokens = tokens
     _install_errors(app)
-    submissions.install(app, gw.settings)
+    submissions.install(app, gw.settings, public=True)
 
     @app.api_route("/{path:path}", methods=["GET", "HEAD", "POST"], include_in_schema=False)
     async def mim(request: Request, path: str) -> Response:
@@ -59,4 +94,22 @@ def create_app(gw: Gateway) -> Edge:
             return await mim_api.post(gw, request, "/" + path)
         return await mim_api.get(gw, request, "/" + path)
 
+    return Edge(app, gw.settings, leases)
+
+
+def _local(gw: Gateway, tokens: TokenBook) -> Edge:
+    app = FastAPI(
+        title="mimrelay gateway (local)",
+        summary="The operator's API of one relay node: submission, tokens, stored objects.",
+    )
+    app.state.gateway = gw
+    app.state.tokens = tokens
+    _install_errors(app)
+    submissions.install(app, gw.settings, public=False)
+    local_api.install(app)
     return Edge(app, gw.settings)
+
+
+def create_apps(gw: Gateway, leases: Leases, tokens: TokenBook) -> Apps:
+    """The public and the local app serving ``gw``."""
+    return Apps(public=_public(gw, leases, tokens), local=_local(gw, tokens))

@@ -5,8 +5,11 @@ Rules, in the order a request meets them:
 1. a method other than GET, HEAD or POST under ``/v0/`` gets 405;
 2. a body over ``max_body_bytes`` gets 413 naming the limit, whether its length is declared (refused
    before it is read) or it comes in chunks (read here up to the limit, then handed on whole);
-3. the Mim API routes take a §11.2 lease per remote; without one the answer is 429 with
-   ``Retry-After: lease_retry_after_seconds``;
+3. on the public listener, the Mim API routes take a §11.2 lease for their remote
+   (:mod:`services.gateway.remotes`: node-wide, an IPv4 address or an IPv6 /64), pings the ping
+   lease, submissions without a token the main one; without a lease, or past the remote's
+   requests in flight, the answer is 429 with ``Retry-After: lease_retry_after_seconds`` (503 if
+   the lease state cannot be reached); the local listener takes no leases;
 4. a GET or HEAD of a file of the cache tree, or of a path that could only be one, is answered here
    from prebuilt header lists (the same bytes the FastAPI route would send, gzip when accepted and
    204 when missing), since that route's framework layers cost far more than the lookup;
@@ -21,27 +24,29 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import State
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from relay.caches import Tree
 from services.gateway import metrics
 from services.gateway.answers import refusal
+from services.gateway.remotes import LeaseName, Leases, Refusal, Ticket, remote_key
 from services.gateway.settings import GatewaySettings
 
-__all__ = ["Edge", "Leases", "route_of"]
+__all__ = ["Edge", "route_of"]
 
 _MAIN_ROUTES: Final = {
     "v0/status": "status",
     "v0/node": "node",
     "v0/bootstrappers": "bootstrappers",
 }
-_UNLEASED: Final = frozenset({"responses", "ping", "submit", "other"})
+_UNLEASED: Final = frozenset({"responses", "other"})
 _NOT_FILES: Final = ("v0/revconn/",)  # "cache" by label, but answered by a route of their own
 _GZIP_LEVEL: Final = 6
 _GZIP_MIN_BYTES: Final = 512  # what the FastAPI route compresses on the fly when no copy is kept
@@ -61,35 +66,6 @@ def route_of(method: str, path: str) -> str:
     if method == "POST":
         return "post"
     return _MAIN_ROUTES.get(clean, "cache" if clean.startswith("v0/") else "other")
-
-
-@dataclass
-class Leases:
-    """Per-remote leases of §11.2: at most ``max_remotes`` distinct remotes, each bounded."""
-
-    max_remotes: int
-    lease_seconds: float
-    max_inflight: int
-    _last: dict[str, float] = field(default_factory=dict)
-    _inflight: dict[str, int] = field(default_factory=dict)
-
-    def acquire(self, remote: str, now: float) -> bool:
-        for old in [r for r, t in self._last.items() if now - t > self.lease_seconds]:
-            if not self._inflight.get(old):
-                del self._last[old]
-        if remote not in self._last and len(self._last) >= self.max_remotes:
-            return False
-        if self._inflight.get(remote, 0) >= self.max_inflight:
-            return False
-        self._last[remote] = now
-        self._inflight[remote] = self._inflight.get(remote, 0) + 1
-        return True
-
-    def release(self, remote: str, now: float) -> None:
-        self._inflight[remote] -= 1
-        if not self._inflight[remote]:
-            del self._inflight[remote]
-        self._last[remote] = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +122,12 @@ class _BodyTooLarge(Exception):
 class Edge:
     """The ASGI app uvicorn serves: the rules of this module, then ``app``."""
 
-    def __init__(self, app: FastAPI, settings: GatewaySettings) -> None:
+    def __init__(
+        self, app: FastAPI, settings: GatewaySettings, leases: Leases | None = None
+    ) -> None:
         self.app = app
         self._settings = settings
-        self._leases = Leases(
-            settings.max_remotes, settings.remote_lease_seconds, settings.max_requests_per_remote
-        )
+        self._leases = leases  # None: the local listener, whose clients are the operator's
         self._meter = _Meter()
         self._tree: Tree | None = None
         self._files: dict[str, _Prebuilt] = {}
@@ -188,26 +164,46 @@ class Edge:
             reason = f"{method} is not served here"
             await refusal(405, "method", "http.method", reason)(scope, receive, send)
             return
-        declared, chunked, gzip_ok = _request_headers(scope["headers"])
-        if declared > settings.max_body_bytes:
+        head = _request_headers(scope["headers"])
+        if head.declared > settings.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
-        leased = route not in _UNLEASED
-        client = scope.get("client")
-        remote = client[0] if client else "?"
-        if leased and not self._leases.acquire(remote, time.monotonic()):
-            retry = {"Retry-After": str(settings.lease_retry_after_seconds)}
-            reason = "too many remotes or requests"
-            await refusal(429, "remote", "http.lease", reason, **retry)(scope, receive, send)
-            return
+        cached = method in ("GET", "HEAD") and not head.chunked and _is_file_path(path)
+        ticket: Ticket | None = None
+        lease = self._lease_of(route, head.authorized)
+        if lease is not None and self._leases is not None:
+            client = scope.get("client")
+            remote = remote_key(client[0] if client else "", settings.lease_ipv6_prefix)
+            taken = await self._leases.enter(lease, remote, shared=not cached)
+            if isinstance(taken, Refusal):
+                await self._no_lease(taken)(scope, receive, send)
+                return
+            ticket = taken
         try:
-            if method in ("GET", "HEAD") and not chunked and _is_file_path(path):
-                await self._cached(path, gzip_ok, send)
+            if cached:
+                await self._cached(path, head.gzip_ok, send)
             else:
-                await self._inner(scope, receive, send, chunked=chunked)
+                await self._inner(scope, receive, send, chunked=head.chunked)
         finally:
-            if leased:
-                self._leases.release(remote, time.monotonic())
+            if ticket is not None and self._leases is not None:
+                await self._leases.leave(ticket)
+
+    def _no_lease(self, refused: Refusal) -> Response:
+        """429 (503 when the lease state is out of reach) with ``Retry-After``."""
+        retry = self._settings.lease_retry_after_seconds
+        if refused.status == 503:
+            retry = self._settings.busy_retry_after_seconds
+        headers = {"Retry-After": str(retry)}
+        return refusal(refused.status, "remote", refused.rule, refused.reason, **headers)
+
+    @staticmethod
+    def _lease_of(route: str, authorized: bool) -> LeaseName | None:
+        """The lease a public request takes: none for containers and what is not the Mim API,
+        the ping lease for pings, none for a submission that brings a token (its token is
+        rate-limited instead), the main lease for the rest."""
+        if route in _UNLEASED or (route == "submit" and authorized):
+            return None
+        return "ping" if route == "ping" else "main"
 
     async def _cached(self, path: str, gzip_ok: bool, send: Send) -> None:
         tree: Tree = self.app.state.gateway.tree
@@ -247,6 +243,7 @@ class Edge:
         return _replay([whole], receive)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the rest of the body is read and dropped by the connection layer, within its bound
         reason = f"over {self._settings.max_body_bytes} bytes"
         await refusal(413, "body", "http.body_size", reason)(scope, receive, send)
 
@@ -278,17 +275,29 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def _request_headers(headers: Any) -> tuple[int, bool, bool]:
-    """Declared body length (0 if none), whether the body is chunked, whether gzip is accepted."""
-    declared, chunked, gzip_ok = 0, False, False
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What the edge reads of a request's headers."""
+
+    declared: int  # body length, 0 if none given
+    chunked: bool
+    gzip_ok: bool
+    authorized: bool  # brings an Authorization header
+
+
+def _request_headers(headers: Any) -> _Head:
+    declared, chunked, gzip_ok, authorized = 0, False, False, False
     for name, value in headers:
         if name == b"content-length":
-            declared = int(value) if value.isdigit() else 0
+            # digits only: a value past what fits is larger than any limit anyway
+            declared = int(value[:19]) if value.isdigit() else 0
         elif name == b"transfer-encoding":
             chunked = True
         elif name == b"accept-encoding":
             gzip_ok = b"gzip" in value
-    return declared, chunked, gzip_ok
+        elif name == b"authorization":
+            authorized = True
+    return _Head(declared, chunked, gzip_ok, authorized)
 
 
 def _content_length(headers: Any) -> int:

@@ -11,10 +11,16 @@ __all__ = [
     "CACHE_GENERATED",
     "CACHE_GENERATION_SECONDS",
     "CACHE_PAGES",
+    "CONNECTIONS",
+    "CONNECTION_LIMITS",
+    "CONTAINERS_WRITTEN",
+    "LEASES_REFUSED",
     "POSTS_REJECTED",
     "REQUESTS",
     "REQUEST_SECONDS",
+    "STATE_FULL",
     "SUBMITTED",
+    "TOKEN_REFUSALS",
 ]
 
 REQUESTS = Counter(
@@ -45,4 +51,32 @@ SUBMITTED = Counter(
     "mim_gateway_submitted_total",
     "Objects submitted locally, by outcome (queued, duplicate, rejected, full, unavailable).",
     ["outcome"],
+)
+CONNECTIONS = Gauge("mim_gateway_connections", "HTTP connections open now, both listeners.")
+CONNECTION_LIMITS = Counter(
+    "mim_gateway_connection_limits_total",
+    "Connections refused or closed at the HTTP layer, by rule (http.connections, http.idle,"
+    " http.header_timeout, http.header_size, http.header_count, http.url_size, http.parse,"
+    " http.write_timeout, http.body_linger).",
+    ["rule"],
+)
+LEASES_REFUSED = Counter(
+    "mim_gateway_lease_refusals_total",
+    "Requests refused a lease (§11.2), by lease (main, ping) and reason (remotes, inflight,"
+    " unavailable).",
+    ["lease", "reason"],
+)
+STATE_FULL = Counter(
+    "mim_gateway_state_full_total",
+    "Requests refused because a bucket of shared request state was at its bound, by bucket"
+    " (nonces, containers).",
+    ["bucket"],
+)
+CONTAINERS_WRITTEN = Counter(
+    "mim_gateway_containers_written_total", "POST answer containers written (§11.7)."
+)
+TOKEN_REFUSALS = Counter(
+    "mim_gateway_token_refusals_total",
+    "Submissions refused on the public listener, by reason (missing, unknown, rate).",
+    ["reason"],
 )

@@ -14,9 +14,10 @@ from fastapi import Request, Response
 
 from mim import canonical, pages, paths
 from mim.entities import PLURALS, Address, Answer
+from relay import BusError, BusUnavailable
 from relay.db import addresses
 from services.gateway import posts
-from services.gateway.answers import json_bytes
+from services.gateway.answers import json_bytes, refusal
 from services.gateway.state import Gateway
 
 __all__ = ["get", "post", "unsafe"]
@@ -78,8 +79,11 @@ async def get(gw: Gateway, request: Request, path: str) -> Response:  # noqa: PL
     if clean.startswith(paths.RESPONSES + "/"):
         if unsafe(path):
             return Response(status_code=204)
-        stored = gw.responses.get(clean)
-        return Response(status_code=204) if stored is None else json_bytes(request, stored[1])
+        try:
+            stored = await gw.containers.read(clean)
+        except (BusUnavailable, BusError) as exc:
+            return refusal(503, "path", "containers.unavailable", str(exc))
+        return Response(status_code=204) if stored is None else json_bytes(request, stored)
     return _serve_file(gw, request, path)
 
 

@@ -1,16 +1,22 @@
 """POST requests of the Mim API (PROTOCOL.md §11.4, §11.7): check, query the store, answer.
 
 A request must say ``Content-Type: application/json``, decode as an ``ApiResponse`` and pass
-:func:`mim.pages.check_request`; its filters become a :class:`mim.pages.Query`. The sender's
-address is then reported first-party to the store (§13.6). Answers that fit one page carry the
-objects inline; larger ones are written as a container under ``/v0/responses/post_<id>/`` and
-named in ``results``.
+:func:`mim.pages.check_request`; its filters become a :class:`mim.pages.Query` (at most
+``filter_max_values`` values a filter, each embed once); then its nonce is spent in the node's
+shared memory (:mod:`services.gateway.nonces`). The sender's address, at the connection's IP and
+checked by :func:`relay.location.checked`, is reported first-party to the store (§13.6).
+
+An answer holds at most ``post_answer_max_objects`` objects and ``post_answer_max_bytes`` bytes
+of them, embeds included; each query asks the store for no more than what is left, and a request
+whose answer would pass either bound gets 503 (the caches serve the same objects after the next
+generation). Answers that fit one page carry the objects inline; larger ones are written as a
+container (:mod:`services.gateway.containers`) and named in ``results``. A full nonce memory or
+container store answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,7 +24,7 @@ from typing import Final
 
 from fastapi import Request, Response
 
-from mim import canonical, pages, paths
+from mim import canonical, pages
 from mim.entities import (
     PLURALS,
     Address,
@@ -31,10 +37,11 @@ from mim.entities import (
     entity_class,
 )
 from mim.errors import MimError
-from relay import RelayError
+from relay import AddressRefused, BusError, BusUnavailable, RelayError, StateFull
 from relay.db import addresses, objects
 from relay.db.objects import ParentColumn, StoredObject
 from relay.first_party import report
+from relay.location import checked
 from relay.logging import get_logger
 from services.gateway import metrics
 from services.gateway.answers import json_bytes, refusal, refused
@@ -44,7 +51,6 @@ __all__ = ["answer", "read_body"]
 
 _log = get_logger(__name__)
 _SINGULAR: Final[dict[str, Kind]] = {plural: kind for kind, plural in PLURALS.items()}
-_RESPONSE_LIFE_SECONDS: Final = 60 * 60  # containers stay reachable for an hour (§11.7)
 _ADDRESS_ANSWER: Final = ((2, 80), (3, 10), (255, 10))  # node type, at most (§11.7)
 # what an ``embed`` adds to an answer, and the column that links it to what it embeds into
 _CHILDREN: Final[dict[tuple[str, str], tuple[Kind, ParentColumn]]] = {
@@ -56,6 +62,30 @@ _CHILDREN: Final[dict[tuple[str, str], tuple[Kind, ParentColumn]]] = {
 
 class BodyTooLarge(Exception):
     """The request body passed the size limit."""
+
+
+class _TooLarge(Exception):
+    """The answer would pass one of its bounds."""
+
+
+class _Budget:
+    """What is left of one answer's bounds, in objects and bytes."""
+
+    def __init__(self, objects: int, size: int) -> None:
+        self.objects = objects
+        self.bytes = size
+
+    @property
+    def limit(self) -> int:
+        """Rows to ask the store for: one more than fits tells that the answer would not."""
+        return self.objects + 1
+
+    def take(self, rows: Sequence[StoredObject]) -> list[Entity]:
+        self.objects -= len(rows)
+        self.bytes -= sum(len(r.body) for r in rows)
+        if self.objects < 0 or self.bytes < 0:
+            raise _TooLarge
+        return _decoded(rows)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -76,6 +106,30 @@ def _refused(rule_family: str) -> None:
 
 async def answer(gw: Gateway, request: Request, what: str) -> Response:
     """Check the request, then answer a node, address or entity POST."""
+    checked_request = await _checked(gw, request)
+    if isinstance(checked_request, Response):
+        return checked_request
+    page, query, now = checked_request
+    await _record_sender(gw, request, page, now)
+    try:
+        reply = await _reply(gw, what, query, now)
+    except _TooLarge:
+        _refused("answer")
+        reason = (
+            f"over {gw.settings.post_answer_max_objects} objects or"
+            f" {gw.settings.post_answer_max_bytes} bytes; read the caches"
+        )
+        retry = str(gw.settings.busy_retry_after_seconds)
+        return refusal(503, "filters", "answer.size", reason, **{"Retry-After": retry})
+    except (StateFull, BusUnavailable, BusError) as exc:
+        return _busy(gw, "containers", exc)
+    return json_bytes(request, gw.signed(reply), min_gzip=gw.settings.gzip_min_bytes)
+
+
+async def _checked(
+    gw: Gateway, request: Request
+) -> tuple[ApiResponse, pages.Query, int] | Response:
+    """The request page, its query and the time it was checked at; or the refusal."""
     if request.headers.getlist("content-type")[:1] != ["application/json"]:
         _refused("content_type")
         return refusal(400, "content-type", "request.content_type", "need application/json")
@@ -87,21 +141,42 @@ async def answer(gw: Gateway, request: Request, what: str) -> Response:
     now = int(time.time())
     try:
         page = canonical.loads(ApiResponse, body)
-        pages.check_request(
-            page, now=now, nonce_seen=gw.nonces.seen, min_pow=gw.settings.post_min_pow
+        pages.check_request(page, now=now, min_pow=gw.settings.post_min_pow)
+        query = pages.parse_filters(
+            page.filters,
+            now=now,
+            head_seconds=gw.head_seconds,
+            max_values=gw.settings.filter_max_values,
         )
-        query = pages.parse_filters(page.filters, now=now, head_seconds=gw.head_seconds)
+        await gw.nonces.spend(page.node_public_key, page.nonce, now)
     except MimError as exc:
         _refused(exc.rule.split(".")[0])
         return refused(exc, 400)
-    await _record_sender(gw, request, page, now)
-    if what == "node":
-        reply = pages.node_page(gw.base(now))
-    elif what == "address":
-        reply = await _addresses(gw, query, now)
+    except (StateFull, BusUnavailable, BusError) as exc:
+        return _busy(gw, "nonces", exc)
+    return page, query, now
+
+
+def _busy(gw: Gateway, bucket: str, exc: RelayError) -> Response:
+    """503 for shared state that is full or cannot be reached."""
+    _refused(bucket)
+    full = isinstance(exc, StateFull)
+    if full:
+        metrics.STATE_FULL.labels(bucket).inc()
     else:
-        reply = await _entities(gw, _SINGULAR[what], query, now)
-    return json_bytes(request, gw.signed(reply), min_gzip=gw.settings.gzip_min_bytes)
+        _log.warning("shared_state_unavailable", bucket=bucket, error=str(exc))
+    rule = f"{bucket}.{'full' if full else 'unavailable'}"
+    retry = str(gw.settings.busy_retry_after_seconds)
+    return refusal(503, bucket, rule, str(exc), **{"Retry-After": retry})
+
+
+async def _reply(gw: Gateway, what: str, query: pages.Query, now: int) -> ApiResponse:
+    if what == "node":
+        return pages.node_page(gw.base(now))
+    if what == "address":
+        return await _addresses(gw, query, now)
+    budget = _Budget(gw.settings.post_answer_max_objects, gw.settings.post_answer_max_bytes)
+    return await _entities(gw, _SINGULAR[what], query, now, budget)
 
 
 async def _record_sender(gw: Gateway, request: Request, page: ApiResponse, now: int) -> None:
@@ -111,13 +186,14 @@ async def _record_sender(gw: Gateway, request: Request, page: ApiResponse, now: 
         ip = ipaddress.ip_address(host)
     except ValueError:
         return
-    address = replace(
-        page.address,
-        location=str(ip),
-        sublocation="",
-        location_type=6 if ip.version == 6 else 4,  # §10.3 location types
-        type=pages.NODE_TYPE_LIVE,
-    )
+    try:
+        address = checked(
+            replace(page.address, location=str(ip), sublocation="", type=pages.NODE_TYPE_LIVE),
+            gw.settings.address_rules(),
+        )
+    except AddressRefused as exc:
+        _log.info("sender_not_recorded", rule=exc.rule, reason=exc.reason)
+        return
     try:
         await report(gw.nc.jetstream(), gw.layout, address, last_ping=now)
     except RelayError as exc:
@@ -128,26 +204,26 @@ def _decoded(rows: Sequence[StoredObject]) -> list[Entity]:
     return [canonical.loads(entity_class(r.kind), r.body) for r in rows]
 
 
-async def _select(gw: Gateway, kind: Kind, query: pages.Query) -> list[Entity]:
+async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) -> list[Entity]:
     """The objects the query names, within the head; time ranges start at the last generation."""
     head_start = int(time.time()) - gw.head_seconds
     if query.fingerprints:
         rows = await objects.with_fingerprints(
-            gw.read_pool, kind, query.fingerprints, referenced_since=head_start
+            gw.read_pool, kind, query.fingerprints, referenced_since=head_start, limit=budget.limit
         )
     else:
         # The caches hold what was committed when they were read; an object stamped earlier but
         # committed later is in no cache, so the live tail reaches back over that gap.
         tail_start = gw.tree.generated_at - gw.settings.live_tail_overlap_seconds
         start = max(query.start, head_start, tail_start)
-        rows = await objects.in_window(gw.read_pool, kind, start, query.end)
-    return _decoded(rows)
+        rows = await objects.in_window(gw.read_pool, kind, start, query.end, limit=budget.limit)
+    return budget.take(rows)
 
 
 async def _embedded(
-    gw: Gateway, kind: Kind, found: Sequence[Entity], embeds: Sequence[str]
+    gw: Gateway, kind: Kind, found: Sequence[Entity], embeds: Sequence[str], budget: _Budget
 ) -> list[Entity]:
-    """Related objects the ``embed`` filter asks for (§11.4)."""
+    """Related objects the ``embed`` filter asks for (§11.4); each embed is asked once."""
     extra: list[Entity] = []
     fingerprints = [getattr(o, "fingerprint", "") for o in found]
     for embed in embeds:
@@ -155,17 +231,21 @@ async def _embedded(
         if link is None:
             continue
         child, column = link
-        extra.extend(_decoded(await objects.children(gw.read_pool, child, column, fingerprints)))
+        rows = await objects.children(gw.read_pool, child, column, fingerprints, limit=budget.limit)
+        extra.extend(budget.take(rows))
     if "keys" in embeds:
         # a Key is found by its public key: owners name keys by the key's hash, not its fingerprint
         public_keys = sorted({getattr(o, "owner_publickey", "") for o in [*found, *extra]} - {""})
-        extra.extend(_decoded(await objects.keys_of(gw.read_pool, public_keys)))
+        rows = await objects.keys_of(gw.read_pool, public_keys, limit=budget.limit)
+        extra.extend(budget.take(rows))
     return extra
 
 
-async def _entities(gw: Gateway, kind: Kind, query: pages.Query, now: int) -> ApiResponse:
-    found = await _select(gw, kind, query)
-    extra = await _embedded(gw, kind, found, query.embeds)
+async def _entities(
+    gw: Gateway, kind: Kind, query: pages.Query, now: int, budget: _Budget
+) -> ApiResponse:
+    found = await _select(gw, kind, query, budget)
+    extra = await _embedded(gw, kind, found, query.embeds, budget)
     groups: dict[Kind, list[Entity]] = {kind: list(found)}
     for obj in extra:
         groups.setdefault(obj.kind, []).append(obj)
@@ -179,25 +259,18 @@ async def _entities(gw: Gateway, kind: Kind, query: pages.Query, now: int) -> Ap
     if fits:
         inline = {PLURALS[k]: tuple(objs) for k, objs in groups.items() if objs}
         return replace(face, response=Answer(**inline))  # type: ignore[arg-type]
-    results = [_container(gw, k, objs, base, query) for k, objs in groups.items() if objs]
+    results = [await _container(gw, k, objs, base, query) for k, objs in groups.items() if objs]
     return replace(face, starts_from=query.start, results=tuple(results))
 
 
-def _container(
+async def _container(
     gw: Gateway, kind: Kind, objects: Sequence[Entity], base: ApiResponse, query: pages.Query
 ) -> ResultCache:
-    """Write one multi-page answer under ``v0/responses/post_<id>/`` and name it."""
-    rid = secrets.token_hex(32)
-    expires = time.monotonic() + _RESPONSE_LIFE_SECONDS
-    for old in [p for p, (t, _) in gw.responses.items() if t < time.monotonic()]:
-        del gw.responses[old]
+    """Write one multi-page answer as a container of the node and name it."""
     container_base = replace(base, starts_from=query.start, ends_at=query.end)
-    for rel, page in pages.cache_pages(kind, objects, container_base, post=True).items():
-        where = f"{paths.RESPONSES}/{paths.container_folder(rid)}/{rel}"
-        gw.responses[where] = (expires, gw.signed(page))
-    return ResultCache(
-        response_url=paths.container_folder(rid), starts_from=query.start, ends_at=query.end
-    )
+    built = pages.cache_pages(kind, objects, container_base, post=True)
+    folder = await gw.containers.write({rel: gw.signed(page) for rel, page in built.items()})
+    return ResultCache(response_url=folder, starts_from=query.start, ends_at=query.end)
 
 
 async def _addresses(gw: Gateway, query: pages.Query, now: int) -> ApiResponse:

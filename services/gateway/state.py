@@ -2,7 +2,9 @@
 
 :class:`Gateway` is made once at start (:mod:`services.gateway.service`) and handed to the app;
 handlers read it from ``request.app.state.gateway``. It signs pages with the node key and holds
-the current cache tree, the POST answer containers and the nonces seen (§11.4).
+the current cache tree; the POST nonces seen (§11.4) and the POST answer containers (§11.7) are
+the node's shared state (:mod:`services.gateway.nonces`, :mod:`services.gateway.containers`), the
+same for every replica.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
 
 import asyncpg
 from nats.aio.client import Client as NATS
@@ -25,32 +25,13 @@ from relay.bus import Layout
 from relay.caches import Tree
 from relay.logging import get_logger
 from services.gateway import metrics
+from services.gateway.containers import Containers
+from services.gateway.nonces import Nonces
 from services.gateway.settings import GatewaySettings
 
-__all__ = ["Gateway", "NonceMemory"]
-
-_NONCE_MEMORY_SECONDS: Final = 50 * 60  # §11.4, §16
-_NONCE_MAX_PER_KEY: Final = 358  # §16
+__all__ = ["Gateway"]
 
 _log = get_logger(__name__)
-
-
-class NonceMemory:
-    """Nonces seen per node key in the last 50 minutes (§11.4)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._seen: dict[str, dict[str, float]] = {}
-        self._clock = clock
-
-    def seen(self, key: str, nonce: str) -> bool:
-        now = self._clock()
-        nonces = self._seen.setdefault(key, {})
-        for old in [n for n, t in nonces.items() if now - t > _NONCE_MEMORY_SECONDS]:
-            del nonces[old]
-        if nonce in nonces or len(nonces) >= _NONCE_MAX_PER_KEY:
-            return True
-        nonces[nonce] = now
-        return False
 
 
 @dataclass
@@ -63,9 +44,9 @@ class Gateway:
     nc: NATS
     layout: Layout
     port: int  # the port we announce
+    nonces: Nonces
+    containers: Containers
     tree: Tree = field(default_factory=lambda: Tree(0, {}))
-    responses: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    nonces: NonceMemory = field(default_factory=NonceMemory)
     replica: asyncpg.Pool | None = None  # MIM_DATABASE_READ_URL's pool, if set
 
     @property

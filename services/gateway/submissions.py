@@ -16,6 +16,15 @@ canonical object once the store holds it, 404 until then.
 
 Verification is CPU work (about 0.16 ms per object); a batch larger than :data:`INLINE_VERIFY_MAX`
 is judged in a worker thread so the event loop keeps serving meanwhile.
+
+Who may submit depends on the listener (``install(..., public=...)``). On the local listener,
+whoever reaches it submits as the operator. On the public listener a submission needs a token
+(``Authorization: Bearer``, :mod:`services.gateway.tokens`; 401 without one that works, 429 past
+its rate), unless the operator opened public submission (``MIM_GATEWAY_PUBLIC_SUBMIT``): then it
+is taken without a token under the network's rules only, objects at the node's proof-of-work
+minimum and no addresses (403), which reach a node only from their own nodes (§13.6). An address
+submitted where addresses are taken must name a place the node may dial
+(:func:`relay.location.checked`), or its receipt says why not (stage ``address``).
 """
 
 from __future__ import annotations
@@ -30,16 +39,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mim import bounds, canonical
-from mim.entities import Entity, entity_class
+from mim.entities import Address, Entity, entity_class
 from mim.errors import MimError, OutOfBounds
 from mim.verify import Policy, Verdict, verify_entity
-from relay import BusError, BusUnavailable
+from relay import AddressRefused, BusError, BusUnavailable
 from relay.db import objects
+from relay.location import AddressRules, checked
 from relay.submit import IngestFull, dedupe_id, submit
 from services.gateway import metrics
 from services.gateway.answers import ErrorBody, refusal, refused
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import Gateway
+from services.gateway.tokens import TokenBook
 
 __all__ = [
     "INLINE_VERIFY_MAX",
@@ -105,10 +116,21 @@ class StoredObjectAnswer(BaseModel):
     object: dict[str, Any] = Field(description="The stored object, in its canonical JSON.")
 
 
-def _judge(batch: Sequence[tuple[SubmitItem, Entity]], policy: Policy) -> list[Verdict]:
+def _judge(
+    batch: Sequence[tuple[SubmitItem, Entity]], policy: Policy, rules: AddressRules
+) -> list[Verdict]:
     # an accepted verdict carries the object's canonical bytes, which are what gets queued: a
     # validator decodes them back to this very object, so it reaches this verdict too
-    return [verify_entity(entity, policy) for _, entity in batch]
+    return [_verdict_of(entity, policy, rules) for _, entity in batch]
+
+
+def _verdict_of(entity: Entity, policy: Policy, rules: AddressRules) -> Verdict:
+    if isinstance(entity, Address):
+        try:
+            entity = checked(entity, rules)
+        except AddressRefused as exc:
+            return Verdict("address", False, "address", exc.reason, exc.field, exc.rule)
+    return verify_entity(entity, policy)
 
 
 def _verdict(v: Verdict) -> ObjectVerdict:
@@ -171,22 +193,76 @@ def _stored_answer(stored: objects.StoredObject) -> Response:
     return Response(f'{head[:-1]},"object":{stored.body}}}', media_type="application/json")
 
 
-def install(app: FastAPI, settings: GatewaySettings) -> None:
-    """Add the submission and polling routes to ``app``."""
+def _public_gate(settings: GatewaySettings, batch: Sequence[SubmitItem]) -> JSONResponse | None:
+    """Without a token on the public listener: the refusal, or None if public submission is on
+    and the batch holds no address."""
+    if not settings.public_submit:
+        reason = "submitting here needs a token; or use the node's local API"
+        return refusal(
+            401, "authorization", "auth.required", reason, **{"WWW-Authenticate": "Bearer"}
+        )
+    for n, item in enumerate(batch):
+        if item.kind == "address":
+            reason = "addresses reach this node only from their own nodes (§13.6)"
+            return refusal(403, f"[{n}].kind", "submit.public_address", reason)
+    return None
+
+
+async def _admitted(
+    request: Request, settings: GatewaySettings, batch: Sequence[SubmitItem]
+) -> JSONResponse | None:
+    """None if the public listener takes ``batch`` from this request, else the refusal."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return _public_gate(settings, batch)
+    book: TokenBook = request.app.state.tokens
+    admission = await book.admit(authorization, len(batch))
+    if admission.admitted:
+        return None
+    headers = {"WWW-Authenticate": "Bearer"} if admission.status == 401 else {}
+    if admission.status == 429:
+        headers["Retry-After"] = "60"
+    field = "body" if admission.status == 429 else "authorization"
+    return refusal(admission.status, field, admission.rule, admission.reason, **headers)
+
+
+def _submit_answers(public: bool) -> dict[int | str, dict[str, Any]]:
+    answers: dict[int | str, dict[str, Any]] = {
+        202: {"description": "At least one object was valid and queued."},
+        400: {"model": ErrorBody, "description": "The body or an object does not decode."},
+        413: {"model": ErrorBody, "description": "Too many objects."},
+        422: {"model": SubmitResult, "description": "Every object was rejected; none queued."},
+        429: {"model": ErrorBody, "description": "The ingest stream is full; retry later."},
+        503: {"model": ErrorBody, "description": "The message bus did not confirm."},
+    }
+    if public:
+        answers[401] = {"model": ErrorBody, "description": "No token, or one that does not work."}
+        answers[403] = {"model": ErrorBody, "description": "An address, without a token."}
+        answers[429] = {
+            "model": ErrorBody,
+            "description": "The ingest stream is full, or the remote has no lease, or the token"
+            " is over its rate; retry later.",
+        }
+        answers[503]["description"] = "The message bus or the lease state did not answer."
+    return answers
+
+
+def install(app: FastAPI, settings: GatewaySettings, *, public: bool) -> None:
+    """Add the submission and polling routes to ``app``: those of the public listener (a token,
+    or open public submission) or of the local one (the operator's)."""
+    _install_submit(app, settings, public=public)
+    _install_objects(app, public=public)
+
+
+def _install_submit(app: FastAPI, settings: GatewaySettings, *, public: bool) -> None:
     policy = settings.policy()
+    rules = settings.address_rules()
 
     @app.post(
         "/api/submit",
         status_code=202,
         response_model=SubmitResult,
-        responses={
-            202: {"description": "At least one object was valid and queued."},
-            400: {"model": ErrorBody, "description": "The body or an object does not decode."},
-            413: {"model": ErrorBody, "description": "Too many objects."},
-            422: {"model": SubmitResult, "description": "Every object was rejected; none queued."},
-            429: {"model": ErrorBody, "description": "The ingest stream is full; retry later."},
-            503: {"model": ErrorBody, "description": "The message bus did not confirm."},
-        },
+        responses=_submit_answers(public),
         summary="Verify objects and queue the valid ones for the validators",
     )
     async def submit_objects(
@@ -197,13 +273,17 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
             return refusal(
                 413, "body", "submit.count", f"over {settings.submit_max_objects} objects"
             )
+        if public:
+            gate = await _admitted(request, settings, batch)
+            if gate is not None:
+                return gate
         decoded = _decode(batch)
         if isinstance(decoded, JSONResponse):
             return decoded
         if len(decoded) > INLINE_VERIFY_MAX:
-            verdicts = await asyncio.to_thread(_judge, decoded, policy)
+            verdicts = await asyncio.to_thread(_judge, decoded, policy, rules)
         else:
-            verdicts = _judge(decoded, policy)
+            verdicts = _judge(decoded, policy, rules)
         receipts = await _queue(request.app.state.gateway, settings, batch, verdicts)
         if isinstance(receipts, JSONResponse):
             return receipts
@@ -212,24 +292,41 @@ def install(app: FastAPI, settings: GatewaySettings) -> None:
             return JSONResponse(result.model_dump(), status_code=422)
         return result
 
+
+def _install_objects(app: FastAPI, *, public: bool) -> None:
     @app.get(
         "/api/objects/{kind}/{fingerprint}",
         response_model=StoredObjectAnswer,
         responses={
-            400: {"model": ErrorBody, "description": "Not a kind the store holds."},
+            400: {
+                "model": ErrorBody,
+                "description": "Not a kind the store holds, or a control character (NUL).",
+            },
             404: {"model": ErrorBody, "description": "The store does not hold this object (yet)."},
-            422: {"model": ErrorBody, "description": "Not a fingerprint (over 64 bytes)."},
+            422: {"model": ErrorBody, "description": "Not a fingerprint (over 64 bytes, or NUL)."},
+            **(
+                {
+                    429: {"model": ErrorBody, "description": "The remote has no lease now."},
+                    503: {"model": ErrorBody, "description": "The lease state did not answer."},
+                }
+                if public
+                else {}
+            ),
         },
         summary="The stored version of one object, to poll after a submission",
     )
     async def stored_object(
         request: Request, kind: StoredKindName, fingerprint: str
     ) -> StoredObjectAnswer | Response:
-        size = len(fingerprint.encode())
+        size = len(fingerprint.encode("utf-8", "surrogatepass"))
         if size > bounds.FINGERPRINT_MAX:
             raise OutOfBounds(
                 "fingerprint", "FINGERPRINT_MAX", f"{size} bytes is over {bounds.FINGERPRINT_MAX}"
             )
+        if not fingerprint.isprintable():
+            # no stored fingerprint holds one, and the database refuses NUL in text
+            reason = "holds a control character (NUL included)"
+            return refusal(400, "fingerprint", "request.fingerprint_text", reason)
         stored = await objects.get(request.app.state.gateway.read_pool, kind, fingerprint)
         if stored is None:
             return refusal(

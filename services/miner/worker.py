@@ -128,7 +128,7 @@ class Miner:
             return
         job = _Job(request, msg.reply, time.monotonic())
         self._jobs[request.job] = job
-        self._ctx.spawn(self._run(job), name=f"miner-job-{request.job}")
+        self._ctx.spawn(self._run(job), name=f"miner-job-{request.job}", kind="miner-job")
 
     def _admit(self, data: bytes) -> Request:
         if self._ctx.stop.is_set():

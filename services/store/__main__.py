@@ -38,6 +38,7 @@ async def main(ctx: Context) -> None:
         batch_size=settings.batch_size,
         fetch_timeout=settings.fetch_timeout_seconds,
         address_table_max=settings.address_table_max,
+        address_rules=settings.address_rules(),
         retry_min=settings.retry_min_seconds,
         retry_max=settings.retry_max_seconds,
     )

@@ -27,7 +27,8 @@ OBJECTS: Final = Counter(
 )
 ADDRESSES: Final = Counter(
     "mim_store_addresses_total",
-    "Addresses the writer handled, by source (first or third party) and whether a row changed.",
+    "Addresses the writer handled, by source (first or third party) and outcome (written, kept,"
+    " refused: a place the node may not dial).",
     ["source", "outcome"],
 )
 BATCH_SIZE: Final = Histogram(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from relay.location import AddressSettings
 from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 
 __all__ = ["StoreSettings"]
 
 
-class StoreSettings(NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
+class StoreSettings(AddressSettings, NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
     """What one store replica needs; every field reads ``MIM_STORE_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_STORE_")

@@ -15,7 +15,9 @@ came: the validator encoded it, and encoding it again would only cost time. The 
 is trusted as far as that, as it is for the checks it stands for. An address whose
 ``Mim-Source`` header is ``first-party`` was heard from the node itself (§13.6): the gateway and
 the syncer send those in like any object (:mod:`relay.first_party`), and the validator passes on
-the times of the last ping and sync in headers.
+the times of the last ping and sync in headers. Every address is checked by
+:func:`relay.location.checked` first: it is stored at its canonical place, or refused (counted with
+outcome ``refused`` and logged ``address_refused``) when it names a place the node may not dial.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from nats.aio.msg import Msg
 
 from mim import MimError, parse
 from mim.entities import Address, Provable
+from relay import AddressRefused
 from relay import logging as relay_logging
 from relay.bus import HEADER_KIND, KINDS, Layout
 from relay.db import Conn, addresses, storing
 from relay.first_party import sighting
+from relay.location import AddressRules, checked
 from relay.puller import Puller
 from relay.runner import sleep
 from services.store import metrics
@@ -90,6 +94,7 @@ class Writer:
         batch_size: int = 256,
         fetch_timeout: float = 1.0,
         address_table_max: int = 1000,
+        address_rules: AddressRules | None = None,
         retry_min: float = 0.2,
         retry_max: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -101,6 +106,7 @@ class Writer:
         self._batch_size = batch_size
         self._fetch_timeout = fetch_timeout
         self._address_max = address_table_max
+        self._address_rules = address_rules or AddressRules()
         self._retry_min = retry_min
         self._retry_max = retry_max
         self._clock = clock
@@ -178,21 +184,27 @@ class Writer:
 
     async def _store_addresses(
         self, conn: Conn, items: list[_Item], now: int
-    ) -> list[tuple[str, addresses.AddressOutcome]]:
-        done: list[tuple[str, addresses.AddressOutcome]] = []
+    ) -> list[tuple[str, str]]:
+        done: list[tuple[str, str]] = []
         for item in items:
             if not isinstance(item.entity, Address):
                 continue
             seen = sighting(item.msg.headers)
+            source = "third_party" if seen is None else "first_party"
+            try:
+                address = checked(item.entity, self._address_rules)
+            except AddressRefused as exc:
+                _log.info("address_refused", source=source, rule=exc.rule, reason=exc.reason)
+                done.append((source, "refused"))
+                continue
             if seen is not None:
                 written = await addresses.store_first_party(
-                    conn, item.entity, now, last_ping=seen.last_ping, last_sync=seen.last_sync
+                    conn, address, now, last_ping=seen.last_ping, last_sync=seen.last_sync
                 )
-                done.append(("first_party", written))
             else:
-                written = await addresses.store_third_party(conn, item.entity, now)
-                done.append(("third_party", written))
-        if done:
+                written = await addresses.store_third_party(conn, address, now)
+            done.append((source, written))
+        if any(outcome != "refused" for _, outcome in done):
             await addresses.prune(conn, self._address_max)
         return done
 

@@ -66,7 +66,7 @@ async def known_remotes(pool: asyncpg.Pool, settings: SyncerSettings) -> list[Re
     by_type: dict[str, int] = {}
     remotes: list[Remote] = []
     for row in stored:
-        address, remote = stored_remote(row, allow_local=settings.allow_local)
+        address, remote = stored_remote(row, settings.address_rules())
         by_type[str(address.type)] = by_type.get(str(address.type), 0) + 1
         if remote is not None:
             remotes.append(remote)
@@ -104,7 +104,7 @@ async def main(ctx: Context) -> None:
         page_size=settings.scan_page_size,
         skip_seconds=settings.scan_skip_seconds,
         interval_seconds=settings.scan_interval_seconds,
-        allow_local=settings.allow_local,
+        rules=settings.address_rules(),
         claims=claims,
         recheck_seconds=settings.lease_seconds,
     )
@@ -118,7 +118,7 @@ async def main(ctx: Context) -> None:
         interval_seconds=settings.bootstrap_interval_seconds,
         retry_seconds=settings.bootstrap_retry_seconds,
         page_size=settings.scan_page_size,
-        allow_local=settings.allow_local,
+        rules=settings.address_rules(),
     )
 
     async def sync(remote: Remote) -> Outcome:

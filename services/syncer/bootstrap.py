@@ -26,6 +26,7 @@ from mim.entities import Address
 from relay import RelayError
 from relay.bus import Layout
 from relay.db import cursors
+from relay.location import AddressRules
 from relay.logging import get_logger
 from relay.publisher import Publisher
 from relay.submit import submit_many
@@ -59,7 +60,7 @@ class Bootstrap:
         interval_seconds: float = 360 * 60.0,
         retry_seconds: float = 600.0,
         page_size: int = 100,
-        allow_local: bool = False,
+        rules: AddressRules | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.remotes = list(remotes)
@@ -71,7 +72,7 @@ class Bootstrap:
         self._interval = interval_seconds
         self._retry = retry_seconds
         self._page_size = page_size
-        self._allow_local = allow_local
+        self._rules = rules or AddressRules()
         self._clock = clock
         self._last = 0  # Unix time of the last success we know of
         self._retry_at = 0.0  # monotonic
@@ -157,7 +158,7 @@ class Bootstrap:
         if page.address.type in BOOTSTRAPPER_TYPES:  # the responder is one itself (§13.3)
             named.append((remote, placed_at(page.address, remote)))
         for address in page.response.addresses or ():
-            where = remote_of(address, allow_local=self._allow_local)
+            where = remote_of(address, self._rules)
             if where is not None:
                 named.append((where, address))
         return named

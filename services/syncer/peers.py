@@ -32,8 +32,9 @@ from typing import Final, Protocol
 
 from mim import canonical
 from mim.entities import Address
-from relay import LeaseLost
+from relay import AddressRefused, LeaseLost
 from relay.db.addresses import StoredAddress
+from relay.location import AddressRules, check_place
 from relay.logging import get_logger
 from relay.runner import sleep
 from services.syncer import metrics
@@ -47,7 +48,6 @@ __all__ = [
     "Outcome",
     "Remote",
     "Scheduler",
-    "is_local",
     "location_type",
     "parse_bootstrap",
     "parse_remote",
@@ -68,17 +68,6 @@ def location_type(host: str) -> int:
         return 6 if ipaddress.ip_address(host).version == 6 else 4
     except ValueError:
         return 3
-
-
-def is_local(host: str) -> bool:
-    """Loopback, unspecified or link-local: refused when learned from others (§13.6)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified or ip.is_link_local
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,28 +132,26 @@ def parse_bootstrap(text: str) -> list[Remote]:
     return [parse_remote(item) for item in text.split(",") if item.strip()]
 
 
-def remote_of(address: Address, *, allow_local: bool = False) -> Remote | None:
-    """Where to dial the node of ``address``, or None if it names no dialable place."""
-    host = address.location.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or not 0 < address.port < 65536 or (is_local(host) and not allow_local):
+def remote_of(address: Address, rules: AddressRules) -> Remote | None:
+    """Where to dial the node of ``address``, or None if it names no place we may dial
+    (:func:`relay.location.check_place` under ``rules``)."""
+    try:
+        place = check_place(address.location, address.port, rules, sublocation=address.sublocation)
+    except AddressRefused:
         return None
     return Remote(
-        host=host,
-        port=address.port,
-        sublocation=address.sublocation,
+        host=place.location,
+        port=place.port,
+        sublocation=place.sublocation,
         static=address.type in STATIC_TYPES,
         node_type=address.type,
     )
 
 
-def stored_remote(
-    row: StoredAddress, *, allow_local: bool = False
-) -> tuple[Address, Remote | None]:
+def stored_remote(row: StoredAddress, rules: AddressRules) -> tuple[Address, Remote | None]:
     """The address a stored row holds, and where to dial its node (None: nowhere we may)."""
     address = canonical.loads(Address, row.body)
-    return address, remote_of(address, allow_local=allow_local)
+    return address, remote_of(address, rules)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from mim.entities import Address
 from relay import LeaseLost, RelayError
 from relay.db import addresses
 from relay.first_party import Reporter
+from relay.location import AddressRules
 from relay.logging import get_logger
 from relay.runner import sleep
 from services.syncer import check, metrics
@@ -147,7 +148,7 @@ class Scanner:
         page_size: int = 100,
         skip_seconds: float = 120.0,
         interval_seconds: float = 600.0,
-        allow_local: bool = False,
+        rules: AddressRules | None = None,
         claims: Claims | None = None,
         recheck_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -161,7 +162,7 @@ class Scanner:
         self._page_size = page_size
         self._skip = skip_seconds
         self.interval = interval_seconds
-        self._allow_local = allow_local
+        self._rules = rules or AddressRules()
         self._clock = clock
         self._attempts: dict[tuple[str, str, int], float] = {}  # failed pings, monotonic time
         self._lock = asyncio.Lock()
@@ -211,7 +212,7 @@ class Scanner:
         report.addresses = len(stored)
         due: list[Remote] = []
         for row in stored:
-            _, remote = stored_remote(row, allow_local=self._allow_local)
+            _, remote = stored_remote(row, self._rules)
             if remote is None:
                 report.undialable += 1
             elif now - row.last_ping < self._skip or remote.key in self._attempts:

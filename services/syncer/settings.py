@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
 from mim.pages import REQUEST_MIN_POW
+from relay.location import AddressSettings
 from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 from services.syncer.peers import parse_bootstrap
 
@@ -26,7 +27,9 @@ Remotes = Annotated[str, AfterValidator(_remotes)]
 __all__ = ["SyncerSettings"]
 
 
-class SyncerSettings(NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
+class SyncerSettings(
+    AddressSettings, NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings
+):
     """What the syncer needs; service fields read ``MIM_SYNCER_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_SYNCER_")
@@ -152,10 +155,6 @@ class SyncerSettings(NetworkSettings, LeaseSettings, PoolSettings, ServiceSettin
     )
     addresses_per_sync: int = Field(
         100, ge=1, description="Addresses taken from one remote in one sync (§13.4 step 6)."
-    )
-    allow_local: bool = Field(
-        default=False,
-        description="Keep loopback and unspecified addresses learned from remotes (§13.6).",
     )
     purgatory_max_held: int = Field(
         10_000,

@@ -46,7 +46,7 @@ from relay.submit import submit_many
 from services.syncer import check, metrics
 from services.syncer.check import Broken, SyncFailed, decode
 from services.syncer.client import Client, FetchError, Tally
-from services.syncer.peers import Outcome, Remote, is_local
+from services.syncer.peers import Outcome, Remote, remote_of
 from services.syncer.purgatory import Purgatory
 from services.syncer.settings import SyncerSettings
 
@@ -143,6 +143,7 @@ class Syncer:
         # without a miner, request PoW is searched in a worker process when we have a pool
         self._local_pow = mining.in_pool(cpu) if cpu is not None else None
         self.node_id = pages.node_id(key.public_hex)
+        self._rules = settings.address_rules()
 
     # ------------------------------------------------------------------ the whole sync
 
@@ -511,10 +512,7 @@ class Syncer:
             await self._publish(run, kind, held)
 
     def _learnable(self, address: Address) -> bool:
-        host = address.location.strip("[]")
-        if not host or not 0 < address.port < 65536:
-            return False
-        return self.settings.allow_local or not is_local(host)
+        return remote_of(address, self._rules) is not None
 
 
 def _version(obj: Entity) -> tuple[str, str, int]:

@@ -19,6 +19,7 @@ from mim.entities import (
     Entity,
     Key,
     Post,
+    Protocol,
     Thread,
     Truststate,
     Vote,
@@ -46,6 +47,11 @@ __all__ = [
     "POST_BODY_MAX",
     "POST_BODY_MIN",
     "POW_MAX",
+    "PROTOCOL_ENTITIES_MAX",
+    "PROTOCOL_ENTITY_MAX",
+    "PROTOCOL_NAME_MAX",
+    "PROTOCOL_NAME_MIN",
+    "PROTOCOL_SUBPROTOCOLS_MAX",
     "PUBLIC_KEY_MAX",
     "PUBLIC_KEY_MIN",
     "SIGNATURE_MAX",
@@ -57,6 +63,7 @@ __all__ = [
     "TYPE_CODE_MAX",
     "TYPE_CODE_MIN",
     "check",
+    "check_protocol",
 ]
 
 # §9.1 common helpers
@@ -102,6 +109,13 @@ ADDRESS_LOCATION_MAX: Final = 512
 CLIENT_NAME_MIN: Final = 2
 CLIENT_NAME_MAX: Final = 128
 BOARD_OWNER_LEVEL_MAX: Final = 255
+# ``protocolBC`` (§9.2): the reference has it but never calls it for addresses; we hold what a
+# node says of itself to it before we store it first-party.
+PROTOCOL_SUBPROTOCOLS_MAX: Final = 32
+PROTOCOL_NAME_MIN: Final = 2
+PROTOCOL_NAME_MAX: Final = 16
+PROTOCOL_ENTITIES_MAX: Final = 128
+PROTOCOL_ENTITY_MAX: Final = 32
 
 
 def _size(value: str) -> int:
@@ -260,3 +274,34 @@ def check(entity: Entity) -> None:
     if cls is not Address:
         _provable_common(entity.kind, entity)
     _CHECKS[cls](entity)
+
+
+def check_protocol(protocol: Protocol, path: str = "address.protocol") -> None:
+    """Raise :class:`OutOfBounds` if ``protocol`` breaks ``protocolBC`` (§9.2): all zero, or
+    version 1..255 with 1..32 subprotocols, each named in 2..16 bytes, version ≥ 1, listing
+    1..128 entities of 1..32 bytes."""
+    subs = protocol.subprotocols or ()
+    if not (protocol.version_major or protocol.version_minor or subs):
+        return
+    _int_range(f"{path}.version_major", protocol.version_major, 1, 255, "PROTOCOL_VERSION")
+    if not 1 <= len(subs) <= PROTOCOL_SUBPROTOCOLS_MAX:
+        raise OutOfBounds(
+            f"{path}.subprotocols",
+            "PROTOCOL_SUBPROTOCOLS_MAX",
+            f"{len(subs)} subprotocols, need 1..{PROTOCOL_SUBPROTOCOLS_MAX}",
+        )
+    for n, sub in enumerate(subs):
+        where = f"{path}.subprotocols[{n}]"
+        _string(f"{where}.name", sub.name, PROTOCOL_NAME_MIN, PROTOCOL_NAME_MAX, "PROTOCOL_NAME")
+        _int_range(f"{where}.version_major", sub.version_major, 1, 255, "PROTOCOL_VERSION")
+        entities = sub.supported_entities or ()
+        if not 1 <= len(entities) <= PROTOCOL_ENTITIES_MAX:
+            raise OutOfBounds(
+                f"{where}.supported_entities",
+                "PROTOCOL_ENTITIES_MAX",
+                f"{len(entities)} entities, need 1..{PROTOCOL_ENTITIES_MAX}",
+            )
+        for entity in entities:
+            _string(
+                f"{where}.supported_entities", entity, 1, PROTOCOL_ENTITY_MAX, "PROTOCOL_ENTITY"
+            )

@@ -11,11 +11,11 @@ Pure: time (``now``) and the nonce memory are parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from mim import canonical, signing
+from mim import bounds, canonical, signing
 from mim import pow as mim_pow
 from mim.entities import ApiResponse, Filter
 from mim.envelope import CLIENT, PROTOCOL_C0, sign_page
@@ -24,8 +24,11 @@ from mim.errors import InvalidObject
 __all__ = [
     "CLOCK_SKEW_SECONDS",
     "EMBEDS",
+    "FILTERS_MAX",
+    "FILTER_VALUES_MAX",
     "NONCE_MAX",
     "REQUEST_MIN_POW",
+    "TIMESTAMP_DIGITS_MAX",
     "Query",
     "RequestRefused",
     "build_request",
@@ -37,6 +40,9 @@ __all__ = [
 REQUEST_MIN_POW: Final = 15  # backend ApiResponse minimum: 21 − 6 (§7.4)
 CLOCK_SKEW_SECONDS: Final = 20 * 60  # request timestamp window, ± (§11.4, §16)
 NONCE_MAX: Final = 64  # bytes of a request nonce (§11.4, §9.3)
+FILTERS_MAX: Final = 3  # filters in one page (§9.3)
+FILTER_VALUES_MAX: Final = 64  # fingerprint values in one filter (§9.3); embeds are held to it too
+TIMESTAMP_DIGITS_MAX: Final = 19  # digits of an int64 timestamp (§9.3: parsed as int64, ≥ 0)
 #: Values an ``embed`` filter may name (§11.4).
 EMBEDS: Final = frozenset({"threads", "posts", "votes", "keys"})
 
@@ -90,6 +96,11 @@ def _check_address(page: ApiResponse) -> None:
     subprotocols = address.protocol.subprotocols or ()
     if not any(sub.name == PROTOCOL_C0 for sub in subprotocols):
         raise _refuse("address.protocol.subprotocols", "request.subprotocol", "no c0 subprotocol")
+    try:  # what the sender says of itself is stored first-party: hold it to the bounds
+        bounds.check(address)
+        bounds.check_protocol(address.protocol)
+    except InvalidObject as exc:
+        raise _refuse(exc.field, exc.rule, exc.detail) from exc
 
 
 def _check_freshness(page: ApiResponse, now: int) -> None:
@@ -114,14 +125,16 @@ def check_request(
     page: ApiResponse,
     *,
     now: int,
-    nonce_seen: Callable[[str, str], bool],
+    nonce_seen: Callable[[str, str], bool] | None = None,
     min_pow: int = REQUEST_MIN_POW,
 ) -> None:
     """Refuse a POST request that fails §11.4, naming the first broken rule.
 
     ``nonce_seen(public_key, nonce)`` answers whether the nonce was used before by that key and
     remembers it; it is asked last, so a request refused for another reason spends no nonce.
-    Page signatures of requests are not checked (the reference does not either).
+    Without it the caller checks the nonce itself, after this check passed (a nonce memory
+    shared over the network cannot be asked from here). Page signatures of requests are not
+    checked (the reference does not either).
     """
     _check_address(page)
     _check_freshness(page, now)
@@ -137,7 +150,7 @@ def check_request(
         )
     except InvalidObject as exc:
         raise _refuse(exc.field, exc.rule, exc.detail) from exc
-    if nonce_seen(page.node_public_key, page.nonce):
+    if nonce_seen is not None and nonce_seen(page.node_public_key, page.nonce):
         raise _refuse("nonce", "request.nonce_reused", "nonce already used by this key")
 
 
@@ -152,43 +165,83 @@ class Query:
 
 
 def _timestamp_value(text: str, index: int) -> int:
-    if not text.isascii() or not text.lstrip("-").isdigit():
-        raise _refuse(f"filters.timestamp[{index}]", "filter.timestamp", "not an integer")
-    value = int(text)
-    if not 0 <= value < 2**63:
-        raise _refuse(f"filters.timestamp[{index}]", "filter.timestamp", "out of range")
-    return value
+    where = f"filters.timestamp[{index}]"
+    if not text.isascii() or not text.isdigit():
+        raise _refuse(where, "filter.timestamp", f"{text[:24]!r} is not a whole number ≥ 0")
+    if len(text) > TIMESTAMP_DIGITS_MAX or int(text) >= 2**63:
+        raise _refuse(where, "filter.timestamp", f"{text[:24]!r}… is over 2^63 - 1")
+    return int(text)
 
 
-def parse_filters(filters: Iterable[Filter] | None, *, now: int, head_seconds: int) -> Query:
-    """The query of a request's filters; a timestamp filter needs two values (§20.7)."""
+def _fingerprints(values: Sequence[str]) -> list[str]:
+    """Fingerprint filter values, each 1..64 bytes of text a database can hold (no NUL)."""
+    for n, value in enumerate(values):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if not 0 < size <= bounds.FINGERPRINT_MAX or "\x00" in value:
+            raise _refuse(
+                f"filters.fingerprint[{n}]",
+                "filter.fingerprint",
+                f"{value[:24]!r} is not 1..{bounds.FINGERPRINT_MAX} bytes without NUL",
+            )
+    return list(values)
+
+
+def _embeds(values: Sequence[str]) -> list[str]:
+    """Embed filter values: known ones (§11.4), each kept once."""
+    unknown = [v for v in values if v not in EMBEDS]
+    if unknown:
+        raise _refuse("filters.embed", "filter.embed", f"unknown embed {unknown[0][:32]!r}")
+    return list(dict.fromkeys(values))
+
+
+def parse_filters(
+    filters: Iterable[Filter] | None,
+    *,
+    now: int,
+    head_seconds: int,
+    max_values: int = FILTER_VALUES_MAX,
+) -> Query:
+    """The query of a request's filters; a timestamp filter needs two values (§20.7).
+
+    At most ``FILTERS_MAX`` filters of at most ``max_values`` values each (§9.3); fingerprints are
+    1..64 bytes without NUL, embeds known and kept once, timestamps whole numbers below 2^63.
+    """
     start = end = 0
     timed = False
     fingerprints: list[str] = []
     embeds: list[str] = []
-    for item in filters or ():
+    given = tuple(filters or ())
+    if len(given) > FILTERS_MAX:
+        raise _refuse("filters", "filter.count", f"{len(given)} filters, at most {FILTERS_MAX}")
+    for item in given:
         values = item.values or ()
+        if len(values) > max_values:
+            raise _refuse(
+                f"filters.{item.type[:16]}",
+                "filter.values",
+                f"{len(values)} values, at most {max_values}",
+            )
         if item.type == "timestamp":
             if len(values) != 2:  # [start, end]
                 raise _refuse("filters.timestamp", "filter.timestamp_values", "needs 2 values")
             start, end = (_timestamp_value(v, i) for i, v in enumerate(values))
             timed = bool(start or end)
         elif item.type == "fingerprint":
-            fingerprints.extend(values)
+            fingerprints.extend(_fingerprints(values))
         elif item.type == "embed":
-            unknown = [v for v in values if v not in EMBEDS]
-            if unknown:
-                raise _refuse("filters.embed", "filter.embed", f"unknown embed {unknown[0][:32]!r}")
-            embeds.extend(values)
+            embeds.extend(_embeds(values))
         elif item.type or values:
             raise _refuse("filters.type", "filter.type", f"unknown filter {item.type[:32]!r}")
+    if len(fingerprints) > max_values:
+        raise _refuse("filters.fingerprint", "filter.values", f"over {max_values} fingerprints")
     if timed and fingerprints:
         raise _refuse("filters", "filter.exclusive", "timestamp and fingerprint filters together")
     start = start or now - head_seconds
     end = end or now
     if start > end:
         raise _refuse("filters.timestamp", "filter.timestamp_order", "start is after end")
-    return Query(start=start, end=end, fingerprints=tuple(fingerprints), embeds=tuple(embeds))
+    unique = tuple(dict.fromkeys(fingerprints))
+    return Query(start=start, end=end, fingerprints=unique, embeds=tuple(dict.fromkeys(embeds)))
 
 
 def timestamp_filter(start: int, end: int) -> tuple[Filter, ...]:

@@ -27,14 +27,17 @@ Errors of the runtime form one tree, defined here so every module raises from th
     ├── DependencyUnavailable   NATS or PostgreSQL did not answer within the bounded retries
     ├── BusError                JetStream refused for good: incompatible stream, message too large
     ├── LeaseLost               a lease was taken over or could not be kept; its work was stopped
+    ├── AddressRefused          an address names a place we may not store or dial (field, rule)
     └── TransientError          try again later; nothing was lost
         ├── StreamFull          JetStream refused a publish: the stream is at its limits
+        ├── StateFull           a bucket of shared request state is at its bound
         └── BusUnavailable      JetStream did not confirm a publish (timeout, no responders)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AddressRefused",
     "BusError",
     "BusUnavailable",
     "DependencyUnavailable",
@@ -42,6 +45,7 @@ __all__ = [
     "RelayError",
     "ServerError",
     "SettingsError",
+    "StateFull",
     "StreamFull",
     "TransientError",
 ]
@@ -88,6 +92,23 @@ class LeaseLost(RelayError):
     its whole time to live; the work it covered was cancelled."""
 
 
+class AddressRefused(RelayError):
+    """An address names a place the node may not store or dial (``relay.location``).
+
+    ``field`` is the part refused (``location``, ``port``, ``sublocation``), ``rule`` the rule it
+    broke (``address.private``, ``address.port`` ...), ``reason`` the refusal in one line.
+    """
+
+    def __init__(self, field: str, rule: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.rule = rule
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "reason": self.reason}
+
+
 class TransientError(RelayError):
     """A failure that retrying later may cure; the operation had no effect."""
 
@@ -103,5 +124,14 @@ class StreamFull(TransientError):
 
 class BusUnavailable(TransientError):
     """JetStream did not confirm a publish: timeout, no responders, or a lost connection."""
+
+    status = 503
+
+
+class StateFull(TransientError):
+    """A bucket of shared request state (nonces, leases, containers) is at its bound.
+
+    The gateway answers 503 with ``Retry-After``; nothing already held was dropped.
+    """
 
     status = 503

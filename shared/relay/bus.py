@@ -12,6 +12,13 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
     kv     MIM_SYNCER_LEASES  which syncer replica syncs each remote, runs each schedule
     kv     MIM_STORE_LEASES   which store replica runs retention
+    kv     MIM_NONCES      POST nonces seen (§11.4) and uses per node key   } shared request state
+    kv     MIM_LEASES      remotes leased on the Mim API (§11.2)            } of the gateway
+    kv     MIM_PING_LEASES remotes leased on /v0/ping (§11.2)               } replicas, each key
+    kv     MIM_INFLIGHT    requests in flight per remote                    } with its own time to
+    kv     MIM_RATES       submissions per token in the current window      } live (relay.kv)
+    kv     MIM_CONTAINERS  POST answer containers (id -> pages)             }
+    obj    MIM_CONTAINER_PAGES  the pages of those containers (§11.7)       }
     core   mim.store.blocks    (queue group mim-store)    block-list changes, asked of the store
            mim.syncer.sync     (queue group mim-syncers)  "sync this remote now", asked of a syncer
     core   mim.miner.request   (queue group mim-miners)   one proof, served by any one miner
@@ -30,8 +37,9 @@ and any number may do so at once.
 Every stream, consumer, key-value bucket and object store of a node is kept by ``Layout.replicas``
 servers (``MIM_STREAM_REPLICAS``): 1 on a single nats-server, 3 on a three-server JetStream
 cluster, where losing one server loses nothing and the others go on. A creator of a bucket passes
-it on, ``KeyValueConfig(..., replicas=layout.replicas)`` (``ensure_key_value`` also brings an
-existing bucket to it); a layout made with ``Layout.from_settings`` carries the node's setting.
+it on, ``BucketSpec(..., replicas=layout.replicas)`` (``relay.kv``) or ``KeyValueConfig(...,
+replicas=layout.replicas)`` (``ensure_key_value``), and either brings an existing bucket to it; a
+layout made with ``Layout.from_settings`` carries the node's setting.
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ __all__ = [
     "KINDS",
     "MAX_HEADER_VALUE",
     "MAX_REPLICAS",
+    "NATS_UNAVAILABLE",
     "UNKNOWN_KIND",
     "Layout",
     "StreamLimits",
@@ -98,6 +107,16 @@ HEADER_REASON: Final = "Mim-Reason"
 HEADER_SOURCE: Final = "Mim-Source"
 HEADER_LAST_PING: Final = "Mim-Last-Ping"
 HEADER_LAST_SYNC: Final = "Mim-Last-Sync"
+
+#: What the NATS client raises when the server did not answer or cannot be reached now.
+NATS_UNAVAILABLE: Final = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+)
 
 # A header value longer than this is cut: reasons are for people, not for parsing.
 MAX_HEADER_VALUE: Final = 1024
@@ -233,6 +252,36 @@ class Layout:
     def store_leases_bucket(self) -> str:
         """Which store replica runs retention now."""
         return f"{self._name}_STORE_LEASES"
+
+    # shared request state of the gateway replicas (relay.kv)
+    @property
+    def nonces_bucket(self) -> str:
+        return f"{self._name}_NONCES"
+
+    @property
+    def leases_bucket(self) -> str:
+        return f"{self._name}_LEASES"
+
+    @property
+    def ping_leases_bucket(self) -> str:
+        return f"{self._name}_PING_LEASES"
+
+    @property
+    def inflight_bucket(self) -> str:
+        return f"{self._name}_INFLIGHT"
+
+    @property
+    def rates_bucket(self) -> str:
+        return f"{self._name}_RATES"
+
+    @property
+    def containers_bucket(self) -> str:
+        return f"{self._name}_CONTAINERS"
+
+    @property
+    def container_pages_bucket(self) -> str:
+        """An object store: pages may pass the server's largest message."""
+        return f"{self._name}_CONTAINER_PAGES"
 
     # requests to the services that own a piece of work (core NATS request/reply)
     @property
@@ -488,14 +537,7 @@ async def publish(
         raise refusal(subject, exc.err_code or 0, exc.description or "", exc.code or 0) from exc
     except nats.js.errors.NoStreamResponseError as exc:
         raise BusUnavailable(f"{subject}: no stream answered") from exc
-    except (
-        nats.errors.TimeoutError,
-        nats.errors.NoRespondersError,
-        nats.errors.ConnectionClosedError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        nats.errors.OutboundBufferLimitError,
-    ) as exc:
+    except NATS_UNAVAILABLE as exc:
         raise BusUnavailable(f"{subject}: {exc!r}") from exc
     except nats.errors.MaxPayloadError as exc:
         raise BusError(f"{subject}: {len(payload)} bytes is over the server's max payload") from exc

@@ -1,4 +1,4 @@
-"""Leases in a NATS key-value bucket, each key with its own time to live (nats-server 2.11+).
+"""Leases in a bucket of shared state (:mod:`relay.kv`), each key with its own time to live.
 
 One key is one lease: whoever holds it does the work it stands for (sync one remote, run one
 schedule) and nobody else does meanwhile. Each entry says who holds it and whether at work or
@@ -7,7 +7,7 @@ resting (:class:`Holding`), and lives only for the time to live its writer gave 
     take      create the key: refused while anyone's entry lives          -> work, ttl
     renew     rewrite it, compare-and-set on the revision we wrote last   -> work, ttl
     rest      the same, once the work is done: nobody takes it meanwhile  -> rest, its own time
-    release   delete it at once (compare-and-set)                         -> free
+    release   remove the revision we wrote, at once                       -> free
 
 A holder renews well within the time to live (:func:`keep` does, every third of it). One that
 dies stops renewing, its entry expires, and the next asker takes the lease. One whose rewrite is
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import secrets
 import socket
@@ -33,14 +32,10 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Final, Literal, TypeVar
 
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.kv import KeyValue
 
 from relay import BusError, BusUnavailable, LeaseLost
-from relay.bus import ensure_key_value
+from relay.kv import Bucket, BucketSpec, ensure_bucket
 
 __all__ = [
     "MIN_TTL_SECONDS",
@@ -56,8 +51,6 @@ _T = TypeVar("_T")
 
 #: The server counts a time to live in whole seconds, at least one.
 MIN_TTL_SECONDS: Final = 1.0
-_HEADER_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
-_ERR_WRONG_LAST: Final = (10071, 10164)  # the subject's last revision is not the one expected
 
 State = Literal["work", "rest"]
 
@@ -65,10 +58,6 @@ State = Literal["work", "rest"]
 def holder_name() -> str:
     """A name for this process that no other process, here or on another machine, has."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _ttl(seconds: float) -> float:
-    return float(max(MIN_TTL_SECONDS, math.ceil(seconds)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +89,9 @@ class Holding:
 class LeaseBucket:
     """A bucket of leases; open it with :meth:`open`, then ask it for :meth:`lease` by key."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
-        self._js = js
-        self.kv = kv
-        self.name = name
+    def __init__(self, state: Bucket) -> None:
+        self.state = state
+        self.name = state.name
 
     @classmethod
     async def open(
@@ -114,24 +102,12 @@ class LeaseBucket:
         Raises ``BusError`` when the server cannot give each entry its own time to live (a
         nats-server before 2.11): leases there would never expire.
         """
-        config = KeyValueConfig(
-            bucket=name,
-            description=description or "Leases: who does what now, each expiring unless renewed.",
-            history=1,
-            storage=StorageType.FILE,
+        spec = BucketSpec(
+            name,
+            description or "Leases: who does what now, each expiring unless renewed.",
             replicas=replicas,
         )
-        kv = await ensure_key_value(js, config)
-        try:
-            stream = (await js.stream_info(f"KV_{name}")).config
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"bucket {name}: {exc!r}") from exc
-        if not stream.allow_msg_ttl:
-            raise BusError(
-                f"bucket {name}: this nats-server keeps no time to live per message; leases need"
-                " nats-server 2.11 or later"
-            )
-        return cls(js, kv, name)
+        return cls(await ensure_bucket(js, spec))
 
     def lease(self, key: str, holder: str, *, ttl: float, what: str = "") -> Lease:
         """The lease ``key`` as ``holder`` asks for it, renewed within ``ttl`` seconds."""
@@ -139,63 +115,32 @@ class LeaseBucket:
 
     async def holdings(self) -> dict[str, Holding]:
         """Every lease held or resting now, by key (entries that are not holdings are left out)."""
-        try:
-            keys = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"bucket {self.name}: {exc!r}") from exc
         found: dict[str, Holding] = {}
-        for key in keys:
+        for key in await self.state.keys():
             holding, _ = await self._read(key)
             if holding is not None:
                 found[key] = holding
         return found
 
     async def _create(self, key: str, holding: Holding, ttl: float) -> int:
-        try:
-            revision: int = await self.kv.create(key, holding.encode(), msg_ttl=_ttl(ttl))
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
-            return 0  # held; or it expired between the refusal and the client's look at it
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"lease {key}: {exc!r}") from exc
-        return revision
+        """Write ``holding`` if nobody holds ``key``: its revision, or 0."""
+        return await self.state.claim(key, holding.encode(), ttl) or 0
 
     async def _swap(self, key: str, holding: Holding, ttl: float, last: int) -> int:
         """Write ``holding`` if ``last`` is still the key's revision; the new one, or 0."""
-        try:
-            ack = await self._js.publish(
-                f"$KV.{self.name}.{key}",
-                holding.encode(),
-                headers={_HEADER_EXPECTED_LAST: str(last)},
-                msg_ttl=_ttl(ttl),
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in _ERR_WRONG_LAST:
-                return 0
-            raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"lease {key}: {exc!r}") from exc
-        return int(ack.seq)
+        return await self.state.swap(key, holding.encode(), last, ttl) or 0
 
     async def _read(self, key: str) -> tuple[Holding | None, int]:
-        try:
-            entry = await self.kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        entry = await self.state.get(key)
+        if entry is None:
             return None, 0
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"lease {key}: {exc}", exc.err_code) from exc
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"lease {key}: {exc!r}") from exc
-        return Holding.decode(entry.value), int(entry.revision or 0)
+        return Holding.decode(entry.value), entry.revision
 
-    async def _delete(self, key: str, last: int) -> None:
+    async def _delete(self, last: int) -> None:
         try:
-            await self.kv.delete(key, last=last)
-        except nats.errors.Error:
-            return  # taken over already, or it expires by itself
+            await self.state.drop(last)
+        except (BusUnavailable, BusError):
+            return  # it expires by itself
 
 
 class Lease:
@@ -266,7 +211,7 @@ class Lease:
         """Give the lease up at once, if we hold it. Never raises."""
         revision, self.revision = self.revision, 0
         if revision:
-            await self.bucket._delete(self.key, revision)
+            await self.bucket._delete(revision)
 
 
 async def keep(lease: Lease, work: Awaitable[_T]) -> _T:

@@ -28,11 +28,12 @@ from typing import Any, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 __all__ = [
     "BUILD_INFO",
     "DEPENDENCY_UP",
+    "TASK_FAILURES",
     "HealthCheck",
     "MetricsServer",
     "set_build_info",
@@ -53,6 +54,13 @@ DEPENDENCY_UP = Gauge(
     "mim_dependency_up",
     "1 while the service reaches the dependency (nats, postgres), 0 while it does not.",
     ["dependency"],
+)
+
+
+TASK_FAILURES = Counter(
+    "mim_task_failures_total",
+    "Tracked background tasks that ended with an exception (the service then stops), by task.",
+    ["task"],
 )
 
 

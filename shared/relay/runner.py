@@ -25,7 +25,8 @@ and a second signal cuts the grace short. Then the exit stack unwinds (NATS drai
 closed with ``terminate()`` as fallback), the metrics server stops, and
 one ``shutdown_complete`` line sums up: ``reason``, ``exit_code``, ``cancelled``, ``uptime_s`` and
 every counter the service added to ``ctx.counters`` (``handled=...``). A clean stop exits 0; an
-exception escaping ``main`` or a tracked task, or ``ctx.fail()``, exits 1.
+exception escaping ``main`` or a tracked task (counted in ``mim_task_failures_total{task}``), or
+``ctx.fail()``, exits 1.
 
 Health: each service serves ``GET /healthz`` on its metrics port (``relay.metrics``): 200 once
 ``ctx.mark_ready()`` was called, while not stopping and while NATS and PostgreSQL (and the read
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 import signal
 import sys
@@ -60,7 +62,13 @@ from relay import logging as relay_logging
 from relay.connect import close_nats, close_pool, connect_nats, connect_pool
 from relay.cpu import CpuPool
 from relay.health import Check, DependencyWatch, nats_check, pool_check
-from relay.metrics import MetricsServer, set_build_info, start_metrics_server, version
+from relay.metrics import (
+    TASK_FAILURES,
+    MetricsServer,
+    set_build_info,
+    start_metrics_server,
+    version,
+)
 from relay.settings import ServiceSettings, load
 
 __all__ = [
@@ -215,22 +223,27 @@ class Context:
         return None
 
     # tasks
-    def spawn(self, coro: Coroutine[Any, Any, _T], *, name: str | None = None) -> asyncio.Task[_T]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, _T], *, name: str | None = None, kind: str | None = None
+    ) -> asyncio.Task[_T]:
         """Start a tracked task: awaited (up to the grace period) on stop, never forgotten.
 
-        An exception escaping it is logged and stops the service with exit code 1.
+        An exception escaping it is logged, counted in ``mim_task_failures_total`` under ``kind``
+        (default: ``name``; give one when names carry ids, so the label stays a small set) and
+        stops the service with exit code 1.
         """
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(functools.partial(self._task_done, kind or name or "unnamed"))
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, kind: str, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
+            TASK_FAILURES.labels(task=kind).inc()
             self.log.error("task_failed", task=task.get_name(), exc_info=exc)
             self.fail(f"task {task.get_name()} failed: {exc!r}")
 

@@ -55,6 +55,7 @@ __all__ = [
     "TABLE_BEGIN",
     "TABLE_END",
     "LeaseSettings",
+    "LocalApiSettings",
     "LogFormat",
     "LogLevel",
     "NetworkSettings",
@@ -299,6 +300,37 @@ class LeaseSettings(BaseSettings):
         description="A replica's hold on shared work (a remote, a schedule) lapses this long after"
         " it stops renewing it (it died, or lost NATS); another replica then takes the work over.",
     )
+
+
+class LocalApiSettings(BaseSettings):
+    """Where the gateway's local listener is: submission, tokens and the API documentation.
+
+    Whoever reaches it writes on the operator's behalf, so it listens on loopback unless the
+    operator says otherwise; the command line finds it through the same variables.
+    """
+
+    model_config = MIXIN_CONFIG
+
+    local_host: str = Field(
+        "127.0.0.1",
+        validation_alias="MIM_GATEWAY_LOCAL_HOST",
+        description="Address of the local API (`/api/submit` without a token, `/api/tokens`,"
+        " `/docs`); whoever reaches it writes as the operator.",
+    )
+    local_port: int = Field(
+        8091,
+        ge=0,
+        le=65535,
+        validation_alias="MIM_GATEWAY_LOCAL_PORT",
+        description="Port of the local API (0 picks a free one).",
+    )
+
+    @property
+    def local_url(self) -> str:
+        """The local API's URL, as a process on this host reaches it."""
+        host = "127.0.0.1" if self.local_host in ("", "0.0.0.0") else self.local_host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.local_port}"
 
 
 class PoolSettings(BaseSettings):

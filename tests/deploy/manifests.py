@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import PROCESS_COLLECTOR
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic_settings import BaseSettings
 
@@ -91,13 +92,14 @@ def _sample_names(collector: MetricWrapperBase) -> set[str]:
 
 
 def exported_metrics() -> set[str]:
-    """Every sample name a service exports: each ``services/*/metrics.py`` and relay.metrics."""
+    """Every sample name a service exports: each ``services/*/metrics.py``, relay.metrics, and
+    the process collector of the default registry that every service serves (``process_*``)."""
+    names = {s.name for family in PROCESS_COLLECTOR.collect() for s in family.samples}
     modules = ["relay.metrics"]
     modules += [
         f"services.{path.parent.name}.metrics"
         for path in sorted((REPO / "services").glob("*/metrics.py"))
     ]
-    names: set[str] = set()
     for name in modules:
         module = importlib.import_module(name)
         for value in vars(module).values():

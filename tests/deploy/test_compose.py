@@ -186,3 +186,24 @@ def test_the_cluster_profile_runs_three_members_and_the_node_on_all_three(
         environment = services[name]["environment"]
         assert environment["MIM_NATS_URL"] == "${MIM_NATS_URL:-nats://nats:4222}"
         assert environment["MIM_STREAM_REPLICAS"] == "${MIM_STREAM_REPLICAS:-1}"
+
+
+def test_the_operators_api_stays_inside_the_gateway_container(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's local API listens on the container's loopback on a port compose publishes
+    nowhere, public submission is off, and NATS is 2.11 or later (per-key times to live)."""
+    gateway = compose["services"]["gateway"]
+    env = {k: _resolve(str(v)) for k, v in gateway["environment"].items()}
+    for key in env_names(settings_class("services.gateway")) | node_env_names():
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load(settings_class("services.gateway"))
+    assert settings.local_host == "127.0.0.1"  # type: ignore[attr-defined]
+    assert not settings.public_submit  # type: ignore[attr-defined]
+    published = [_resolve(p).rsplit(":", 1)[1] for p in gateway["ports"]]
+    assert str(settings.local_port) not in published  # type: ignore[attr-defined]
+    image = compose["services"]["nats"]["image"]
+    major, minor = (int(n) for n in image.split(":")[1].split("-")[0].split(".")[:2])
+    assert (major, minor) >= (2, 11), image

@@ -231,3 +231,18 @@ def test_autoscalers_scale_validators_and_miners_on_cpu(objects: list[dict[str, 
         assert "cpu" in _container(deployments[target["name"]])["resources"]["requests"]
         assert [m["resource"]["name"] for m in spec["metrics"]] == ["cpu"], name
         assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+
+
+def test_the_operators_api_stays_inside_the_gateway_pod(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's local API listens on the pod's loopback, on a port no container port or
+    Service names, and public submission is off: writes go through `kubectl exec` or a token."""
+    configmaps = _of_kind(objects, "ConfigMap")
+    gateway = _of_kind(objects, "Deployment")["gateway"]
+    settings = _settings(gateway, configmaps, monkeypatch)
+    assert settings.local_host == "127.0.0.1"  # type: ignore[attr-defined]
+    assert not settings.public_submit  # type: ignore[attr-defined]
+    exposed = {p["containerPort"] for p in _container(gateway)["ports"]}
+    assert settings.local_port not in exposed  # type: ignore[attr-defined]
+    assert settings.local_port != settings.gateway_port  # type: ignore[attr-defined]

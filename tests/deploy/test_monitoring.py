@@ -56,6 +56,11 @@ def test_every_alert_rule_uses_only_metrics_that_exist() -> None:
         "MimRejectionRateSpike",
         "MimStoreWriteErrors",
         "MimDiskNearFull",
+        "MimDependencyDown",
+        "MimCachesStale",
+        "MimTaskFailed",
+        "MimServiceRestarting",
+        "MimFileDescriptorsNearLimit",
     }
     for rule in rules:
         used = metric_names(rule["expr"])

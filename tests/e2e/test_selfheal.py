@@ -48,7 +48,7 @@ SERVICES = ("gateway", "store", "validator", "miner", "syncer")
 
 
 class Submitter(threading.Thread):
-    """Submits one post at a time to the node's API, steadily, and remembers which were
+    """Submits one post at a time to the node's local API, steadily, and remembers which were
     acknowledged (202, verdict ok) and which were refused (and with what status)."""
 
     def __init__(self, api: str, objects: list[Provable], pause: float = 0.05) -> None:
@@ -172,7 +172,7 @@ def test_up_comes_back_by_itself_after_nats_then_postgres_are_killed(
     objects = signed_posts(
         2000, 19, key=KEY, difficulty=DIFFICULTY, start=int(time.time()) - 2000, label="heal"
     )
-    submitter = Submitter(node.api, objects)
+    submitter = Submitter(node.local, objects)  # the operator's API takes submissions
     submitter.start()
     try:
         submitter.wait_for(STEADY)

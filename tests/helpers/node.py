@@ -24,6 +24,7 @@ import pytest
 from mim import canonical
 from mim.entities import Provable
 from mim.signing import SigningKey
+from relay.embedded import free_port
 from tests.helpers.objects import signed_posts
 from tests.helpers.procs import REPO
 
@@ -81,6 +82,7 @@ class Node:
     def __init__(self, data_dir: Path, api_port: int, env: dict[str, str], run: int) -> None:
         self.data_dir = data_dir
         self.api = f"http://127.0.0.1:{api_port}"
+        self.local = f"http://127.0.0.1:{env['MIM_GATEWAY_LOCAL_PORT']}"  # the operator's API
         self.env = env
         self.log = data_dir.parent / f"up-{run}.log"
         argv = [sys.executable, "-m", "relay.cli", "up", "--data-dir", str(data_dir)]
@@ -130,7 +132,7 @@ class Node:
 
     def submit(self, objects: list[Provable]) -> None:
         body = [{"kind": "post", "object": json.loads(canonical.encode(o))} for o in objects]
-        status, answer = http_post_json(f"{self.api}/api/submit", body)
+        status, answer = http_post_json(f"{self.local}/api/submit", body)
         assert status == 202, answer
         assert [r["fingerprint"] for r in answer["queued"]] == [o.fingerprint for o in objects]
 
@@ -171,6 +173,7 @@ def node_environment(**extra: str) -> dict[str, str]:
         MIM_MINER_WORKERS="1",
         MIM_STORE_SHUTDOWN_GRACE_SECONDS="2",
         MIM_GATEWAY_SHUTDOWN_GRACE_SECONDS="2",
+        MIM_GATEWAY_LOCAL_PORT=str(free_port()),
         **extra,
     )
     return env

@@ -30,8 +30,10 @@ async def migrate_template(url: str) -> None:
 @asynccontextmanager
 async def running_pipeline(nats_url: str, database_url: str, layout: Layout) -> AsyncIterator[None]:
     """A validator and a store process of this node, until the block ends: what enters the ingest
-    stream (first-party addresses included) is judged and stored."""
+    stream (first-party addresses included) is judged and stored; a node of a local test
+    network, whose addresses on loopback are stored."""
     env = {
+        "MIM_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "MIM_NATS_URL": nats_url,
         "MIM_DATABASE_URL": database_url,
         "MIM_STREAM_PREFIX": layout.prefix,

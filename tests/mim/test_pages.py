@@ -167,13 +167,54 @@ def test_filters_parse_into_a_query() -> None:
             ],
             "filter.exclusive",
         ),
+        ([Filter(type="timestamp", values=("--1", "0"))], "filter.timestamp"),
+        ([Filter(type="timestamp", values=("-1", "0"))], "filter.timestamp"),
+        ([Filter(type="timestamp", values=("9" * 5000, "0"))], "filter.timestamp"),
+        ([Filter(type="timestamp", values=("0", str(2**63)))], "filter.timestamp"),
+        ([Filter(type="timestamp", values=("١٢", "0"))], "filter.timestamp"),
+        ([Filter(type="fingerprint", values=("a\x00b",))], "filter.fingerprint"),
+        ([Filter(type="fingerprint", values=("",))], "filter.fingerprint"),
+        ([Filter(type="fingerprint", values=("a" * 65,))], "filter.fingerprint"),
+        ([Filter(type="fingerprint", values=tuple(str(n) for n in range(65)))], "filter.values"),
+        ([Filter(type="embed", values=("threads",) * 20000)], "filter.values"),
+        ([Filter(type="embed", values=("posts",))] * 4, "filter.count"),
     ],
 )
 def test_bad_filters_are_refused(filters: list[Filter], rule: str) -> None:
-    """A one-value timestamp filter and other malformed filters are refused, never crash."""
+    """A one-value timestamp filter and other malformed filters are refused naming the filter and
+    the rule, never crash: hostile numbers, NUL bytes, over-long values, too many values or
+    filters (§9.3, §20.7)."""
     with pytest.raises(pages.RequestRefused) as caught:
         pages.parse_filters(filters, now=NOW, head_seconds=HEAD)
     assert caught.value.rule == rule
+
+
+def test_embeds_and_fingerprints_are_kept_once() -> None:
+    """The same embed or fingerprint asked many times is one in the query; 64 values fit."""
+    query = pages.parse_filters(
+        [Filter(type="embed", values=("threads", "keys") * 32)], now=NOW, head_seconds=HEAD
+    )
+    assert query.embeds == ("threads", "keys")
+    query = pages.parse_filters(
+        [Filter(type="fingerprint", values=("b" * 64, "a" * 64) * 32)], now=NOW, head_seconds=HEAD
+    )
+    assert query.fingerprints == ("b" * 64, "a" * 64)
+
+
+def test_a_sender_describing_itself_out_of_bounds_is_refused() -> None:
+    """A request whose address lists more than 32 subprotocols, or a subprotocol name of 3 MB, is
+    refused before anything of it is stored (§9.2 protocolBC)."""
+    c0 = pages.PROTOCOL.subprotocols[0] if pages.PROTOCOL.subprotocols else None
+    assert c0 is not None
+    many = dataclasses.replace(pages.PROTOCOL, subprotocols=(c0,) * 33)
+    huge = dataclasses.replace(
+        pages.PROTOCOL, subprotocols=(c0, dataclasses.replace(c0, name="x" * (3 << 20)))
+    )
+    for protocol, rule in ((many, "PROTOCOL_SUBPROTOCOLS_MAX"), (huge, "PROTOCOL_NAME_MAX")):
+        address = Address(port=1, type=2, client=pages.CLIENT, protocol=protocol, entity_version=1)
+        with pytest.raises(pages.RequestRefused) as caught:
+            pages.check_request(_request(address=address), now=NOW, nonce_seen=_never_seen)
+        assert caught.value.rule == rule
 
 
 def test_split_uses_ceiling_pages() -> None:

@@ -89,7 +89,7 @@ async def test_keep_renews_through_long_work_and_stops_work_whose_lease_was_take
 
     async def take_over() -> None:
         await asyncio.sleep(0.2)
-        await bucket.kv.delete("schedule.scan")
+        await bucket.state.drop(holder.revision)
         assert await other.take()
 
     thief = asyncio.create_task(take_over())

@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from relay import DependencyUnavailable
@@ -191,20 +192,26 @@ def test_service_unhealthy_while_postgres_is_down_and_healthy_once_it_is_back(
 
 
 async def test_failing_tracked_task_stops_the_service() -> None:
-    """A tracked task that raises is logged and turns a running service into exit 1."""
+    """A tracked task that raises is logged, counted by its kind in mim_task_failures_total, and
+    turns a running service into exit 1."""
 
     async def boom() -> None:
         raise ValueError("lost message")
 
     async def main(ctx: Context) -> None:
         ctx.mark_ready()
-        ctx.spawn(boom(), name="handler")
+        ctx.spawn(boom(), name="handler-7f3a", kind="handler")
 
+    def failures() -> float:
+        return REGISTRY.get_sample_value("mim_task_failures_total", {"task": "handler"}) or 0.0
+
+    before = failures()
     with capture_logs() as logs:
         code = await _serve("t", ServiceSettings(shutdown_grace_seconds=1), main)
     assert code == 1
     failed = next(e for e in logs if e["event"] == "task_failed")
-    assert failed["task"] == "handler"
+    assert failed["task"] == "handler-7f3a"
+    assert failures() == before + 1
 
 
 async def test_until_stopped_returns_none_on_stop_and_closes_resources() -> None:

@@ -1,7 +1,7 @@
-"""``mimrelay submit | block | unblock | blocks``: feed the node and keep its block list.
+"""``mimrelay block | unblock | blocks``: the node's block list; and the submit file format.
 
-``submit FILE`` (``-`` for stdin) queues objects for validation; it does not wait for verdicts
-(see the rejected stream and the validators' logs for those). FILE holds, in any mix per line:
+``mimrelay submit FILE`` (:mod:`relay.cli.tokens`, through the gateway) reads FILE with
+:func:`split_objects`; FILE holds, in any mix per line:
 
 - one JSON object, or a JSON array of objects, of the kind given by ``--kind``;
 - JSON lines, one object per line (what ``mimrelay create`` prints);
@@ -21,16 +21,14 @@ error; a message on stderr, never a traceback.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from relay import blocks as blocks_api
-from relay.bus import KINDS, Layout, StreamLimits, ensure_streams
+from relay.bus import KINDS, Layout
 from relay.cli.running import fail, node_settings, run
 from relay.settings import NodeSettings
 
@@ -96,45 +94,6 @@ def _one(piece: str, kind: str | None, where: str) -> tuple[str, bytes]:
 
 
 # --------------------------------------------------------------------------- commands
-
-
-@click.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--kind", "-k", type=KIND, help="Kind of bare objects (wrappers name their own).")
-@click.option(
-    "--source", default="local", show_default=True, help="Recorded as the objects' source."
-)
-def submit(file: Path, kind: str | None, source: str) -> None:
-    """Queue the objects in FILE for validation and print how many were queued."""
-    try:
-        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc.strerror or exc}")
-    try:
-        items = split_objects(raw, kind.lower() if kind else None)
-    except ValueError as exc:
-        fail(f"{file}: {exc}")
-
-    async def work(settings: NodeSettings) -> tuple[int, int]:
-        from relay.connect import close_nats, connect_nats  # noqa: PLC0415 - heavy, on demand
-        from relay.submit import submit as submit_one  # noqa: PLC0415
-
-        nc = await connect_nats(settings.nats_url, "mimrelay-submit", attempts=1)
-        try:
-            js = nc.jetstream()
-            layout = Layout.from_settings(settings)
-            await ensure_streams(js, layout, StreamLimits.from_settings(settings))
-            queued = duplicates = 0
-            for item_kind, body in items:
-                ack = await submit_one(js, layout, item_kind, body, source=source)
-                duplicates += bool(ack.duplicate)
-                queued += not ack.duplicate
-            return queued, duplicates
-        finally:
-            await close_nats(nc)
-
-    queued, duplicates = _run(work)
-    click.echo(f"queued {queued} object(s), {duplicates} already queued")
 
 
 async def _ask_store(

@@ -31,7 +31,7 @@ from relay import logging as relay_logging
 from relay.embedded import free_port
 from relay.embedded.process import accepts
 from relay.node import NodeSupervisor, NodeSupervisorSettings, plan_services, read_state
-from relay.settings import NetworkSettings, NodeSettings, load
+from relay.settings import LocalApiSettings, NetworkSettings, NodeSettings, load
 
 _HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -78,6 +78,8 @@ def up(
     api_port = port if port is not None else network.gateway_port
     if api_port == 0:  # fixed now, so health checks, status and restarts know it
         api_port = free_port()
+    local = load(LocalApiSettings)
+    local_port = local.local_port or free_port()
     relay_logging.configure("node", settings)
     specs = plan_services(
         validators=settings.validators,
@@ -92,11 +94,15 @@ def up(
         extra_env={
             "MIM_GATEWAY_HOST": api_host,
             "MIM_GATEWAY_PORT": str(api_port),
+            "MIM_GATEWAY_LOCAL_HOST": local.local_host,
+            "MIM_GATEWAY_LOCAL_PORT": str(local_port),
             "MIM_DATA_DIR": str(settings.data_dir.absolute()),
         },
         api_url=f"{scheme}://{shown}:{api_port}",
         announce=lambda line: click.echo(line, err=True),
     )
+    local_url = local.model_copy(update={"local_port": local_port}).local_url
+    click.echo(f"  local API    {local_url} (submit, tokens, /docs)", err=True)
     sys.exit(supervisor.run())
 
 

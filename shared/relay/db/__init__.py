@@ -10,6 +10,7 @@ when a write function is imported by any other service::
     addresses        store      relay.db.addresses       gateway, syncer, CLI
     blocks           store      relay.db.blocks          CLI (through the store), validator (bucket)
     node_state       gateway    relay.db.state           syncer, CLI (the node key)
+    api_tokens       gateway    relay.db.tokens          gateway (every replica)
     syncer_state     syncer     relay.db.state           CLI
     sync_cursors     syncer     relay.db.cursors         CLI
     synced_caches    syncer     relay.db.cursors         -

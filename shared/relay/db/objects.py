@@ -123,30 +123,40 @@ async def referenced_between(
     return [_object(r) for r in rows]
 
 
-async def in_window(db: Db, kind: str, start: int, end: int) -> list[StoredObject]:
-    """Objects of ``kind`` with ``start <= last_referenced <= end``, oldest first."""
+async def in_window(
+    db: Db, kind: str, start: int, end: int, *, limit: int | None = None
+) -> list[StoredObject]:
+    """Objects of ``kind`` with ``start <= last_referenced <= end``, oldest first (at most
+    ``limit``)."""
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
-        " AND last_referenced BETWEEN $2 AND $3 ORDER BY last_referenced, fingerprint",
+        " AND last_referenced BETWEEN $2 AND $3 ORDER BY last_referenced, fingerprint LIMIT $4",
         kind,
         start,
         end,
+        limit,
     )
     return [_object(r) for r in rows]
 
 
 async def with_fingerprints(
-    db: Db, kind: str, fingerprints: Sequence[str], *, referenced_since: int = 0
+    db: Db,
+    kind: str,
+    fingerprints: Sequence[str],
+    *,
+    referenced_since: int = 0,
+    limit: int | None = None,
 ) -> list[StoredObject]:
     """The objects of ``kind`` among ``fingerprints`` last referenced at or after
-    ``referenced_since``, oldest first."""
+    ``referenced_since``, oldest first (at most ``limit``)."""
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
         " AND fingerprint = ANY($2::text[]) AND last_referenced >= $3"
-        " ORDER BY last_referenced, fingerprint",
+        " ORDER BY last_referenced, fingerprint LIMIT $4",
         kind,
         list(fingerprints),
         referenced_since,
+        limit,
     )
     return [_object(r) for r in rows]
 
@@ -154,26 +164,31 @@ async def with_fingerprints(
 _CHILDREN: Final[dict[ParentColumn, str]] = {
     column: (
         f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
-        f" AND {column} = ANY($2::text[]) ORDER BY last_referenced, fingerprint"
+        f" AND {column} = ANY($2::text[]) ORDER BY last_referenced, fingerprint LIMIT $3"
     )
     for column in ("board", "thread", "target")
 }
 
 
 async def children(
-    db: Db, kind: str, column: ParentColumn, parents: Sequence[str]
+    db: Db, kind: str, column: ParentColumn, parents: Sequence[str], *, limit: int | None = None
 ) -> list[StoredObject]:
-    """Objects of ``kind`` whose ``column`` names one of ``parents``, oldest first."""
-    rows = await db.fetch(_CHILDREN[column], kind, list(parents))
+    """Objects of ``kind`` whose ``column`` names one of ``parents``, oldest first (at most
+    ``limit``)."""
+    rows = await db.fetch(_CHILDREN[column], kind, list(parents), limit)
     return [_object(r) for r in rows]
 
 
-async def keys_of(db: Db, public_keys: Sequence[str]) -> list[StoredObject]:
-    """The Key entities of ``public_keys`` (lower-case hex), in fingerprint order."""
+async def keys_of(
+    db: Db, public_keys: Sequence[str], *, limit: int | None = None
+) -> list[StoredObject]:
+    """The Key entities of ``public_keys`` (lower-case hex), in fingerprint order (at most
+    ``limit``)."""
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM objects WHERE kind = 'key'"  # noqa: S608
-        " AND owner_publickey = ANY($1::text[]) ORDER BY fingerprint",
+        " AND owner_publickey = ANY($1::text[]) ORDER BY fingerprint LIMIT $2",
         list(public_keys),
+        limit,
     )
     return [_object(r) for r in rows]
 

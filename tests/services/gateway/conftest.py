@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 import uvicorn
-from services.gateway.edge import Edge
-from services.gateway.service import start
+from services.gateway.app import Apps
+from services.gateway.service import listen, server_config, start
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import Gateway
 
@@ -34,6 +33,7 @@ AUTHOR = SigningKey.generate(bytes(range(7, 39)))
 MINT = mim_pow.local_minter(random.Random(11).randrange)
 DIFFICULTY = 2
 JSON = {"Content-Type": "application/json"}  # headers of a JSON request body
+LOOPBACK = "127.0.0.0/8,::1/128"  # what a local test network allows (MIM_ALLOWED_NETWORKS)
 
 
 @pytest.fixture
@@ -97,57 +97,76 @@ async def store_address(url: str, address: Address, now: int) -> None:
 
 @dataclass
 class Running:
-    url: str
+    url: str  # the public listener
+    local: str  # the local listener (the operator's)
     gateway: Gateway
     settings: GatewaySettings
+    apps: Apps
 
 
 @asynccontextmanager
 async def serving(
     database: str, nats_url: str, prefix: str, data_dir: Path, **overrides: Any
-) -> AsyncIterator[tuple[str, Edge]]:
-    """A gateway with ``overrides`` in its settings, on a free loopback port: its URL and the
-    app uvicorn serves (``app.state.gateway`` is the running gateway)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    settings = load(
-        GatewaySettings,
-        nats_url=nats_url,
-        database_url=database,
-        stream_prefix=prefix,
-        data_dir=data_dir,
-        gateway_host="127.0.0.1",
-        gateway_port=sock.getsockname()[1],
-        connect_attempts=3,
-        min_pow=DIFFICULTY,  # what the test objects carry
+) -> AsyncIterator[Running]:
+    """A gateway with ``overrides`` in its settings, both listeners on free loopback ports and
+    served as the service serves them (``services.gateway.service.server_config``)."""
+    public_sock, local_sock = listen("127.0.0.1", 0), listen("127.0.0.1", 0)
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "database_url": database,
+        "stream_prefix": prefix,
+        "data_dir": data_dir,
+        "gateway_host": "127.0.0.1",
+        "gateway_port": public_sock.getsockname()[1],
+        "local_port": local_sock.getsockname()[1],
+        "connect_attempts": 3,
+        "min_pow": DIFFICULTY,  # what the test objects carry
         **overrides,
-    )
+    }
+    settings = load(GatewaySettings, **values)
     ctx = Context("gateway", settings)
     try:
-        app = await start(ctx, port=settings.gateway_port)
-        server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        apps = await start(ctx, port=settings.gateway_port)
+        servers = [
+            (uvicorn.Server(server_config(apps.public, settings, public=True)), public_sock),
+            (uvicorn.Server(server_config(apps.local, settings, public=False)), local_sock),
+        ]
+        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
         try:
             async with asyncio.timeout(20):
-                while not server.started:
-                    assert not task.done(), "the gateway stopped while starting"
+                while not all(server.started for server, _ in servers):
+                    assert not any(t.done() for t in tasks), "the gateway stopped while starting"
                     await asyncio.sleep(0.02)
-            yield f"http://127.0.0.1:{settings.gateway_port}", app
+            gateway: Gateway = apps.public.state.gateway
+            yield Running(
+                f"http://127.0.0.1:{settings.gateway_port}",
+                f"http://127.0.0.1:{settings.local_port}",
+                gateway,
+                settings,
+                apps,
+            )
         finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 20)
+            for server, _ in servers:
+                server.should_exit = True
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)
     finally:
         await ctx.aclose()
-        sock.close()
+        public_sock.close()
+        local_sock.close()
 
 
 @pytest.fixture
 async def running(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> AsyncIterator[Running]:
-    """A gateway serving ``fresh_database`` on a free local port."""
+    """A gateway serving ``fresh_database`` on free local ports, as a node of a local test network
+    (its remotes, on loopback, are recorded)."""
     async with serving(
-        fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=1 << 20
-    ) as (url, app):
-        gateway: Gateway = app.state.gateway
-        yield Running(url, gateway, gateway.settings)
+        fresh_database,
+        nats_url,
+        stream_prefix,
+        tmp_path,
+        max_body_bytes=1 << 20,
+        allowed_networks=LOOPBACK,
+    ) as served:
+        yield served

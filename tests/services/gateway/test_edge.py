@@ -37,13 +37,15 @@ async def test_cached_gets_answer_what_the_route_answers(
     now = int(time.time())
     await store(fresh_database, sample(now), now - 30)
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as wire,
+        serving(fresh_database, nats_url, stream_prefix, tmp_path) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as wire,
         httpx.AsyncClient(
-            base_url=url, transport=httpx.ASGITransport(app=edge.app), timeout=10
+            base_url=served.url,
+            transport=httpx.ASGITransport(app=served.apps.public.app),
+            timeout=10,
         ) as route,
     ):
-        tree = await edge.state.gateway.regenerate()
+        tree = await served.gateway.regenerate()
         assert len(tree.files) > 7
         for path, body in tree.files.items():
             for accept in ("identity", "gzip, deflate"):
@@ -79,13 +81,10 @@ async def test_chunked_submission_is_held_to_the_body_limit(
             yield body[start : start + 100]
 
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=4096) as (
-            url,
-            edge,
-        ),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=4096) as served,
+        httpx.AsyncClient(base_url=served.local, timeout=10) as client,
     ):
-        gw = edge.state.gateway
+        gw = served.gateway
         js = gw.nc.jetstream()
         await ensure_streams(js, gw.layout)
         padded = item + b" " * 8192

@@ -35,13 +35,12 @@ async def test_one_remote_beyond_its_inflight_limit_gets_429(
     """With one request in flight allowed per remote, a second one while a slow POST is still
     sending its body gets 429 with Retry-After, and is served again once that POST is done."""
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_requests_per_remote=1) as (
-            url,
-            _,
-        ),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        serving(
+            fresh_database, nats_url, stream_prefix, tmp_path, max_requests_per_remote=1
+        ) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as client,
     ):
-        port = int(url.rsplit(":", 1)[1])
+        port = int(served.url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"POST /v0/c0/boards HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -69,8 +68,8 @@ async def test_remotes_beyond_the_lease_limit_get_429(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """With one remote leased at a time, a second address is refused 429 with the configured
-    Retry-After on the Mim API while the first keeps being served; local submission is not
-    leased."""
+    Retry-After on the Mim API while the first keeps being served; the local listener takes no
+    lease."""
     async with (
         serving(
             fresh_database,
@@ -79,15 +78,20 @@ async def test_remotes_beyond_the_lease_limit_get_429(
             tmp_path,
             max_remotes=1,
             lease_retry_after_seconds=3,
-        ) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as first,
+        ) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as first,
         httpx.AsyncClient(
-            base_url=url,
+            base_url=served.url,
             timeout=10,
             transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
         ) as second,
+        httpx.AsyncClient(
+            base_url=served.local,
+            timeout=10,
+            transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
+        ) as second_local,
     ):
-        gw: Gateway = edge.state.gateway
+        gw: Gateway = served.gateway
         assert gw.nc is not None
         await ensure_streams(gw.nc.jetstream(), gw.layout)
         assert (await first.get("/v0/node")).status_code == 200
@@ -97,36 +101,35 @@ async def test_remotes_beyond_the_lease_limit_get_429(
         assert _error(refused) == {
             "field": "remote",
             "rule": "http.lease",
-            "reason": "too many remotes or requests",
+            "reason": "too many remotes",
         }
         assert (await second.get("/v0/c0/boards/index.json")).status_code == 429
         assert (await first.get("/v0/c0/boards/index.json")).status_code == 200
         board = make("board", {"name": "leased"}, int(time.time()))
         item = {"kind": "board", "object": json.loads(canonical.dumps(board))}
-        assert (await second.post("/api/submit", json=item)).status_code == 202
+        assert (await second_local.post("/api/submit", json=item)).status_code == 202
 
 
 async def test_bodies_over_the_limit_get_413_naming_it(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """A body over the configured size is refused 413 with the limit in the reason, whether it
-    declares its length or streams in chunks, on the Mim API and on local submission."""
+    declares its length or streams in chunks, on the Mim API and on both listeners' submission."""
 
     async def chunked(total: int) -> AsyncIterator[bytes]:
         for _ in range(total // 512):
             yield b" " * 512
 
     async with (
-        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=2048) as (
-            url,
-            _,
-        ),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        serving(fresh_database, nats_url, stream_prefix, tmp_path, max_body_bytes=2048) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=served.local, timeout=10) as local,
     ):
         answers = {
             "declared": await client.post("/v0/c0/boards", content=b" " * 4096, headers=JSON),
             "chunked": await client.post("/v0/c0/boards", content=chunked(4096), headers=JSON),
             "submit": await client.post("/api/submit", content=b" " * 4096, headers=JSON),
+            "local submit": await local.post("/api/submit", content=b" " * 4096, headers=JSON),
         }
         small = await client.post("/v0/c0/boards", content=b" " * 1024, headers=JSON)
     for name, answer in answers.items():
@@ -151,10 +154,10 @@ async def test_full_ingest_stream_gets_429_with_retry_after(
     async with (
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path, submit_retry_after_seconds=7
-        ) as (url, edge),
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        ) as served,
+        httpx.AsyncClient(base_url=served.local, timeout=10) as client,
     ):
-        gw: Gateway = edge.state.gateway
+        gw: Gateway = served.gateway
         assert gw.nc is not None
         js = gw.nc.jetstream()
         await ensure_streams(js, gw.layout, StreamLimits(max_msgs=2))
@@ -175,6 +178,7 @@ def _gateway_env(nats_url: str, database: str, data_dir: Path, **extra: str) -> 
         "MIM_DATABASE_URL": database,
         "MIM_DATA_DIR": str(data_dir),
         "MIM_GATEWAY_HOST": "127.0.0.1",
+        "MIM_GATEWAY_LOCAL_PORT": "0",
         "MIM_GATEWAY_METRICS_HOST": "127.0.0.1",
         **extra,
     }

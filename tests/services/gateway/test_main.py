@@ -17,6 +17,7 @@ def test_sigterm_drains_and_exits_zero(nats_url: str, fresh_database: str, tmp_p
         "MIM_DATABASE_URL": fresh_database,
         "MIM_DATA_DIR": str(tmp_path),
         "MIM_GATEWAY_PORT": "0",
+        "MIM_GATEWAY_LOCAL_PORT": "0",
         "MIM_GATEWAY_METRICS_PORT": "0",
     }
     with ServiceProcess(["-m", "services.gateway"], env=env) as gateway:

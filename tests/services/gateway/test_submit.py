@@ -43,7 +43,7 @@ async def test_submitted_object_lands_on_the_ingest_stream(running: Running) -> 
     bytes are on the ingest stream; an object that does not decode is a 400 naming the rule."""
     await _streams(running)
     board = make("board", {"name": "submitted"}, int(time.time()))
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         answer = await client.post("/api/submit", json=[_item(board)])
         assert answer.status_code == 202, answer.text
         (receipt,) = answer.json()["queued"]
@@ -75,7 +75,7 @@ async def test_object_sent_in_another_key_order_is_queued_canonical(running: Run
     thread = make("thread", {"board": "b" * 64, "name": "reordered"}, int(time.time()))
     fields = json.loads(canonical.dumps(thread))
     shuffled = {"kind": "thread", "object": dict(reversed(fields.items()))}
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         answer = await client.post("/api/submit", json=shuffled)
     assert answer.status_code == 202, answer.text
     assert answer.json()["queued"][0]["fingerprint"] == thread.fingerprint
@@ -87,7 +87,7 @@ async def test_tampered_object_alone_gets_422_and_is_not_queued(running: Running
     field and rule in its receipt, and nothing reaches the ingest stream."""
     await _streams(running)
     board = make("board", {"name": "original"}, int(time.time()))
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         answer = await client.post("/api/submit", json=_item(board, name="tampered"))
     assert answer.status_code == 422, answer.text
     (receipt,) = answer.json()["queued"]
@@ -114,7 +114,7 @@ async def test_mixed_batch_queues_only_the_valid_objects(running: Running) -> No
     tampered = make("post", {**where, "body": "before"}, now - 4)
     weak = create.create("post", {**where, "body": "weak"}, AUTHOR, 1, now - 3, MINT)
     body = [_item(good), _item(tampered, body="after"), _item(weak)]
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         answer = await client.post("/api/submit", json=body)
     assert answer.status_code == 202, answer.text
     receipts = answer.json()["queued"]
@@ -139,7 +139,7 @@ async def test_large_batch_is_judged_and_queued_whole(running: Running) -> None:
     boards = [make("board", {"name": f"bulk {n}"}, now - n) for n in range(INLINE_VERIFY_MAX + 8)]
     body = [_item(b) for b in boards]
     body[7] = _item(boards[7], name="changed")
-    async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=running.local, timeout=30) as client:
         answer = await client.post("/api/submit", json=body)
     assert answer.status_code == 202, answer.text
     oks = [r["verdict"]["ok"] for r in answer.json()["queued"]]
@@ -155,7 +155,7 @@ async def test_polling_finds_the_object_once_it_is_stored(running: Running) -> N
     now = int(time.time())
     board = make("board", {"name": "polled"}, now)
     path = f"/api/objects/board/{board.fingerprint}"
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         assert (await client.post("/api/submit", json=_item(board))).status_code == 202
         before = await client.get(path)
         await store(running.settings.database_url, [board], now)
@@ -176,7 +176,7 @@ async def test_polling_finds_the_object_once_it_is_stored(running: Running) -> N
 async def test_polling_refuses_what_cannot_be_an_object(running: Running) -> None:
     """An unknown kind is a 400 naming `kind`, a fingerprint over 64 bytes a 422 naming
     FINGERPRINT_MAX; neither is a 5xx."""
-    async with httpx.AsyncClient(base_url=running.url) as client:
+    async with httpx.AsyncClient(base_url=running.local) as client:
         kind = await client.get("/api/objects/address/" + "a" * 64)
         long = await client.get("/api/objects/post/" + "a" * 65)
     assert kind.status_code == 400

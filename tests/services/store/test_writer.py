@@ -10,12 +10,16 @@ from collections.abc import Callable
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 from services.store.writer import Writer
 
 from mim import canonical
-from relay.bus import Layout
+from mim.entities import Address
+from relay.bus import Layout, headers, publish
 from relay.db.schema import migrate
 from relay.embedded import PostgresServer
+from relay.first_party import FIRST_PARTY, Sighting, marks
+from relay.location import parse_rules
 from relay.metrics import start_metrics_server
 from tests.services.store.factory import Factory, publish_objects
 
@@ -140,3 +144,48 @@ async def test_postgres_down_for_seconds_loses_nothing_and_counts_errors(
         server.stop()
     assert bodies == {canonical.dumps(o) for o in objs}
     assert errors_after > errors_before
+
+
+async def _publish_address(js: JetStreamContext, layout: Layout, address: Address) -> None:
+    """An address on the accepted stream, heard from its own node (first-party)."""
+    hdrs = headers(kind="address", source=FIRST_PARTY, message_id=f"a:{address.location}")
+    hdrs.update(marks(Sighting(last_ping=1000)))
+    await publish(js, layout.accepted_subject("address"), canonical.encode(address), headers=hdrs)
+
+
+async def test_addresses_are_stored_at_their_canonical_place_or_refused(
+    nc: NATS, js: JetStreamContext, layout: Layout, pool: asyncpg.Pool
+) -> None:
+    """An address in a short, mapped or bracketed form is stored in its canonical spelling; one
+    naming loopback or a private range is refused and counted, unless the node allows that
+    network, and the batch is acked either way."""
+    refused_before = (
+        REGISTRY.get_sample_value(
+            "mim_store_addresses_total", {"source": "first_party", "outcome": "refused"}
+        )
+        or 0.0
+    )
+    places = ["127.1", "::ffff:127.0.0.1", "10.1.2.3", "[::ffff:8.8.8.8]", "0x7f.0.0.2"]
+    for location in places:
+        await _publish_address(js, layout, Address(location=location, port=4000, entity_version=1))
+    rules = parse_rules("127.0.0.0/8")
+    writer = Writer(nc, pool, layout, batch_size=16, fetch_timeout=0.2, address_rules=rules)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        await wait_for(lambda: writer.handled >= len(places), 20, "every address handled")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    rows = await pool.fetch("SELECT location, location_type FROM addresses ORDER BY location")
+    assert [(r["location"], r["location_type"]) for r in rows] == [
+        ("127.0.0.1", 4),
+        ("127.0.0.2", 4),
+        ("8.8.8.8", 4),
+    ]
+    refused = REGISTRY.get_sample_value(
+        "mim_store_addresses_total", {"source": "first_party", "outcome": "refused"}
+    )
+    assert refused == refused_before + 1  # 10.1.2.3: private, and not allowed
+    info = await js.consumer_info(layout.accepted_stream, layout.store_consumer)
+    assert info.num_pending == 0 and info.num_ack_pending == 0

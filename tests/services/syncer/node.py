@@ -40,6 +40,8 @@ from tests.helpers.servers import create_database, drop_database, unique_name
 DIFFICULTY = 8
 AUTHOR = SigningKey.generate(bytes(range(40, 72)))
 MINT = mim_pow.local_minter(random.Random(5).randrange)
+#: What a node on this machine may store and dial: its neighbours all listen on loopback.
+LOOPBACK = "127.0.0.0/8,::1/128"
 
 
 def make(kind: str, values: dict[str, Any], now: int) -> Provable:
@@ -156,7 +158,7 @@ class Node:
             "database_url": self.database_url,
             "stream_prefix": self.layout.prefix,
             "public_port": self.port,
-            "allow_local": True,
+            "allowed_networks": LOOPBACK,
             "connect_timeout_seconds": 5.0,
             "request_timeout_seconds": 20.0,
             "pow_timeout_seconds": 30.0,
@@ -193,6 +195,7 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
         "MIM_CONNECT_ATTEMPTS": "10",
         "MIM_GATEWAY_HOST": node.host,
         "MIM_GATEWAY_PORT": str(node.port),
+        "MIM_GATEWAY_LOCAL_PORT": "0",
         "MIM_GATEWAY_METRICS_PORT": "0",
         "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "1",
         "MIM_VALIDATOR_METRICS_PORT": "0",
@@ -203,7 +206,7 @@ def _env(node: Node, data_dir: Path) -> dict[str, str]:
         "MIM_SYNCER_METRICS_PORT": "0",
         "MIM_SYNCER_TICK_SECONDS": "3600",
         "MIM_SYNCER_SCAN_INTERVAL_SECONDS": "3600",
-        "MIM_SYNCER_ALLOW_LOCAL": "true",
+        "MIM_ALLOWED_NETWORKS": LOOPBACK,
     }
 
 

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from services.syncer.peers import Exclusions, Outcome, Remote, Scheduler, parse_bootstrap
+from services.syncer.peers import (
+    Exclusions,
+    Outcome,
+    Remote,
+    Scheduler,
+    parse_bootstrap,
+    remote_of,
+    stored_remote,
+)
+
+from mim import canonical
+from mim.entities import Address
+from relay.db.addresses import StoredAddress
+from relay.location import parse_rules
 
 
 def test_bootstrap_list_reads_ipv4_ipv6_names_and_schemes() -> None:
@@ -20,6 +33,26 @@ def test_bootstrap_list_reads_ipv4_ipv6_names_and_schemes() -> None:
     for bad in ("1.2.3.4", "[::1]", "host:0", "host:70000", "ftp://h:1", "::1:80"):
         with pytest.raises(ValueError, match=r"port|IPv6|scheme|expected"):
             parse_bootstrap(bad)
+
+
+def _row(location: str) -> StoredAddress:
+    body = canonical.dumps(Address(location=location, port=4000, type=2, entity_version=1))
+    return StoredAddress(location, "", 4000, body, True, 0, 0, 0)
+
+
+def test_the_syncer_dials_no_place_off_the_public_network() -> None:
+    """Stored or learned addresses naming loopback in its short or mapped forms, private ranges
+    or private names give no remote to dial; a public one gives its canonical host, and a local
+    test network that allows loopback dials it canonically."""
+    public = parse_rules("")
+    for location in ("127.1", "::ffff:127.0.0.1", "0x7f.0.0.1", "10.0.0.7", "localhost", "[::1]"):
+        assert stored_remote(_row(location), public)[1] is None, location
+    remote = stored_remote(_row("::ffff:8.8.8.8"), public)[1]
+    assert remote is not None and (remote.host, remote.port) == ("8.8.8.8", 4000)
+    local = remote_of(
+        Address(location="127.1", port=9, entity_version=1), parse_rules("127.0.0.0/8")
+    )
+    assert local is not None and local.host == "127.0.0.1"
 
 
 async def test_failed_neighbour_rests_and_a_scout_replaces_it() -> None:

@@ -48,7 +48,8 @@ async def test_scan_pings_every_address_records_the_live_and_counts_the_dead(
 ) -> None:
     """A syncer whose table holds two live nodes and a dead address, all learned third-party,
     pings them at start: the live ones then hold their own details first-party with a last ping
-    of now, the dead one is counted as unreachable and its row is unchanged; the next scan,
+    of now once the store has written what the scan reported over the bus, the dead one is
+    counted as unreachable and its row is unchanged; the next scan,
     seconds later, pings nobody; ``/metrics`` shows the pings by outcome and the last scan."""
     a, b, c = await nodes("A"), await nodes("B"), await nodes("C")
     dead = free_port()
@@ -62,11 +63,11 @@ async def test_scan_pings_every_address_records_the_live_and_counts_the_dead(
         assert first["addresses"] == 3 and first["pinged"] == 3
         assert first["online"] == 2 and first["failed"] == {"unreachable": 1}
 
-        async def recorded() -> bool:  # the reports reach the table through the pipeline
+        async def recorded() -> bool:
             rows = await _rows(c)
             return all(rows[live.port]["first_party"] for live in (a, b))
 
-        await wait_until("the live nodes recorded first-party", recorded, within=30.0)
+        await wait_until("the store records both live nodes first-party", recorded, within=30.0)
         rows = await _rows(c)
         for live in (a, b):
             row = rows[live.port]

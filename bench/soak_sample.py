@@ -1,0 +1,225 @@
+"""Every minute, one point of each series of a soak or chaos run.
+
+From ``/proc`` (the pids ``node.json`` names; PostgreSQL with its backends): resident memory in
+MiB, open file descriptors, CPU in percent of one core. PostgreSQL's memory is counted without its
+shared memory (``VmRSS - RssShmem``), which every backend maps and which fills up to
+``shared_buffers`` as tables are read: that is a cache filling, not a leak.
+
+From the services' ``/metrics``: the validators' and the store's pending counts, the gateway's
+p50 and p99 per route over the minute (from its histogram, as ``histogram_quantile`` would), the
+tasks that failed (``mim_task_failures_total``), and the age of the newest cache
+(``mim_gateway_cache_generated_timestamp_seconds``), probed every few seconds and kept as the
+largest age of the minute. From the traffic: the client's own p50 and p99 per route. From
+``node.json``: restarts. From ``mimrelay status``: how many objects the second node lags behind.
+And the machine's load average, which says how much of the two cores the run had.
+
+Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
+``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_age_s:A``, ``lag:B``, ``load1:machine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from soak_node import Node, get
+from soak_stats import Point, histogram_quantile, percentile
+from soak_traffic import Traffic
+
+__all__ = ["Metrics", "Sampler", "read_metrics"]
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK")
+_PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
+_MIB: Final = 1024.0
+
+#: ``(sample name, labels) -> value`` of one scrape.
+Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def read_metrics(url: str) -> Metrics:
+    """One scrape of ``url``; empty when it does not answer."""
+    status, body = get(url, timeout=5.0)
+    if status != 200:
+        return {}
+    found: Metrics = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[sample.name, frozenset(sample.labels.items())] = float(sample.value)
+    return found
+
+
+def _named(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(dict(labels), v) for (n, labels), v in metrics.items() if n == name]
+
+
+def _total(metrics: Metrics, name: str) -> float:
+    return sum(v for _, v in _named(metrics, name))
+
+
+def _proc(pid: int) -> tuple[float, float, int, float] | None:
+    """Resident KiB, shared-memory KiB, open descriptors and CPU ticks of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            after_name = stat.read().rsplit(")", 1)[1].split()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, ValueError):
+        return None
+    ticks = sum(int(after_name[n]) for n in (11, 12, 13, 14))  # utime stime cutime cstime
+    rss = float(fields.get("VmRSS", "0 kB").split()[0])
+    shmem = float(fields.get("RssShmem", "0 kB").split()[0])
+    return rss, shmem, fds, float(ticks)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+class Sampler:
+    """Collects the series of the module docstring for ``nodes`` (the first is the one driven)."""
+
+    def __init__(self, nodes: Iterable[Node], traffic: Traffic) -> None:
+        self.nodes = list(nodes)
+        self.traffic = traffic
+        self.series: defaultdict[str, list[Point]] = defaultdict(list)
+        self.started = time.monotonic()
+        self._cpu: dict[str, tuple[float, frozenset[int], float]] = {}
+        self._histograms: dict[str, dict[float, float]] = {}
+        self._oldest: dict[str, float] = {}
+
+    def minute(self) -> float:
+        return (time.monotonic() - self.started) / 60.0
+
+    def add(self, key: str, value: float, minute: float | None = None) -> None:
+        self.series[key].append((self.minute() if minute is None else minute, value))
+
+    async def run(self, stop: asyncio.Event, every: float = 60.0, probe: float = 5.0) -> None:
+        """A point of every series each ``every`` seconds, cache ages each ``probe``."""
+        next_row = time.monotonic() + every
+        while not stop.is_set():
+            await _guarded(self.probe_caches)
+            if time.monotonic() >= next_row:
+                await _guarded(self.row)
+                next_row += every
+            try:
+                await asyncio.wait_for(stop.wait(), probe)
+            except TimeoutError:
+                continue
+
+    def probe_caches(self) -> None:
+        now = time.time()
+        for node in self.nodes:
+            url = node.metrics_urls().get("gateway")
+            generated = (
+                _total(read_metrics(url), "mim_gateway_cache_generated_timestamp_seconds")
+                if url
+                else 0
+            )
+            if generated > 0:
+                self._oldest[node.name] = max(self._oldest.get(node.name, 0.0), now - generated)
+
+    def row(self) -> None:
+        """One point of every series, now."""
+        minute = self.minute()
+        self.add("load1:machine", os.getloadavg()[0], minute)
+        for node in self.nodes:
+            self._processes(node, minute)
+            self._services(node, minute)
+            restarts = sum(s.get("restarts", 0) for s in node.services())
+            restarts += sum(s.get("restarts", 0) for s in node.state().get("servers", {}).values())
+            self.add(f"restarts:{node.name}", restarts, minute)
+            if node.name in self._oldest:
+                self.add(f"cache_age_s:{node.name}", self._oldest.pop(node.name), minute)
+        for route, took in self.traffic.take_latencies().items():
+            self.add(f"p50_ms:{route}", percentile(took, 0.5) * 1000, minute)
+            self.add(f"p99_ms:{route}", percentile(took, 0.99) * 1000, minute)
+        self.add("accepted:A", len(self.traffic.ledger.accepted), minute)
+        counts = [node.stored_count() for node in self.nodes[:2]]
+        if len(counts) == 2 and min(counts) >= 0:
+            self.add("lag:B", counts[0] - counts[1], minute)
+
+    def _processes(self, node: Node, minute: float) -> None:
+        now = time.monotonic()
+        for name, pids in node.processes().items():
+            group = [*pids, *_children(pids[0])] if name.endswith("/postgres") else pids
+            read = [r for r in map(_proc, group) if r is not None]
+            if not read:
+                continue
+            shared = name.endswith("/postgres")
+            rss = sum(r[0] - (r[1] if shared else 0) for r in read)
+            self.add(f"rss_mb:{name}", rss / _MIB, minute)
+            self.add(f"fds:{name}", sum(r[2] for r in read), minute)
+            ticks, members = sum(r[3] for r in read), frozenset(group)
+            last = self._cpu.get(name)
+            self._cpu[name] = (ticks, members, now)
+            if last is not None and pids[0] in last[1] and ticks >= last[0]:
+                self.add(
+                    f"cpu_pct:{name}", 100 * (ticks - last[0]) / _TICKS / (now - last[2]), minute
+                )
+
+    def _services(self, node: Node, minute: float) -> None:
+        pending: dict[str, float] = {}
+        failures = 0.0
+        for name, url in node.metrics_urls().items():
+            metrics = read_metrics(url)
+            failures += _total(metrics, "mim_task_failures_total")
+            for metric, stage in (
+                ("mim_validator_consumer_pending", "validator"),
+                ("mim_store_consumer_pending", "store"),
+            ):
+                for _, value in _named(metrics, metric):
+                    pending[stage] = max(pending.get(stage, 0.0), value)
+            if name == "gateway":
+                self._latency(node, metrics, minute)
+        for stage, value in pending.items():
+            self.add(f"pending:{node.name}/{stage}", value, minute)
+        self.add(f"task_failures:{node.name}", failures, minute)
+
+    def _latency(self, node: Node, metrics: Metrics, minute: float) -> None:
+        """p50 and p99 per route of the driven node's gateway over the last minute."""
+        if node is not self.nodes[0]:
+            return
+        buckets: defaultdict[str, dict[float, float]] = defaultdict(dict)
+        for labels, value in _named(metrics, "mim_gateway_request_duration_seconds_bucket"):
+            buckets[labels["route"]][float(labels["le"])] = value
+        for route, now in buckets.items():
+            before = self._histograms.get(route, {})
+            self._histograms[route] = now
+            delta = _delta(now, before)
+            for q, key in ((0.5, "srv_p50_ms"), (0.99, "srv_p99_ms")):
+                value = histogram_quantile(q, list(delta.items()))
+                if not math.isnan(value):
+                    self.add(f"{key}:{route}", value * 1000, minute)
+
+
+async def _guarded(work: Callable[[], None]) -> None:
+    """Run ``work`` in a thread; a sample that fails (a node half restarted) is told and skipped."""
+    try:
+        await asyncio.to_thread(work)
+    except Exception as exc:  # a lost sample must not end the run
+        print(f"  sample skipped: {exc!r}")
+
+
+def _delta(now: Mapping[float, float], before: Mapping[float, float]) -> dict[float, float]:
+    """The buckets' counts since ``before``; all of ``now`` after a restart reset them."""
+    if any(now.get(le, 0.0) < count for le, count in before.items()):
+        return dict(now)
+    return {le: count - before.get(le, 0.0) for le, count in now.items()}
