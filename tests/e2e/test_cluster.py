@@ -14,11 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 from nats.js import JetStreamContext
+from services.gateway.settings import GatewaySettings
+from services.gateway.shared import open_shared
 
 from mim import canonical
 from relay import TransientError
 from relay.bus import Layout
 from relay.connect import close_nats, connect_nats
+from relay.leases import LeaseBucket
+from relay.settings import load
 from relay.submit import submit
 from tests.e2e.test_ingest import Node, _held, _posts
 from tests.helpers.cluster import NatsCluster, running_nats_cluster
@@ -153,3 +157,37 @@ async def test_losing_the_stream_leaders_server_mid_ingest_loses_and_doubles_not
         f" submissions confirmed again after {confirmed_again:.2f} s ({refused} tries refused);"
         f" restarted member caught up in {caught_up:.2f} s"
     )
+
+
+async def test_the_gateways_shared_state_and_the_leases_are_kept_by_every_member(
+    cluster: NatsCluster, stream_prefix: str
+) -> None:
+    """On a three-server cluster with replicas 3, every bucket and object store of the gateways'
+    shared request state and the syncers' and stores' lease buckets is kept by all three."""
+    layout = Layout(stream_prefix, replicas=REPLICAS)
+    nc = await connect_nats(cluster.url, "test", attempts=3, delay=0.2)
+    try:
+        js = nc.jetstream()
+        await open_shared(js, layout, load(GatewaySettings))
+        for name in (layout.syncer_leases_bucket, layout.store_leases_bucket):
+            await LeaseBucket.open(js, name, replicas=layout.replicas)
+        kept: dict[str, tuple[int | None, int]] = {}
+        for info in await js.streams_info():
+            if info.config.name and stream_prefix in info.config.name:
+                peers = info.cluster.replicas if info.cluster is not None else None
+                kept[info.config.name] = (info.config.num_replicas, len(peers or ()))
+    finally:
+        await close_nats(nc)
+    buckets = [
+        layout.nonces_bucket,
+        layout.leases_bucket,
+        layout.ping_leases_bucket,
+        layout.inflight_bucket,
+        layout.rates_bucket,
+        layout.containers_bucket,
+        layout.syncer_leases_bucket,
+        layout.store_leases_bucket,
+    ]
+    # each kept by its leader and the two other members
+    streams = [f"KV_{b}" for b in buckets] + [f"OBJ_{layout.container_pages_bucket}"]
+    assert kept == {stream: (REPLICAS, REPLICAS - 1) for stream in streams}
