@@ -135,7 +135,7 @@ async def test_losing_the_stream_leaders_server_mid_ingest_loses_and_doubles_not
             confirmed_again = min(done for sent, done in acked if sent > killed_at) - killed_at
             assert await _leader(js, layout.ingest_stream) != victim
 
-            await wait_drained(js, layout, fresh_database, stored=OBJECTS, limit=300)
+            await wait_drained(js, layout, fresh_database, stored=OBJECTS, limit=150)
             await asyncio.to_thread(cluster.servers[victim].restart)
             restarted_at = time.monotonic()
             while not await _caught_up(js, layout, victim):
