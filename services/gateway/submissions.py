@@ -46,6 +46,7 @@ from relay import AddressRefused, BusError, BusUnavailable
 from relay.db import objects
 from relay.location import AddressRules, checked
 from relay.submit import IngestFull, dedupe_id, submit
+from relay.wrapped import unwrap
 from services.gateway import metrics
 from services.gateway.answers import ErrorBody, refusal, refused
 from services.gateway.settings import GatewaySettings
@@ -98,6 +99,11 @@ class SubmitReceipt(BaseModel):
         description="The ingest message id (kind:fingerprint:last_update:digest); '' if not queued."
     )
     duplicate: bool = Field(description="Already queued within the dedupe window.")
+    sequence: int = Field(
+        0,
+        description="The message's sequence in the ingest stream, which a validator's rejection"
+        " record names (that of the first copy when a duplicate); 0 if not queued.",
+    )
     verdict: ObjectVerdict = Field(description="Accepted and queued, or rejected and why.")
 
 
@@ -142,7 +148,8 @@ def _decode(batch: Sequence[SubmitItem]) -> list[tuple[SubmitItem, Entity]] | JS
     decoded: list[tuple[SubmitItem, Entity]] = []
     for n, item in enumerate(batch):
         try:
-            obj = canonical.loads(entity_class(item.kind), json.dumps(item.object))
+            kind, body = unwrap(json.dumps({"kind": item.kind, "object": item.object}))
+            obj = canonical.loads(entity_class(kind), body)
         except MimError as exc:
             return refused(exc, 400, field=f"[{n}].{exc.field}")
         decoded.append((item, obj))
@@ -163,6 +170,7 @@ async def _queue(
             fingerprint=verdict.fingerprint,
             id="",
             duplicate=False,
+            sequence=0,
             verdict=_verdict(verdict),
         )
         receipts.append(receipt)
@@ -182,6 +190,7 @@ async def _queue(
         metrics.SUBMITTED.labels("duplicate" if ack.duplicate else "queued").inc()
         receipt.id = dedupe_id(item.kind, raw)
         receipt.duplicate = bool(ack.duplicate)
+        receipt.sequence = ack.seq
     return receipts
 
 

@@ -57,6 +57,7 @@ def make_client(settings: SyncerSettings, *, for_pings: bool = False) -> Client:
         max_connections=settings.scan_page_size if for_pings else settings.max_connections,
         max_page_bytes=settings.max_page_bytes,
         scheme=settings.scheme,
+        rules=settings.address_rules(),
     )
 
 

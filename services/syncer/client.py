@@ -4,7 +4,8 @@ Keep-alive connections are reused and closed after ``idle_seconds`` unused; time
 reference's (connect 20 s, whole request 60 s); TLS is never verified (reference nodes present an
 expired self-signed certificate). A remote's scheme is the one its address names; ``auto`` tries
 HTTPS first and falls back to plain HTTP, and remembers what answered. Bodies are read up to
-``max_page_bytes``. Every httpx error becomes :class:`FetchError` here, at the edge.
+``max_page_bytes``. A host name is dialled only at an address the rules allow
+(:mod:`services.syncer.dial`). Every httpx error becomes :class:`FetchError` here, at the edge.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Final
 
 import httpx
 
-from relay import RelayError
+from relay import AddressRefused, RelayError
+from relay.location import AddressRules
 from services.syncer import metrics
+from services.syncer.dial import CheckedBackend, checked_transport
 from services.syncer.peers import Remote
 
 __all__ = ["Client", "FetchError", "Tally"]
@@ -58,18 +61,22 @@ class Client:
         max_connections: int = 32,
         max_page_bytes: int = 150_000_000,
         scheme: str = "auto",
-        transport: httpx.AsyncBaseTransport | None = None,
+        rules: AddressRules | None = None,
+        backend: CheckedBackend | None = None,
     ) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=idle_seconds,
+        )
         self._http = httpx.AsyncClient(
-            verify=False,  # noqa: S501 - reference nodes self-sign; nobody verifies (§11.1)
             timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=idle_seconds,
-            ),
             follow_redirects=False,
-            transport=transport,
+            transport=checked_transport(
+                backend or CheckedBackend(rules or AddressRules()),
+                verify=False,  # reference nodes self-sign; nobody verifies (§11.1)
+                limits=limits,
+            ),
         )
         self._request_timeout = request_timeout
         self._max_bytes = max_page_bytes
@@ -128,6 +135,8 @@ class Client:
                         raise FetchError("timeout", "body took too long")
                     chunks.append(chunk)
                 return response.status_code, b"".join(chunks)
+        except AddressRefused as exc:
+            raise FetchError("refused_place", exc.reason) from exc
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise FetchError("unreachable", repr(exc)) from exc
         except httpx.TimeoutException as exc:

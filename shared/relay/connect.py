@@ -41,6 +41,10 @@ def servers(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
+def _tries(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
 async def connect_nats(
     url: str,
     name: str,
@@ -87,7 +91,7 @@ async def connect_nats(
         )
 
     async def disconnected_cb() -> None:
-        if connected:
+        if connected and not client.is_closed:  # closed: we closed it, nothing was lost
             logger.warning("nats_disconnected", url=shown)
             if on_disconnect is not None:
                 await on_disconnect()
@@ -104,14 +108,16 @@ async def connect_nats(
             await on_closed()
 
     client = NATS()
+    # nats-py tries a server again until its failed tries exceed this, and takes 0 as "for ever";
+    # a fraction makes the first failure the last
+    retries = attempts - 1 if attempts > 1 else 0.5
     try:
-        # nats-py counts retries after the first try, and treats 0 as "forever".
         await client.connect(
             servers(url),
             name=name,
             connect_timeout=max(1, round(connect_timeout)),
             reconnect_time_wait=delay,  # type: ignore[arg-type]  # seconds, a float works
-            max_reconnect_attempts=max(1, attempts - 1),
+            max_reconnect_attempts=retries,  # type: ignore[arg-type]  # compared, a float works
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,
@@ -121,7 +127,7 @@ async def connect_nats(
         with _suppress_all():
             await client.close()
         raise DependencyUnavailable(
-            f"NATS at {shown} did not answer after {max(tries, 1)} attempts: {exc!r}"
+            f"NATS at {shown} did not answer after {_tries(max(tries, 1))}: {exc!r}"
         ) from exc
     connected = True
     if reconnect_forever:
@@ -174,7 +180,7 @@ async def connect_pool(
             )
             if attempt == attempts:
                 raise DependencyUnavailable(
-                    f"PostgreSQL at {shown} did not answer after {attempts} attempts: {exc!r}"
+                    f"PostgreSQL at {shown} did not answer after {_tries(attempts)}: {exc!r}"
                 ) from exc
             await asyncio.sleep(delay)
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -21,6 +21,10 @@ names that stand for them (``localhost``, ``*.localhost``, ``*.local``, ``*.inte
 ``*.home.arpa``, single-label names), unless the operator allows them with ``MIM_ALLOWED_NETWORKS``
 (a local test network lists ``127.0.0.0/8``, a LAN its own ranges): entries are networks in CIDR
 form, or names (``gateway``) and name suffixes (``.internal``).
+
+A public-looking name can still resolve to a private address, now or after it was checked (DNS
+rebinding), so whoever dials a name checks each address it resolves to with
+:func:`check_resolved` before connecting, and connects only to an address that passed.
 """
 
 from __future__ import annotations
@@ -35,24 +39,20 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from mim.entities import Address
+from mim.nodes import LocationType
 from relay import AddressRefused
 from relay.settings import MIXIN_CONFIG
 
 __all__ = [
-    "LOCATION_TYPE_IPV4",
-    "LOCATION_TYPE_IPV6",
-    "LOCATION_TYPE_NAME",
     "AddressRules",
     "AddressSettings",
     "Place",
     "check_place",
+    "check_resolved",
     "checked",
     "parse_rules",
 ]
 
-LOCATION_TYPE_IPV4: Final = 4  # §10.3
-LOCATION_TYPE_IPV6: Final = 6
-LOCATION_TYPE_NAME: Final = 3
 _NAME_MAX: Final = 253  # bytes of a DNS name (RFC 1035 §2.3.4)
 _LABEL: Final = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NUMERIC_LABEL: Final = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
@@ -128,7 +128,7 @@ class Place:
     """A checked place: canonical location, its location type (§10.3), port, sublocation."""
 
     location: str
-    location_type: int
+    location_type: LocationType
     port: int
     sublocation: str = ""
 
@@ -217,11 +217,11 @@ def check_place(
     if isinstance(host, str):
         if _private_name(host) and not rules.allows_name(host):
             raise _refuse(field, "address.private", f"{host!r} is a private name")
-        return Place(host, LOCATION_TYPE_NAME, port, sub)
+        return Place(host, LocationType.URL, port, sub)
     special = _special(host)
     if special and not rules.allows_ip(host):
         raise _refuse(field, "address.private", f"{host} is {special}")
-    kind = LOCATION_TYPE_IPV6 if host.version == 6 else LOCATION_TYPE_IPV4
+    kind = LocationType.IPV6 if host.version == 6 else LocationType.IPV4
     return Place(str(host), kind, port, sub)
 
 
@@ -238,5 +238,22 @@ def checked(address: Address, rules: AddressRules) -> Address:
         address,
         location=place.location,
         sublocation=place.sublocation,
-        location_type=place.location_type,
+        location_type=int(place.location_type),
     )
+
+
+def check_resolved(name: str, ip: str, rules: AddressRules) -> str:
+    """``ip``, one address ``name`` resolved to, in canonical form, when the node may dial it:
+    public, or in an allowed network, or ``name`` itself allowed; else AddressRefused."""
+    if rules.allows_name(name.lower().rstrip(".")):
+        return ip
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        raise _refuse("location", "address.resolved", f"{name!r} resolved to {ip!r}") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _unwrap(address)
+    special = _special(address)
+    if special and not rules.allows_ip(address):
+        raise _refuse("location", "address.private", f"{name!r} resolves to {address}, {special}")
+    return ip

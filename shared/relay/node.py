@@ -160,6 +160,7 @@ class NodeSupervisor:
         *,
         extra_env: Mapping[str, str] | None = None,
         api_url: str = "",
+        local_api_url: str = "",
         announce: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -167,6 +168,7 @@ class NodeSupervisor:
         self.specs = list(specs)
         self.extra_env = dict(extra_env or {})
         self.api_url = api_url
+        self.local_api_url = local_api_url
         self._announce = announce or (lambda _line: None)
         self._announced = False
         s = settings
@@ -285,6 +287,7 @@ class NodeSupervisor:
             "data_dir": str(self.data_dir),
             "stream_prefix": self.settings.stream_prefix,
             "api_url": self.api_url,
+            "local_api_url": self.local_api_url,
             "nats_url": redact_url(self.nats_url),
             "nats_monitor_url": servers.nats_monitor_url,
             "nats_pid": servers.nats.entry()["pid"] if servers.nats else None,

@@ -59,6 +59,8 @@ def announce(
     say(f"mimrelay node up; data in {data_dir}")
     if state["api_url"]:
         say(f"  API          {state['api_url']}")
+    if state.get("local_api_url"):
+        say(f"  local API    {state['local_api_url']} (submit, tokens, /docs)")
     for spec in specs:
         say(f"  {spec.name:<12} http://127.0.0.1:{spec.metrics_port}/metrics")
     say(f"  NATS         {state['nats_url']}")

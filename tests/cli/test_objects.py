@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from mim import entities, verify
-from tests.vectors import reference, section
+from mim.signing import key_fingerprint
+from mim.verify import TRUSTED_CA_PUBLIC_KEY
+from tests.vectors import ids, reference, section
 
 MIN_POW = reference()["profiles"][2]["minimum_pow_strength_all_entity_types"]
 
@@ -54,18 +56,24 @@ def test_verify_command_agrees_with_library(kind: str, tmp_path: Path) -> None:
 
 
 def test_keygen_create_update_verify_round_trip(tmp_path: Path) -> None:
-    """A key made by keygen signs a post made by create; its update verifies; verify exits 0."""
+    """A key made by keygen signs its Key entity, kept beside the key file, and a post whose
+    owner is that entity's fingerprint; the post's update verifies; verify exits 0."""
     key = tmp_path / "alice.key"
     assert mimrelay("keygen", "--out", str(key)).returncode == 0
     assert oct(key.stat().st_mode & 0o777) == "0o600"
+    entity = mimrelay("create", "key", "--key", str(key), "--difficulty", "6", "--set", "name=a")
+    assert entity.returncode == 0, entity.stderr
+    assert (tmp_path / "alice.key.entity.json").read_bytes() == entity.stdout
     made = mimrelay(
         "create", "post", "--key", str(key), "--difficulty", "6",
         "--set", "board=" + "b" * 64, "--set", "thread=" + "c" * 64,
         "--set", "parent=" + "c" * 64, "--set", "body=hello <there>",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
+    assert made.stderr == b""
     post = json.loads(made.stdout)
     assert post["body"] == "hello <there>"
+    assert post["owner"] == json.loads(entity.stdout)["fingerprint"]
     assert post["owner_publickey"] == json.loads(key.read_text())["public_key"]
     updated = mimrelay(
         "update", "post", "--key", str(key), "--difficulty", "6", "--set", "body=edited",
@@ -78,6 +86,94 @@ def test_keygen_create_update_verify_round_trip(tmp_path: Path) -> None:
     )
     assert [line["ok"] for line in _lines(checked)] == [True, True]
     assert checked.returncode == 0
+    assert (
+        mimrelay("fingerprint", "-", stdin=made.stdout).stdout.decode()
+        == post["fingerprint"] + "\n"
+    )
+
+
+def test_owner_is_the_key_entity_fingerprint_as_in_the_reference() -> None:
+    """Every signed object the reference made names as owner the fingerprint of the Key entity
+    of its signing key, which is what `create` does; the SHA-256 of the key is not it."""
+    made = section("entities")
+    key_entities = {r["public_key_hex"]: r["object"]["fingerprint"] for r in made
+                    if r["entity_type"] == "key" and not r["is_update"]}  # fmt: skip
+    signed = [r for r in made if r["entity_type"] != "key" and r["signed"]]
+    assert signed
+    for record in signed:
+        owner = record["object"]["owner"]
+        assert owner == key_entities[record["public_key_hex"]], record["id"]
+        assert owner != key_fingerprint(record["public_key_hex"])
+
+
+def test_create_without_a_key_entity_says_how_to_make_one(tmp_path: Path) -> None:
+    """A board signed with a key that has no Key entity yet is refused (exit 2) with the command
+    that makes one; `--set owner=` makes it anyway."""
+    key = tmp_path / "k.key"
+    assert mimrelay("keygen", "--out", str(key)).returncode == 0
+    refused = mimrelay(
+        "create", "board", "--key", str(key), "--difficulty", "1", "--set", "name=bb"
+    )
+    assert refused.returncode == 2
+    assert f"mimrelay create key --key {key} --set name=NAME" in refused.stderr.decode()
+    assert refused.stdout == b""
+    owned = mimrelay(
+        "create", "board", "--key", str(key), "--difficulty", "1", "--set", "name=bb",
+        "--set", "owner=" + "f" * 64,
+    )  # fmt: skip
+    assert owned.returncode == 0, owned.stderr
+    assert json.loads(owned.stdout)["owner"] == "f" * 64
+
+
+ENTITLEMENT = [c for c in section("negative_cases") if "entitlement" in c["id"]]
+
+
+@pytest.mark.parametrize("case", ENTITLEMENT, ids=ids(ENTITLEMENT))
+def test_ca_only_typeclasses_are_refused_without_the_ca_key(
+    case: dict[str, Any], tmp_path: Path
+) -> None:
+    """A trust state of a typeclass the reference refuses from any key but its CA's (failing its
+    entitlements stage) is refused by `create` before any work, saying why."""
+    assert case["verify"]["frontend"]["failed_stage"] == "entitlements"
+    key = tmp_path / "k.key"
+    assert mimrelay("keygen", "--out", str(key)).returncode == 0
+    fields = case["object"]
+    refused = mimrelay(
+        "create", "truststate", "--key", str(key), "--difficulty", "21",
+        "--set", f"target={fields['target']}", "--set", f"typeclass={fields['typeclass']}",
+        "--set", f"type={fields['type']}", "--set", "owner=" + "f" * 64,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    message = refused.stderr.decode()
+    assert f"typeclass {fields['typeclass']}" in message
+    assert "trusted CA" in message and TRUSTED_CA_PUBLIC_KEY[:16] in message
+
+
+def test_create_address_fills_the_location_type() -> None:
+    """`create address` prints an address with version 1 and the location type of its location;
+    one without a port is refused, and so is a key."""
+    for location, kind in (("127.0.0.1", 4), ("::1", 6), ("relay.example", 3)):
+        made = mimrelay("create", "address", "--set", f"location={location}", "--set", "port=8090")
+        assert made.returncode == 0, made.stderr
+        address = json.loads(made.stdout)
+        assert (address["location_type"], address["entity_version"]) == (kind, 1)
+        assert verify.verify("address", made.stdout, verify.Policy.uniform(21)).ok
+    assert mimrelay("create", "address", "--set", "location=h").returncode == 2
+    signed = mimrelay("create", "address", "--key", "k", "--set", "location=h", "--set", "port=1")
+    assert signed.returncode == 2
+
+
+def test_verify_cuts_lines_at_lf_only() -> None:
+    """A CR between the fields of an object (JSON white space) and a CRLF line end leave every
+    later verdict on its own index."""
+    posts = [r["object_json"] for r in section("entities") if r["entity_type"] == "post"][:3]
+    spaced = posts[0].replace(',"creation"', ',\r"creation"', 1)
+    text = f"{spaced}\r\n{posts[1]}\n{posts[2]}\n".encode()
+    lines = _lines(mimrelay("verify", "--kind", "post", "--min-pow", str(MIN_POW), "-", stdin=text))
+    assert [line["index"] for line in lines] == [0, 1, 2]
+    assert [line["stage"] for line in lines] == [
+        verify.verify("post", p, verify.Policy.uniform(MIN_POW)).stage for p in posts
+    ]
 
 
 def test_verify_reads_arrays_and_reports_garbage(tmp_path: Path) -> None:

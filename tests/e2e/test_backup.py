@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
@@ -23,8 +19,8 @@ from mim.signing import SigningKey
 from relay.bus import Layout
 from relay.db import storing
 from relay.embedded import free_port
-from tests.helpers.pipeline import wait_drained
-from tests.helpers.procs import REPO, ServiceProcess
+from tests.helpers.cli import run_cli
+from tests.helpers.pipeline import running_pipeline, wait_drained
 from tests.helpers.servers import TemplateSetup
 from tests.helpers.store import migrate_template
 
@@ -86,40 +82,11 @@ def _read_export(path: Path) -> tuple[list[str], list[Path]]:
     return path.read_text(encoding="utf-8").splitlines(), list(path.parent.glob(".*.partial"))
 
 
-def _cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.fixture
 def target_node(nats_url: str, empty_database: str, stream_prefix: str) -> Iterator[dict[str, str]]:
     """A validator and a store on the target database, running until the test ends."""
-    env = {
-        "MIM_NATS_URL": nats_url,
-        "MIM_DATABASE_URL": empty_database,
-        "MIM_STREAM_PREFIX": stream_prefix,
-        "MIM_MIN_POW": str(DIFFICULTY),
-        "MIM_VALIDATOR_METRICS_PORT": "0",
-        "MIM_STORE_METRICS_PORT": "0",
-    }
-    with ExitStack() as stack:
-        procs = [
-            stack.enter_context(ServiceProcess(["-m", f"services.{name}"], env))
-            for name in ("store", "validator")
-        ]
-        for proc in procs:
-            proc.wait_for("service_ready", timeout=60)
+    with running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY) as env:
         yield env
-        for proc in procs:
-            proc.terminate()
-        assert [proc.wait(30) for proc in procs] == [0, 0]
 
 
 async def _wait_restored(
@@ -154,7 +121,7 @@ async def test_export_then_import_restores_the_same_objects_through_the_validato
 
     backup = tmp_path / "backup.jsonl"
     exported = await asyncio.to_thread(
-        _cli, ["export", "--jsonl", str(backup)], {"MIM_DATABASE_URL": fresh_database}
+        run_cli, ["export", "--jsonl", str(backup)], {"MIM_DATABASE_URL": fresh_database}
     )
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.strip() == f"exported {len(source)} object(s) to {backup}"
@@ -162,7 +129,7 @@ async def test_export_then_import_restores_the_same_objects_through_the_validato
     assert {(json.loads(x)["kind"], x[x.index('"object":') + 9 : -1]) for x in lines} == source
     assert leftovers == []
 
-    clean = await asyncio.to_thread(_cli, ["import", str(backup)], target_node)
+    clean = await asyncio.to_thread(run_cli, ["import", str(backup)], target_node)
     assert clean.returncode == 0, clean.stderr
     assert (
         clean.stdout.strip()
@@ -177,10 +144,10 @@ async def test_export_then_import_restores_the_same_objects_through_the_validato
     await asyncio.to_thread(
         mixed.write_text, f"{lines[0]}\n\nnot json\n{forged}\n", encoding="utf-8"
     )
-    again = await asyncio.to_thread(_cli, ["import", str(mixed)], target_node)
+    again = await asyncio.to_thread(run_cli, ["import", str(mixed)], target_node)
     assert again.returncode == 1, again.stderr
     assert again.stdout.strip() == "queued 1 object(s), 1 already queued, 1 line(s) refused"
-    assert "line 3: refused: not JSON" in again.stderr
+    assert "line 3: refused: `object`: not JSON" in again.stderr
     await _wait_restored(target_node, len(source), rejected=1)
     assert await _bodies(target_node["MIM_DATABASE_URL"]) == source
 
@@ -192,7 +159,7 @@ def test_export_and_import_exit_1_when_the_node_is_unreachable_and_2_on_a_missin
     left behind; a missing import file exits 2."""
     port = free_port()  # nothing listens there
     target = tmp_path / "out.jsonl"
-    down = _cli(
+    down = run_cli(
         ["export", "--jsonl", str(target)],
         {"MIM_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{port}/none"},
     )
@@ -201,10 +168,10 @@ def test_export_and_import_exit_1_when_the_node_is_unreachable_and_2_on_a_missin
     assert list(tmp_path.iterdir()) == []
 
     target.write_text("{}\n", encoding="utf-8")
-    no_bus = _cli(["import", str(target)], {"MIM_NATS_URL": f"nats://127.0.0.1:{port}"})
+    no_bus = run_cli(["import", str(target)], {"MIM_NATS_URL": f"nats://127.0.0.1:{port}"})
     assert no_bus.returncode == 1
     assert "Traceback" not in no_bus.stderr
 
-    missing = _cli(["import", str(tmp_path / "absent.jsonl")], {})
+    missing = run_cli(["import", str(tmp_path / "absent.jsonl")], {})
     assert missing.returncode == 2
     assert "absent.jsonl" in missing.stderr

@@ -18,6 +18,7 @@ ALLOWED = {
     "enum",
     "functools",
     "hashlib",
+    "ipaddress",
     "json",
     "re",
     "types",

@@ -20,6 +20,7 @@ MODULES = [
     "relay.first_party",
     "relay.blocks",
     "relay.sync_request",
+    "relay.wrapped",
     "relay.db",
     "relay.db.objects",
     "relay.db.storing",

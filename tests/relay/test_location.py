@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mim.entities import Address
 from relay import AddressRefused, SettingsError
-from relay.location import AddressSettings, check_place, checked, parse_rules
+from relay.location import AddressSettings, check_place, check_resolved, checked, parse_rules
 from relay.settings import load
 
 PUBLIC = parse_rules("")
@@ -116,6 +116,26 @@ def test_a_bad_allowed_network_stops_start_up_naming_it(monkeypatch: pytest.Monk
         load(AddressSettings)
     assert "MIM_ALLOWED_NETWORKS" in str(error.value)
     assert "not a name!" in str(error.value)
+
+
+def test_a_public_name_is_dialled_only_where_it_resolves_to_an_allowed_place() -> None:
+    """What a name resolves to is checked as an address would be: a public address passes, a
+    loopback, private, mapped or link-local one is refused naming the name and the range, unless
+    its network or the name itself is allowed."""
+    assert check_resolved("node.example.com", "8.8.8.8", PUBLIC) == "8.8.8.8"
+    for ip, special in [
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.7", "private"),
+        ("::ffff:192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+    ]:
+        with pytest.raises(AddressRefused) as refused:
+            check_resolved("node.example.com", ip, PUBLIC)
+        assert refused.value.rule == "address.private"
+        assert "node.example.com" in refused.value.reason and special in refused.value.reason
+    assert check_resolved("node.example.com", "10.1.0.9", parse_rules("10.1.0.0/16")) == "10.1.0.9"
+    assert check_resolved("Store.Internal.", "10.9.0.1", parse_rules(".internal")) == "10.9.0.1"
 
 
 def test_checked_moves_an_address_to_its_canonical_place() -> None:

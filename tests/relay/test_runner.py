@@ -305,15 +305,28 @@ async def test_connect_nats_waits_for_a_late_server(tmp_path: Any) -> None:
     assert ready["attempts"] == len(waits) + 1
 
 
-async def test_connect_nats_gives_up_after_its_attempts() -> None:
-    """With nobody listening, the bounded retries end in DependencyUnavailable."""
+async def test_closing_a_connection_is_not_a_disconnection(nats_url: str) -> None:
+    """A connection we close ourselves logs no `nats_disconnected` warning."""
+    with capture_logs() as logs:
+        client = await connect_nats(nats_url, "t", attempts=1)
+        await close_nats(client)
+    assert client.is_closed
+    assert [e for e in logs if e["event"] == "dependency_ready"]
+    assert [e for e in logs if e["event"] == "nats_disconnected"] == []
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+async def test_connect_nats_gives_up_after_its_attempts(attempts: int) -> None:
+    """With nobody listening, the bounded retries (one try, when one is asked) end in
+    DependencyUnavailable."""
     url = f"nats://127.0.0.1:{free_port()}"
     with (
         capture_logs() as logs,
-        pytest.raises(DependencyUnavailable, match="did not answer after 3 attempts"),
+        pytest.raises(DependencyUnavailable, match=f"did not answer after {attempts} attempts?:"),
     ):
-        await connect_nats(url, "t", attempts=3, delay=0.05)
-    assert [e["attempt"] for e in logs if e["event"] == "dependency_wait"] == [1, 2, 3]
+        await connect_nats(url, "t", attempts=attempts, delay=0.05)
+    waits = [e["attempt"] for e in logs if e["event"] == "dependency_wait"]
+    assert waits == list(range(1, attempts + 1))
 
 
 async def test_connect_pool_waits_for_a_late_server(

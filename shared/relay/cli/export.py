@@ -7,7 +7,6 @@ crawlable like the live gateway.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -15,31 +14,22 @@ from pathlib import Path
 import click
 
 from mim import pages
-from relay import caches
-from relay.connect import close_pool, connect_pool
+from relay import RelayError, caches
+from relay.cli.local import database, find_node
+from relay.cli.running import fail, node_options, run
 from relay.db import identity
 from relay.settings import NetworkSettings, NodeSettings, load
 
 
-class _ExportSettings(NetworkSettings, NodeSettings):
-    """The node-wide settings and where its API is reached (the port the pages announce)."""
-
-
-async def _export(directory: Path) -> int:
-    settings = load(_ExportSettings)
-    pool = await connect_pool(
-        settings.read_url, attempts=settings.connect_attempts, delay=1.0, max_size=2
-    )
-    try:
+async def _export(settings: NodeSettings, network: NetworkSettings, directory: Path) -> int:
+    async with database(settings, 2, read=True) as pool:
         key = await identity.wait(pool, attempts=1, delay=0.0)
         now = int(time.time())
-        head = await caches.read_head(pool, now=now, head_days=settings.network_head_days)
-    finally:
-        await close_pool(pool)
+        head = await caches.read_head(pool, now=now, head_days=network.network_head_days)
     tree = caches.build_tree(
         head,
         key,
-        port=settings.announced_port(),
+        port=network.announced_port(),
         node_type=pages.NODE_TYPE_STATIC,
         nonce=secrets.token_hex(32),
         compress=False,
@@ -53,7 +43,13 @@ async def _export(directory: Path) -> int:
 
 @click.command("export-static")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def export_static(directory: Path) -> None:
+@node_options
+def export_static(directory: Path, data_dir: Path | None, verbose: int) -> None:
     """Write the node's head to DIRECTORY as a static Mim node."""
-    written = asyncio.run(_export(directory))
+    settings = find_node(data_dir, verbose, "database")
+    try:
+        network = load(NetworkSettings)
+    except RelayError as exc:
+        fail(str(exc))
+    written = run(_export(settings, network, directory))
     click.echo(f"{written} files written to {directory}")

@@ -4,8 +4,10 @@
 ``{"pow": <unsigned PoW>, "difficulty", "attempts", "seconds", "rate", "where"}``; sign the PoW with
 the owner's key to use it. While it runs, a progress line on stderr (when stderr is a terminal, or
 with ``--progress``) shows attempts, rate, and the expected time of the whole search: each attempt
-succeeds with probability 2^-N, so the expected time from any moment is 2^N / rate. Which way the
-proof was made (service or in-process, and why) is logged on stderr.
+succeeds with probability 2^-N, so the expected time from any moment is 2^N / rate. The miners
+are those of the node running in the data directory (``--data-dir``, ``MIM_DATA_DIR``), or of
+``--nats-url`` / ``MIM_NATS_URL``; with none, the search runs in this process. ``where`` in the
+result says which; ``-v`` logs why.
 
 Exit codes: 0 a proof was printed, 1 no proof (refused, or the deadline passed), 2 a usage error.
 """
@@ -17,14 +19,14 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import click
 
-from relay import SettingsError
-from relay import logging as relay_logging
 from relay.bus import Layout
+from relay.cli.local import miners
+from relay.cli.running import load_settings, node_options
 from relay.mining import Mined, MiningError, connect, mine
-from relay.settings import NodeSettings, load
 
 _FAILED = 1
 _EVERY_SECONDS = 0.5  # progress line refresh
@@ -82,12 +84,12 @@ async def _run(
 @click.command()
 @click.option("--difficulty", "-d", type=click.IntRange(1, 256), required=True, help="Zero bits.")
 @click.option(
-    "--nats-url", envvar="MIM_NATS_URL", default="nats://127.0.0.1:4222", show_default=True,
-    help="Where the miner service listens; an empty value mines in this process.",
+    "--nats-url", help="Where the miner service listens [MIM_NATS_URL, else the running node's];"
+    " an empty value mines in this process.",
 )  # fmt: skip
 @click.option(
-    "--prefix", envvar="MIM_STREAM_PREFIX", default="MIM", show_default=True,
-    help="The node's stream prefix (its miner subjects).",
+    "--prefix", help="The node's stream prefix, for its miner subjects [MIM_STREAM_PREFIX, else"
+    " the running node's].",
 )  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
               show_default=True, help="Give up after this many seconds.")  # fmt: skip
@@ -95,32 +97,33 @@ async def _run(
               help="Let every running miner search this proof at once.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None,
               help="Show the progress line (default: when stderr is a terminal).")  # fmt: skip
+@node_options
 @click.argument("text")
 def mine_command(
     difficulty: int,
-    nats_url: str,
-    prefix: str,
+    nats_url: str | None,
+    prefix: str | None,
     timeout: float,
     split: bool,
     progress: bool | None,
+    data_dir: Path | None,
+    verbose: int,
     text: str,
 ) -> None:
     """Find a proof of work of DIFFICULTY bits over TEXT (the exact PoW input; - for stdin)."""
     if text == "-":
         text = sys.stdin.read()
+    settings = miners(load_settings(data_dir, verbose))
+    if nats_url is not None:
+        settings = settings.model_copy(update={"nats_url": nats_url})
     try:
-        layout = Layout(prefix)
+        layout = Layout(prefix if prefix is not None else settings.stream_prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--prefix") from None
-    try:
-        settings = load(NodeSettings)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    relay_logging.configure("cli", settings, stream=sys.stderr)
     show = _Display(difficulty, sys.stderr.isatty() if progress is None else progress)
     started = time.monotonic()
     try:
-        mined = asyncio.run(_run(nats_url, layout, text, difficulty, timeout, split, show))
+        mined = asyncio.run(_run(settings.nats_url, layout, text, difficulty, timeout, split, show))
     except MiningError as exc:
         show.close()
         click.echo(f"error: {exc}", err=True)

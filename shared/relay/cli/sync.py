@@ -1,27 +1,35 @@
 """``mimrelay peers`` (the address table and per-remote cursors) and ``mimrelay sync HOST:PORT``.
 
 ``peers`` reads the node's database. ``sync`` asks a running syncer of the node to sync one remote
-now (``relay.sync_request``), shows which stage it is in, and prints its summary; it exits 1 if the
-sync failed or no syncer answered, 2 if HOST:PORT does not parse.
+now (``relay.sync_request``), shows which stage it is in (a bar on stderr, on a terminal or with
+``--progress``), and prints its summary; it exits 1 if the sync failed or no syncer answered, 2 if
+HOST:PORT does not parse.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any, Final
 
 import click
 
 from mim import canonical
 from mim.entities import Address
-from relay import logging as relay_logging
 from relay.bus import Layout
-from relay.cli.running import REFUSED, USAGE_ERROR, fail, run
-from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.cli.local import database, find_node, nats_client
+from relay.cli.running import (
+    REFUSED,
+    USAGE_ERROR,
+    Bar,
+    fail,
+    node_options,
+    progress_option,
+    run,
+)
 from relay.db import addresses, cursors
-from relay.settings import NodeSettings, load
+from relay.settings import NodeSettings
 from relay.sync_request import STAGES, ask
 
 #: How long ``mimrelay sync`` waits for the syncer's summary.
@@ -29,22 +37,10 @@ SYNC_WAIT_SECONDS: Final = 600.0
 _ADDRESSES_SHOWN: Final = 1000
 
 
-def _settings() -> NodeSettings:
-    settings = load(NodeSettings)
-    # stdout is the command's answer; library lines (warnings only) go to stderr
-    quiet = settings.model_copy(update={"log_level": "warning"})
-    relay_logging.configure("cli", quiet, stream=sys.stderr)
-    return settings
-
-
-async def _peers() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    settings = _settings()
-    pool = await connect_pool(settings.read_url, attempts=settings.connect_attempts, delay=1.0)
-    try:
+async def _peers(settings: NodeSettings) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    async with database(settings, read=True) as pool:
         stored = await addresses.recent(pool, limit=_ADDRESSES_SHOWN)
         known = await cursors.all_cursors(pool)
-    finally:
-        await close_pool(pool)
     listed = []
     for row in stored:
         address = canonical.loads(Address, row.body)
@@ -66,9 +62,10 @@ async def _peers() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
 
 @click.command("peers")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
-def peers(as_json: bool) -> None:
+@node_options
+def peers(as_json: bool, data_dir: Path | None, verbose: int) -> None:
     """List known addresses (newest first) and the sync cursors per remote node."""
-    listed, shown = asyncio.run(_peers())
+    listed, shown = run(_peers(find_node(data_dir, verbose, "database")))
     if as_json:
         click.echo(json.dumps({"addresses": listed, "cursors": shown}, indent=2))
         return
@@ -87,33 +84,17 @@ def peers(as_json: bool) -> None:
         click.echo(f"  {str(c['node_id'])[:16]}…  {c['endpoint']:<12} {c['checkin']}")
 
 
-async def _sync(target: str) -> dict[str, Any]:
-    settings = _settings()
-    nc = await connect_nats(settings.nats_url, "mimrelay-sync", attempts=1)
-    done = 0
+async def _sync(settings: NodeSettings, target: str, show: bool | None) -> dict[str, Any]:
+    shown = sys.stderr.isatty() if show is None else show  # a few stages: no length to wait for
+    with Bar(len(STAGES), "syncing", shown) as bar:
 
-    def step(stage: str) -> None:
-        nonlocal done
-        if stage not in STAGES:
-            return
-        done += 1
-        filled = round(20 * done / len(STAGES))
-        bar = "#" * filled + "-" * (20 - filled)
-        click.echo(f"\r[{bar}] {done}/{len(STAGES)} {stage:<12}", nl=False, err=True)
+        def step(stage: str) -> None:
+            if stage in STAGES:
+                bar.update(1, stage)
 
-    try:
-        summary = await ask(
-            nc,
-            Layout.from_settings(settings),
-            target,
-            wait_seconds=SYNC_WAIT_SECONDS,
-            progress=step,
-        )
-    finally:
-        await close_nats(nc)
-    if done:
-        click.echo("", err=True)
-    return summary
+        async with nats_client(settings, "sync") as nc:
+            layout = Layout.from_settings(settings)
+            return await ask(nc, layout, target, wait_seconds=SYNC_WAIT_SECONDS, progress=step)
 
 
 def _summary_line(summary: dict[str, Any]) -> str:
@@ -135,9 +116,11 @@ def _summary_line(summary: dict[str, Any]) -> str:
 
 @click.command("sync")
 @click.argument("target", metavar="HOST:PORT")
-def sync(target: str) -> None:
+@progress_option
+@node_options
+def sync(target: str, progress: bool | None, data_dir: Path | None, verbose: int) -> None:
     """Sync with one remote now (HOST:PORT, [v6]:PORT or http(s)://HOST:PORT) and summarise."""
-    summary = run(_sync(target))
+    summary = run(_sync(find_node(data_dir, verbose, "nats"), target, progress))
     if summary.get("usage"):
         fail(str(summary.get("error", "HOST:PORT does not parse")), USAGE_ERROR)
     click.echo(_summary_line(summary))

@@ -3,11 +3,13 @@
 Third-party addresses (learned from someone else) keep only where the node is; first-party ones
 (heard from the node itself, when it answered us or sent us a request) keep everything it says of
 itself, with the times we last pinged and synced it. The gateway and the syncer send both kinds
-to the store over the bus; :func:`recent` is how everyone reads the table.
+to the store over the bus; :func:`recent` is how everyone reads the table, and :func:`held` says
+which places it holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
@@ -21,7 +23,9 @@ __all__ = [
     "WRITER",
     "WRITES",
     "AddressOutcome",
+    "Place",
     "StoredAddress",
+    "held",
     "prune",
     "recent",
     "store_first_party",
@@ -74,6 +78,23 @@ async def recent(db: Db, *, limit: int = 1000) -> list[StoredAddress]:
         limit,
     )
     return [_stored(r) for r in rows]
+
+
+#: Where a node is: the table's key (location, sublocation, port).
+Place = tuple[str, str, int]
+
+
+async def held(db: Db, places: Sequence[Place]) -> set[Place]:
+    """Those of ``places`` the table holds."""
+    rows = await db.fetch(
+        "SELECT location, sublocation, port FROM addresses"
+        " WHERE (location, sublocation, port) IN"
+        " (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]))",
+        [p[0] for p in places],
+        [p[1] for p in places],
+        [p[2] for p in places],
+    )
+    return {(r["location"], r["sublocation"], r["port"]) for r in rows}
 
 
 def _stripped(address: Address) -> Address:

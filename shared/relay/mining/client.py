@@ -231,7 +231,7 @@ async def _mine_once(
     split: bool,
     layout: Layout,
 ) -> Mined:
-    nc = await connect(nats_url)
+    nc = await connect(nats_url) if nats_url else None
     try:
         return await mine(nc, text, difficulty, timeout=timeout, split=split, layout=layout)
     finally:
@@ -244,7 +244,8 @@ def service_minter(
 ) -> mim.pow.Minter:
     """A ``mim.pow.Minter`` for synchronous code (the CLI): each call runs ``mine`` in its own loop.
 
-    Like ``mim.pow.local_minter`` it answers ``""`` for a difficulty of 0 or less.
+    Like ``mim.pow.local_minter`` it answers ``""`` for a difficulty of 0 or less. An empty
+    ``nats_url`` mines in this process.
     """
     where = layout or Layout()
 

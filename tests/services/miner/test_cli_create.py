@@ -16,8 +16,8 @@ from tests.services.miner.conftest import StartMiner
 def test_create_uses_a_running_miner(
     start_miner: StartMiner, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
-    """With a miner on the node's bus, `create` logs that the service did the work, and the
-    object it prints verifies at the asked strength."""
+    """With a miner on the node's bus, `create -v` logs that the service did the work, and the
+    object it prints verifies at the asked strength; without -v it says nothing on stderr."""
     start_miner()
     env = {**os.environ, "MIM_NATS_URL": nats_url, "MIM_STREAM_PREFIX": stream_prefix}
     key = tmp_path / "k.json"
@@ -25,7 +25,7 @@ def test_create_uses_a_running_miner(
     made = subprocess.run(
         [
             sys.executable, "-m", "relay.cli", "create", "key", "--key", str(key),
-            "--difficulty", "12", "--set", "name=alice",
+            "--difficulty", "12", "--set", "name=alice", "-v",
         ],
         env=env, capture_output=True, timeout=120, check=False,
     )  # fmt: skip
@@ -35,3 +35,12 @@ def test_create_uses_a_running_miner(
     verdict = verify.verify("key", made.stdout, verify.Policy.uniform(12))
     assert verdict.ok, verdict.reason
     assert json.loads(made.stdout)["name"] == "alice"
+    quiet = subprocess.run(
+        [
+            sys.executable, "-m", "relay.cli", "create", "key", "--key", str(key),
+            "--difficulty", "8", "--set", "name=bob",
+        ],
+        env=env, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == b""

@@ -179,6 +179,7 @@ class Node:
                 connect_timeout=settings.connect_timeout_seconds,
                 request_timeout=settings.request_timeout_seconds,
                 scheme=settings.scheme,
+                rules=settings.address_rules(),
             )
             stack.push_async_callback(client.aclose)
             key = await identity.create(pool)

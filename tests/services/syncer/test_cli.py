@@ -16,7 +16,7 @@ async def test_sync_command_pulls_and_peers_lists_the_remote(nodes: Nodes) -> No
     a, b = await nodes("A"), await nodes("B", syncer=True)
     objects = forum(int(time.time()), "cli")
     await a.hold(objects)
-    code, out, err = await b.cli("sync", f"http://{a.address}")
+    code, out, err = await b.cli("sync", "--progress", f"http://{a.address}")
     assert code == 0, err
     assert out.startswith("ok"), out
     assert "8/8" in err
