@@ -115,6 +115,7 @@ async def open_containers(
             description="POST answer containers (id -> page count), for an hour (§11.7).",
             max_entries=max_containers,
             max_age_seconds=LIFE_SECONDS,
+            replicas=layout.replicas,
         ),
     )
     config = ObjectStoreConfig(
@@ -122,6 +123,7 @@ async def open_containers(
         ttl=LIFE_SECONDS,
         max_bytes=max_bytes,
         storage=StorageType.FILE,
+        replicas=layout.replicas,
     )
     try:
         store = await js.create_object_store(layout.container_pages_bucket, config=config)
@@ -131,6 +133,7 @@ async def open_containers(
         # it exists with other bounds: bring its stream to ours
         info = await js.stream_info(f"OBJ_{layout.container_pages_bucket}")
         info.config.max_bytes = max_bytes
+        info.config.num_replicas = layout.replicas
         await js.update_stream(info.config)
         store = await js.object_store(layout.container_pages_bucket)
     return Containers(registry, store)

@@ -49,7 +49,7 @@ def _node_answer(gw: Gateway, request: Request) -> Response:
 
 
 async def _bootstrappers(gw: Gateway, request: Request) -> Response:
-    stored = await addresses.recent(gw.pool, limit=1000)
+    stored = await addresses.recent(gw.read_pool, limit=1000)
     live = [canonical.loads(Address, a.body) for a in stored if a.first_party]
     chosen = [
         a

@@ -209,14 +209,14 @@ async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) 
     head_start = int(time.time()) - gw.head_seconds
     if query.fingerprints:
         rows = await objects.with_fingerprints(
-            gw.pool, kind, query.fingerprints, referenced_since=head_start, limit=budget.limit
+            gw.read_pool, kind, query.fingerprints, referenced_since=head_start, limit=budget.limit
         )
     else:
         # The caches hold what was committed when they were read; an object stamped earlier but
         # committed later is in no cache, so the live tail reaches back over that gap.
         tail_start = gw.caches.covered_to - gw.settings.live_tail_overlap_seconds
         start = max(query.start, head_start, tail_start)
-        rows = await objects.in_window(gw.pool, kind, start, query.end, limit=budget.limit)
+        rows = await objects.in_window(gw.read_pool, kind, start, query.end, limit=budget.limit)
     return budget.take(rows)
 
 
@@ -231,12 +231,12 @@ async def _embedded(
         if link is None:
             continue
         child, column = link
-        rows = await objects.children(gw.pool, child, column, fingerprints, limit=budget.limit)
+        rows = await objects.children(gw.read_pool, child, column, fingerprints, limit=budget.limit)
         extra.extend(budget.take(rows))
     if "keys" in embeds:
         # a Key is found by its public key: owners name keys by the key's hash, not its fingerprint
         public_keys = sorted({getattr(o, "owner_publickey", "") for o in [*found, *extra]} - {""})
-        rows = await objects.keys_of(gw.pool, public_keys, limit=budget.limit)
+        rows = await objects.keys_of(gw.read_pool, public_keys, limit=budget.limit)
         extra.extend(budget.take(rows))
     return extra
 
@@ -275,7 +275,7 @@ async def _container(
 
 async def _addresses(gw: Gateway, query: pages.Query, now: int) -> ApiResponse:
     """Up to 100 recently pinged addresses, sanitised (§11.7)."""
-    stored = await addresses.recent(gw.pool, limit=1000)
+    stored = await addresses.recent(gw.read_pool, limit=1000)
     recent = [
         canonical.loads(Address, a.body) for a in stored if query.start <= a.last_ping <= query.end
     ]

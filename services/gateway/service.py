@@ -1,11 +1,12 @@
 """The gateway's life under the shared runner: open, serve until SIGTERM, drain.
 
-:func:`start` opens NATS and the pool through the runner's context, makes or loads the node key,
-opens the node's shared request state (:mod:`services.gateway.shared`), takes the cache builder
-lease if it is free (then builds a generation, else loads the latest) and starts the caches' upkeep
-(:mod:`services.gateway.upkeep`, supervised); :func:`main` then serves two listeners with uvicorn
-until the runner's stop, when uvicorn stops accepting, lets in-flight requests finish within the
-shutdown grace, and the runner closes NATS and the pool:
+:func:`start` opens NATS and the pools through the runner's context (the primary for the node key,
+tokens and the caches, ``MIM_DATABASE_READ_URL`` for the other reads), makes or loads the node
+key, opens the node's shared request state (:mod:`services.gateway.shared`), takes the cache
+builder lease if it is free (then builds a generation, else loads the latest) and starts the
+caches' upkeep (:mod:`services.gateway.upkeep`, supervised); :func:`main` then serves two
+listeners with uvicorn until the runner's stop, when uvicorn stops accepting, lets in-flight
+requests finish within the shutdown grace, and the runner closes NATS and the pools:
 
 - the public Mim API on ``MIM_GATEWAY_HOST:MIM_GATEWAY_PORT`` (HTTPS with ``MIM_TLS``);
 - the operator's local API on ``MIM_GATEWAY_LOCAL_HOST:MIM_GATEWAY_LOCAL_PORT`` (loopback).
@@ -111,9 +112,10 @@ async def start(ctx: Context, *, port: int) -> Apps:
         settings.announced_port(port),
         nonces=Nonces(shared.nonces, max_per_key=settings.nonce_max_per_key),
         containers=shared.containers,
+        replica=await ctx.read_pool(min_size=1, max_size=settings.pool_size),
     )
     lease = await upkeep.open_lease(gw)
-    upkeep.set_building(gw, await lease.hold())
+    upkeep.set_building(gw, await lease.take())
     if gw.building:
         await gw.regenerate()
     else:

@@ -17,12 +17,13 @@ bucket                 holds                                       bound (settin
 
 Leases, slots and rates live in the server's memory (they matter for seconds); nonces and
 containers on disk, so a restarted NATS server still refuses a replayed request. Every replica
-opens the buckets at start with the same bounds (a changed setting takes effect for all).
+opens the buckets at start with the same bounds (a changed setting takes effect for all), each kept
+by the node's ``MIM_STREAM_REPLICAS`` servers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from nats.js import JetStreamContext
@@ -56,14 +57,15 @@ def _memory(name: str, description: str, entries: int) -> BucketSpec:
 
 async def open_shared(js: JetStreamContext, layout: Layout, settings: GatewaySettings) -> Shared:
     """Create or open every bucket of ``layout`` at the bounds of ``settings``."""
+
+    async def ensure(spec: BucketSpec) -> Bucket:
+        return await ensure_bucket(js, replace(spec, replicas=layout.replicas))
+
     remotes = settings.max_remotes + settings.ping_max_remotes
     inflight = remotes * settings.max_requests_per_remote
     return Shared(
-        nonces=await ensure_bucket(
-            js, nonces.bucket_spec(layout.nonces_bucket, settings.nonce_max_entries)
-        ),
-        leases=await ensure_bucket(
-            js,
+        nonces=await ensure(nonces.bucket_spec(layout.nonces_bucket, settings.nonce_max_entries)),
+        leases=await ensure(
             BucketSpec(
                 layout.leases_bucket,
                 "Remotes leased on the Mim API (§11.2).",
@@ -71,8 +73,7 @@ async def open_shared(js: JetStreamContext, layout: Layout, settings: GatewaySet
                 memory=True,
             ),
         ),
-        ping_leases=await ensure_bucket(
-            js,
+        ping_leases=await ensure(
             BucketSpec(
                 layout.ping_leases_bucket,
                 "Remotes leased on /v0/ping (§11.2).",
@@ -80,11 +81,11 @@ async def open_shared(js: JetStreamContext, layout: Layout, settings: GatewaySet
                 memory=True,
             ),
         ),
-        inflight=await ensure_bucket(
-            js, _memory(layout.inflight_bucket, "Requests in flight per remote.", inflight)
+        inflight=await ensure(
+            _memory(layout.inflight_bucket, "Requests in flight per remote.", inflight)
         ),
-        rates=await ensure_bucket(
-            js, _memory(layout.rates_bucket, "Objects per token this minute.", settings.tokens_max)
+        rates=await ensure(
+            _memory(layout.rates_bucket, "Objects per token this minute.", settings.tokens_max)
         ),
         containers=await open_containers(
             js,

@@ -48,9 +48,16 @@ class Gateway:
     containers: Containers
     caches: Served = field(init=False)
     building: bool = False  # whether this replica holds the builder lease
+    replica: asyncpg.Pool | None = None  # MIM_DATABASE_READ_URL's pool, if set
 
     def __post_init__(self) -> None:
+        # the caches are written and read on the primary: a replica may lag a new generation
         self.caches = Served(self.pool, self.settings.cache_memory_bytes)
+
+    @property
+    def read_pool(self) -> asyncpg.Pool:
+        """Where what only reads goes: the read replica if there is one, else the primary."""
+        return self.replica if self.replica is not None else self.pool
 
     @property
     def head_seconds(self) -> int:

@@ -336,7 +336,7 @@ def _install_objects(app: FastAPI, *, public: bool) -> None:
             # no stored fingerprint holds one, and the database refuses NUL in text
             reason = "holds a control character (NUL included)"
             return refusal(400, "fingerprint", "request.fingerprint_text", reason)
-        stored = await objects.get(request.app.state.gateway.pool, kind, fingerprint)
+        stored = await objects.get(request.app.state.gateway.read_pool, kind, fingerprint)
         if stored is None:
             return refusal(
                 404, "fingerprint", "object.not_stored", f"no stored {kind} {fingerprint}"

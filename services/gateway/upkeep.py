@@ -1,6 +1,6 @@
 """Keeping the GET caches fresh: one replica builds, every replica follows; supervised.
 
-:func:`keep_lease` holds the builder lease (``relay.lease``, bucket
+:func:`keep_lease` holds the builder lease (``relay.leases``, bucket
 ``Layout.cache_builder_bucket``) when it is free, renewing it three times per
 ``cache_lease_seconds``; while it holds it the replica builds (``mim_gateway_cache_builder`` is
 1, and ``cache_builder_acquired`` / ``cache_builder_lost`` are logged). The other replicas ask
@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 
 from relay.db.caches import Superseded
-from relay.lease import Lease, ensure_lease_bucket, holder_name
+from relay.leases import Lease, LeaseBucket, holder_name
 from relay.logging import get_logger
 from relay.runner import Context
 from services.gateway import metrics
@@ -41,9 +41,11 @@ _log = get_logger(__name__)
 
 async def open_lease(gw: Gateway) -> Lease:
     """This replica's claim on the builder lease (the bucket made if missing)."""
-    bucket = gw.layout.cache_builder_bucket
-    leases = await ensure_lease_bucket(gw.nc.jetstream(), bucket)
-    return Lease(leases, _LEASE_NAME, holder_name(), gw.settings.cache_lease_seconds)
+    leases = await LeaseBucket.open(
+        gw.nc.jetstream(), gw.layout.cache_builder_bucket, replicas=gw.layout.replicas
+    )
+    ttl = gw.settings.cache_lease_seconds
+    return leases.lease(_LEASE_NAME, holder_name(), ttl=ttl, what="build the caches")
 
 
 def set_building(gw: Gateway, held: bool) -> None:
@@ -60,7 +62,7 @@ async def keep_lease(ctx: Context, gw: Gateway, lease: Lease) -> None:
     try:
         while True:
             try:
-                held = await lease.hold()
+                held = await lease.take()
             except Exception as exc:
                 _log.warning("cache_builder_lease_failed", error=repr(exc))
                 held = False

@@ -1,7 +1,8 @@
 """``python -m services.store``: migrate, then store accepted objects until SIGTERM.
 
 Beside the writer, every replica answers the operator's block-list requests (one replica of the
-queue group takes each) and runs retention every ``collect_interval_seconds``.
+queue group takes each) and takes its turn at retention, run by one replica every
+``collect_interval_seconds``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import cast
 
 from relay.bus import Layout, StreamLimits, ensure_blocklist, ensure_streams
 from relay.db.schema import migrate
+from relay.leases import LeaseBucket, holder_name
 from relay.runner import Context, run_service
 from services.store import retention
 from services.store.blocks import Keeper
@@ -41,7 +43,9 @@ async def main(ctx: Context) -> None:
         retry_max=settings.retry_max_seconds,
     )
     ctx.mark_ready()
-    ctx.spawn(retention.run(ctx, pool, settings), name="retention")
+    leases = await LeaseBucket.open(js, layout.store_leases_bucket, replicas=layout.replicas)
+    lease = leases.lease("schedule.retention", holder_name(), ttl=settings.lease_seconds)
+    ctx.spawn(retention.run(ctx, pool, settings, lease), name="retention")
     try:
         await writer.run(ctx.stop)
     finally:

@@ -6,12 +6,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from relay.location import AddressSettings
-from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
+from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 
 __all__ = ["StoreSettings"]
 
 
-class StoreSettings(AddressSettings, NetworkSettings, PoolSettings, ServiceSettings):
+class StoreSettings(AddressSettings, NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings):
     """What one store replica needs; every field reads ``MIM_STORE_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_STORE_")
@@ -35,5 +35,5 @@ class StoreSettings(AddressSettings, NetworkSettings, PoolSettings, ServiceSetti
         5.0, gt=0, description="Longest pause between two tries after database errors."
     )
     collect_interval_seconds: float = Field(
-        3600.0, gt=0, description="Pause between two retention runs (§20.6)."
+        3600.0, gt=0, description="Pause between two retention runs (§20.6), node-wide."
     )

@@ -6,6 +6,9 @@ the bootstrap check of :mod:`services.syncer.bootstrap`), the network scan
 (:mod:`services.syncer.scan`) every ``scan_interval_seconds``, and the operator's "sync this
 remote now" requests (:mod:`services.syncer.requests`). Request proofs of work go to the miners,
 or to the service's process pool (``MIM_SYNCER_PROCESS_WORKERS``) when none answers.
+
+Any number of replicas may run: they share the remotes and the schedules through leases
+(:mod:`services.syncer.claims`), each replica named by a ``holder`` in its logs.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from relay.bus import Layout, StreamLimits, ensure_streams
 from relay.cpu import CpuPool
 from relay.db import addresses, identity
 from relay.first_party import Reporter
+from relay.leases import holder_name
 from relay.publisher import Publisher
 from relay.runner import Context, run_service
 from services.syncer import metrics, requests
 from services.syncer.bootstrap import Bootstrap
+from services.syncer.claims import Shared
 from services.syncer.client import Client
 from services.syncer.peers import (
     Exclusions,
@@ -81,6 +86,7 @@ async def main(ctx: Context) -> None:
     js = nc.jetstream()
     layout = Layout.from_settings(settings)
     await ensure_streams(js, layout, StreamLimits.from_settings(settings))
+    claims = await Shared.open(js, layout, holder_name(), settings.lease_seconds)
     key = await identity.wait(
         pool, attempts=settings.connect_attempts, delay=settings.connect_retry_seconds
     )
@@ -100,6 +106,8 @@ async def main(ctx: Context) -> None:
         skip_seconds=settings.scan_skip_seconds,
         interval_seconds=settings.scan_interval_seconds,
         rules=settings.address_rules(),
+        claims=claims,
+        recheck_seconds=settings.lease_seconds,
     )
     bootstrapper = Bootstrap(
         bootstrap,
@@ -136,13 +144,14 @@ async def main(ctx: Context) -> None:
         scan=scanner.scan_if_stale,
         bootstrapper=bootstrapper if bootstrap else None,
         exclusions=Exclusions(settings.exclusion_live_seconds, settings.exclusion_static_seconds),
+        claims=claims,
     )
-    ctx.log.info("syncer_started", node_id=node_id,
+    ctx.log.info("syncer_started", node_id=node_id, holder=claims.holder,
                  bootstrap=[str(r) for r in bootstrap],
                  last_bootstrap=await bootstrapper.last(),
                  ca_nodes=[str(r) for r in scheduler.ca_nodes],
                  max_concurrent=settings.max_concurrent_syncs)  # fmt: skip
-    await requests.serve(ctx, nc, layout, syncer.sync)
+    await requests.serve(ctx, nc, layout, syncer.sync, claims)
     ctx.mark_ready()
     ctx.spawn(scanner.run(ctx.stop), name="network-scan")
     await scheduler.run(ctx.stop, settings.tick_seconds)

@@ -8,7 +8,8 @@ ingest stream like any address a remote gives us, so they are stored third-party
 pinged; those that answer are stored first-party and returned. The scheduler syncs each of them
 (which excludes it for its rest window) and calls :meth:`Bootstrap.done`: when at least one sync
 succeeded the time is written to ``syncer_state`` (``syncer.last_bootstrap``), so a restarted syncer
-remembers it; otherwise the check waits ``bootstrap_retry_seconds`` before trying again.
+remembers it; otherwise the check waits ``bootstrap_retry_seconds`` before trying again. The time is
+read afresh at each check, so every syncer replica sees a round another one ran.
 """
 
 from __future__ import annotations
@@ -73,14 +74,13 @@ class Bootstrap:
         self._page_size = page_size
         self._rules = rules or AddressRules()
         self._clock = clock
-        self._last: int | None = None  # Unix time of the last success, read once from the store
+        self._last = 0  # Unix time of the last success we know of
         self._retry_at = 0.0  # monotonic
 
     async def last(self) -> int:
-        """Unix time of the last successful bootstrap (0: never)."""
-        if self._last is None:
-            value = await cursors.get_state(self._pool, cursors.LAST_BOOTSTRAP)
-            self._last = int(value) if value and value.isdigit() else 0
+        """Unix time of the last successful bootstrap, by any replica (0: never)."""
+        value = await cursors.get_state(self._pool, cursors.LAST_BOOTSTRAP)
+        self._last = max(self._last, int(value) if value and value.isdigit() else 0)
         return self._last
 
     async def due(self) -> bool:
@@ -116,19 +116,23 @@ class Bootstrap:
         )
         return online
 
-    async def done(self, synced: int) -> None:
-        """Record a bootstrap in which ``synced`` bootstrappers synced; none: try again later."""
+    async def done(self, synced: int) -> float:
+        """Record a bootstrap in which ``synced`` bootstrappers synced; none: try again after
+        the retry pause, which this returns (0 after a success: the stored time says when)."""
         if not synced:
             self._retry_at = self._clock() + self._retry
             _log.info("bootstrap_unsuccessful", retry_s=self._retry)
-            return
+            return self._retry
         now = int(time.time())
         self._last = now  # in this process at least, even if the store cannot keep it
+        rest = 0.0
         try:
             await cursors.set_state(self._pool, cursors.LAST_BOOTSTRAP, str(now))
         except _DB_ERRORS as exc:
             _log.warning("bootstrap_state_not_saved", error=repr(exc))
+            rest = self._interval  # other replicas cannot read it: rest the round's lease
         _log.info("bootstrap_finished", synced=synced)
+        return rest
 
     async def _bootstrappers(self, remote: Remote) -> list[tuple[Remote, Address]]:
         """Where to dial each bootstrapper ``remote`` names, with the address to store."""

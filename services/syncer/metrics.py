@@ -9,6 +9,7 @@ __all__ = [
     "CACHES_SKIPPED",
     "EXCLUSIONS",
     "LAST_SCAN",
+    "LEASES",
     "OBJECTS_PULLED",
     "PAGES_BROKEN",
     "PAGES_FETCHED",
@@ -84,4 +85,11 @@ SCAN_SECONDS = Histogram(
 )
 LAST_SCAN = Gauge(
     "mim_syncer_last_scan_timestamp_seconds", "Unix time the last network scan finished."
+)
+LEASES = Counter(
+    "mim_syncer_leases_total",
+    "Asks for the lease of a remote or a schedule, by lease (`remote`, `schedule`) and outcome:"
+    " `taken`, `refused` (another replica holds it, or it rests), `lost` (taken over or not"
+    " renewed in time: the work was stopped), `unavailable` (NATS did not answer).",
+    ["lease", "outcome"],
 )

@@ -13,6 +13,11 @@ stale, then stored addresses, newest first, until one sync succeeds). Every
 bootstrapper and the CA nodes, and otherwise every ``explore_every_ticks`` ticks up to 4 static
 nodes (§13.2); when it has no neighbour it goes back to the bootstrap remotes. After every attempt
 a remote rests for the exclusion window of its class (live 5 min, static 72 h).
+
+Several syncer replicas share this work through :mod:`services.syncer.claims`: each sync holds its
+remote's lease and leaves it resting for the exclusion window, node-wide; a remote another replica
+holds is kept among the neighbours and tried again at the next tick; the bootstrap check and each
+kind of explore visit run on one replica at a time, at their period.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from typing import Final, Protocol
 
 from mim import canonical
 from mim.entities import Address
-from relay import AddressRefused
+from relay import AddressRefused, LeaseLost
 from relay.db.addresses import StoredAddress
 from relay.location import AddressRules, check_place
 from relay.logging import get_logger
 from relay.runner import sleep
 from services.syncer import metrics
+from services.syncer.claims import Alone, Claim, Claims
 
 __all__ = [
     "LIVE_TYPES",
@@ -173,11 +179,13 @@ class Exclusions:
             return False
         return True
 
-    def exclude(self, remote: Remote, node_type: int, now: float) -> None:
-        """Rest ``remote``: live types briefly, static and unknown types long."""
+    def exclude(self, remote: Remote, node_type: int, now: float) -> float:
+        """Rest ``remote``: live types briefly, static and unknown types long; for how long."""
         live = node_type in LIVE_TYPES
-        self._until[remote.key] = now + (self._live if live else self._static)
+        rest = self._live if live else self._static
+        self._until[remote.key] = now + rest
         metrics.EXCLUSIONS.labels("live" if live else "static").inc()
+        return rest
 
     def __len__(self) -> int:
         return len(self._until)
@@ -199,8 +207,9 @@ class Bootstrapping(Protocol):
         """The bootstrappers that answer a ping now."""
         ...
 
-    async def done(self, synced: int) -> None:
-        """Record a bootstrap round in which ``synced`` bootstrappers synced."""
+    async def done(self, synced: int) -> float:
+        """Record a bootstrap round in which ``synced`` bootstrappers synced; how long no round
+        may run (anywhere) before the check is asked again."""
         ...
 
 
@@ -209,7 +218,8 @@ class Scheduler:
 
     ``scan`` (a network scan when the last one is stale) runs before each scout; ``bootstrapper``
     is asked at every tick whether to bootstrap (§13.3); ``ca_nodes`` are visited with the
-    bootstrappers every ``bootstrap_every`` ticks.
+    bootstrappers every ``bootstrap_every`` ticks. ``claims`` shares the work with other replicas
+    (by default it is this one's alone).
     """
 
     def __init__(
@@ -227,9 +237,12 @@ class Scheduler:
         scan: Scan | None = None,
         bootstrapper: Bootstrapping | None = None,
         exclusions: Exclusions | None = None,
+        claims: Claims | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sync = sync
+        self._claims: Claims = claims if claims is not None else Alone()
+        self.tick_seconds = 60.0  # set by run
         self._known = known
         self.bootstrap = list(bootstrap)
         self.ca_nodes = list(ca_nodes)
@@ -256,17 +269,32 @@ class Scheduler:
         self.neighbours.append(remote)  # the right end is the newest; ticks pop from the left
 
     async def attempt(self, remote: Remote) -> Outcome | None:
-        """Sync ``remote`` unless it is being synced already (then None); then let it rest."""
+        """Sync ``remote`` unless it is being synced already, here or by another replica, or
+        rests node-wide (then None); then let it rest."""
         if remote.key in self._busy:
             return None
         self._busy.add(remote.key)
         try:
             async with self._slots:
-                outcome = await self._sync(remote)
+                claim = await self._claims.remote(remote.key, str(remote))
+                if claim is None:
+                    return None
+                outcome = await self._attempt(remote, claim)
         finally:
             self._busy.discard(remote.key)
-        self.exclusions.exclude(remote, outcome.node_type, self._clock())
+        if outcome is not None:
+            rest = self.exclusions.exclude(remote, outcome.node_type, self._clock())
+            await claim.done(rest)
         return outcome
+
+    async def _attempt(self, remote: Remote, claim: Claim) -> Outcome | None:
+        try:
+            return await claim.keep(self._sync(remote))
+        except LeaseLost:
+            return None  # another replica has it now
+        except asyncio.CancelledError:
+            await claim.done(0.0)  # stopping: hand it over at once
+            raise
 
     def _picks(self) -> list[Remote]:
         picks: list[Remote] = []
@@ -285,14 +313,19 @@ class Scheduler:
 
         Every ``bootstrap_every`` ticks: up to 3 live bootstrappers (type 3), 1 static
         bootstrapper (254) and every CA node; otherwise every ``explore_every`` ticks: up to 4
-        static nodes (255). Remotes resting or being synced are passed over.
+        static nodes (255). Remotes resting or being synced are passed over. Each kind of visit
+        runs on one replica at a time, at most once per its period.
         """
         if self.ticks % self._bootstrap_every == 0:
+            if not await self._schedule("explore-bootstrappers", self._bootstrap_every):
+                return []
             known = [r for r in await self._known() if self._free(r)]
             chosen = [r for r in known if r.node_type == 3][:3]
             chosen += [r for r in known if r.node_type == 254][:1]
             chosen += [r for r in self.ca_nodes if self._free(r)]
         elif self.ticks % self._explore_every == 0:
+            if not await self._schedule("explore-statics", self._explore_every):
+                return []
             known = [r for r in await self._known() if self._free(r)]
             chosen = [r for r in known if r.node_type == 255][:4]
         else:
@@ -302,20 +335,40 @@ class Scheduler:
             _log.info("explore", tick=self.ticks, remotes=[str(r) for r in unique])
         return unique
 
+    async def _schedule(self, name: str, every_ticks: int) -> bool:
+        """Whether this replica runs schedule ``name`` now; if so, no replica does for the next
+        ``every_ticks`` ticks (less half a tick, as replicas' ticks drift)."""
+        claim = await self._claims.schedule(name)
+        if claim is None:
+            return False
+        await claim.done((every_ticks - 0.5) * self.tick_seconds)
+        return True
+
     async def bootstrap_check(self) -> int:
         """When the last bootstrap is old, sync every online bootstrapper (§13.3); successes.
 
         With more than one, those that synced are synced once more, so what each took from the
         others while we were at it reaches us in the same round (the reference does the same).
+        One replica at a time runs a round.
         """
         if self._bootstrapper is None or not await self._bootstrapper.due():
             return 0
-        online = await self._bootstrapper.discover()
+        claim = await self._claims.schedule("bootstrap")
+        if claim is None:
+            return 0
+        try:
+            synced = await claim.keep(self._bootstrap_round(self._bootstrapper))
+        except LeaseLost:
+            return 0
+        await claim.done(await self._bootstrapper.done(synced))
+        return synced
+
+    async def _bootstrap_round(self, bootstrapper: Bootstrapping) -> int:
+        online = await bootstrapper.discover()
         outcomes = await asyncio.gather(*(self.attempt(r) for r in online))
         ok = [r for r, o in zip(online, outcomes, strict=True) if o is not None and o.ok]
         if len(online) > 1 and ok:
             await asyncio.gather(*(self.attempt(r) for r in ok))
-        await self._bootstrapper.done(len(ok))
         return len(ok)
 
     async def tick(self) -> int:
@@ -334,7 +387,14 @@ class Scheduler:
                     self._push_front(remote)
             elif outcome is not None and n < len(picks):
                 succeeded += await self.scout()
+            elif n < len(picks):
+                self._keep_oldest(remote)  # another replica has it: ask again next tick
         return succeeded
+
+    def _keep_oldest(self, remote: Remote) -> None:
+        held = {r.key for r in self.neighbours}
+        if remote.key not in held and len(self.neighbours) < (self.neighbours.maxlen or 0):
+            self.neighbours.appendleft(remote)
 
     async def scout(self) -> int:
         """Scan first if the last scan is stale, then try stored addresses, newest first, until
@@ -358,6 +418,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event, tick_seconds: float) -> None:
         """Tick until ``stop`` is set."""
+        self.tick_seconds = tick_seconds
         while not stop.is_set():
             started = self._clock()
             await self.tick()

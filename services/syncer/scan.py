@@ -11,7 +11,10 @@ first, ``scan_page_size`` at once, and skips any address pinged in the last ``sc
 answered (its stored last ping says so) or not (this process remembers its failed attempts, so
 a dead address is not dialled again and again either). It runs every ``scan_interval_seconds``
 and, through :meth:`Scanner.scan_if_stale`, before a scout when the last one is older than that.
-Two scans never overlap. Failed pings change nothing stored; they are counted by reason.
+Two scans never overlap, nor do two replicas' scans: a scan holds the ``scan`` schedule lease
+(:mod:`services.syncer.claims`) while it runs and leaves it resting for the interval after, and a
+replica refused the lease asks again after ``recheck_seconds`` (or the interval, if shorter).
+Failed pings change nothing stored; they are counted by reason.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import asyncpg
 
 from mim import paths
 from mim.entities import Address
-from relay import RelayError
+from relay import LeaseLost, RelayError
 from relay.db import addresses
 from relay.first_party import Reporter
 from relay.location import AddressRules
@@ -34,6 +37,7 @@ from relay.logging import get_logger
 from relay.runner import sleep
 from services.syncer import check, metrics
 from services.syncer.check import SyncFailed
+from services.syncer.claims import Alone, Claims
 from services.syncer.client import Client, FetchError
 from services.syncer.peers import Remote, stored_remote
 
@@ -145,9 +149,14 @@ class Scanner:
         skip_seconds: float = 120.0,
         interval_seconds: float = 600.0,
         rules: AddressRules | None = None,
+        claims: Claims | None = None,
+        recheck_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pinger = pinger
+        self._claims: Claims = claims if claims is not None else Alone()
+        self._recheck = min(recheck_seconds, interval_seconds)
+        self._refused_at: float | None = None  # monotonic: another replica scans, or rests
         self._pool = pool
         self._table_max = table_max
         self._page_size = page_size
@@ -160,14 +169,19 @@ class Scanner:
         self.last_finished: float | None = None  # monotonic
 
     def stale(self) -> bool:
-        """No scan yet, or the last one finished ``interval`` ago or longer."""
-        return self.last_finished is None or self._clock() - self.last_finished >= self.interval
+        """No scan yet, or the last one finished ``interval`` ago or longer (and no other replica
+        was found scanning in the last ``recheck_seconds``)."""
+        return self.due_in() == 0.0
 
     def due_in(self) -> float:
         """Seconds until the next scan is due (0: now)."""
-        if self.last_finished is None:
-            return 0.0
-        return max(0.0, self.interval - (self._clock() - self.last_finished))
+        now = self._clock()
+        due = 0.0
+        if self.last_finished is not None:
+            due = self.interval - (now - self.last_finished)
+        if self._refused_at is not None:
+            due = max(due, self._recheck - (now - self._refused_at))
+        return max(0.0, due)
 
     async def scan_if_stale(self) -> ScanReport | None:
         """Scan if the last scan is stale and none is running now; the report, or None."""
@@ -176,7 +190,20 @@ class Scanner:
         async with self._lock:
             if not self.stale():
                 return None
-            return await self._scan()
+            claim = await self._claims.schedule("scan")
+            if claim is None:
+                self._refused_at = self._clock()
+                return None
+            self._refused_at = None
+            try:
+                report = await claim.keep(self._scan())
+            except LeaseLost:
+                return None
+            except BaseException:
+                await claim.done(0.0)  # let another replica try at once
+                raise
+            await claim.done(self.interval)
+            return report
 
     async def _due(self, report: ScanReport) -> list[Remote]:
         now, mono = int(time.time()), self._clock()

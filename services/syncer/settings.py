@@ -13,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 
 from mim.pages import REQUEST_MIN_POW
 from relay.location import AddressSettings
-from relay.settings import NetworkSettings, PoolSettings, ServiceSettings
+from relay.settings import LeaseSettings, NetworkSettings, PoolSettings, ServiceSettings
 from services.syncer.peers import parse_bootstrap
 
 
@@ -27,7 +27,9 @@ Remotes = Annotated[str, AfterValidator(_remotes)]
 __all__ = ["SyncerSettings"]
 
 
-class SyncerSettings(AddressSettings, NetworkSettings, PoolSettings, ServiceSettings):
+class SyncerSettings(
+    AddressSettings, NetworkSettings, LeaseSettings, PoolSettings, ServiceSettings
+):
     """What the syncer needs; service fields read ``MIM_SYNCER_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MIM_SYNCER_")

@@ -158,6 +158,7 @@ class Syncer:
         started = time.perf_counter()
         metrics.SYNCS_STARTED.inc()
         metrics.PEERS_ACTIVE.inc()
+        _log.info("peer_sync_started", peer=str(remote))
         step = progress or (lambda _stage: None)
         try:
             step("check")

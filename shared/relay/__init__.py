@@ -12,8 +12,9 @@ so ``mimrelay --help`` stays fast::
     relay.cpu        a bounded process pool for CPU-bound work
     relay.db         the data layer: schema, migrations, typed queries, one writer per table
     relay.caches     the GET caches of the Mim API, built once per window (gateway, export)
-    relay.lease      a lease one process at a time holds (the gateway that builds the caches)
     relay.bus        the JetStream layout: subjects, streams, consumers, headers
+    relay.leases     leases in a key-value bucket, each expiring unless renewed (who does what:
+                     syncs a remote, runs retention, builds the caches)
     relay.publisher  a batch of JetStream publishes, each confirmed, in one wait
     relay.puller     a pull consumer that keeps messages coming
     relay.embedded   nats-server and PostgreSQL as child processes (``mimrelay up``, the tests)
@@ -26,6 +27,7 @@ Errors of the runtime form one tree, defined here so every module raises from th
     ├── ServerError             an embedded nats-server or PostgreSQL failed to start
     ├── DependencyUnavailable   NATS or PostgreSQL did not answer within the bounded retries
     ├── BusError                JetStream refused for good: incompatible stream, message too large
+    ├── LeaseLost               a lease was taken over or could not be kept; its work was stopped
     ├── AddressRefused          an address names a place we may not store or dial (field, rule)
     └── TransientError          try again later; nothing was lost
         ├── StreamFull          JetStream refused a publish: the stream is at its limits
@@ -40,6 +42,7 @@ __all__ = [
     "BusError",
     "BusUnavailable",
     "DependencyUnavailable",
+    "LeaseLost",
     "RelayError",
     "ServerError",
     "SettingsError",
@@ -83,6 +86,11 @@ class BusError(RelayError):
     def __init__(self, message: str, err_code: int | None = None) -> None:
         super().__init__(message)
         self.err_code = err_code
+
+
+class LeaseLost(RelayError):
+    """A lease (``relay.leases``) was taken over by another holder, or could not be renewed for
+    its whole time to live; the work it covered was cancelled."""
 
 
 class AddressRefused(RelayError):

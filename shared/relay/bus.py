@@ -10,7 +10,9 @@ case, subjects lower case, so two nodes with different prefixes can share one NA
         consumer MIM_STORE       durable pull, shared by every store replica
     stream MIM_REJECTED    subjects mim.rejected.<kind>.<stage>     limits, discard old, max age
     kv     MIM_BLOCKLIST   operator block list (fingerprint -> reason), written by the store
-    kv     MIM_CACHE_BUILDER  the lease of the gateway replica building the caches (``relay.lease``)
+    kv     MIM_CACHE_BUILDER  which gateway replica builds the caches
+    kv     MIM_SYNCER_LEASES  which syncer replica syncs each remote, runs each schedule
+    kv     MIM_STORE_LEASES   which store replica runs retention
     kv     MIM_NONCES      POST nonces seen (§11.4) and uses per node key   } shared request state
     kv     MIM_LEASES      remotes leased on the Mim API (§11.2)            } of the gateway
     kv     MIM_PING_LEASES remotes leased on /v0/ping (§11.2)               } replicas, each key
@@ -32,6 +34,13 @@ dedupe window is dropped by JetStream.
 
 ``ensure_streams`` creates or updates all of it idempotently; every service calls it at start-up
 and any number may do so at once.
+
+Every stream, consumer, key-value bucket and object store of a node is kept by ``Layout.replicas``
+servers (``MIM_STREAM_REPLICAS``): 1 on a single nats-server, 3 on a three-server JetStream
+cluster, where losing one server loses nothing and the others go on. A creator of a bucket passes
+it on, ``BucketSpec(..., replicas=layout.replicas)`` (``relay.kv``) or ``KeyValueConfig(...,
+replicas=layout.replicas)`` (``ensure_key_value``), and either brings an existing bucket to it; a
+layout made with ``Layout.from_settings`` carries the node's setting.
 """
 
 from __future__ import annotations
@@ -71,12 +80,14 @@ __all__ = [
     "HEADER_STAGE",
     "KINDS",
     "MAX_HEADER_VALUE",
+    "MAX_REPLICAS",
     "NATS_UNAVAILABLE",
     "UNKNOWN_KIND",
     "Layout",
     "StreamLimits",
     "consumer_configs",
     "ensure_blocklist",
+    "ensure_key_value",
     "ensure_streams",
     "header_value",
     "headers",
@@ -117,6 +128,9 @@ _ERR_STORE_FAILED: Final = 10077  # "maximum messages/bytes exceeded" under disc
 _ERR_INSUFFICIENT_RESOURCES: Final = 10047  # account or server storage exhausted
 _CODE_UNAVAILABLE: Final = 503  # JetStream not ready or no quorum
 
+#: JetStream keeps at most this many copies of a stream.
+MAX_REPLICAS: Final = 5
+
 _PREFIX_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _TOKEN_RE: Final = re.compile(r"^[a-z0-9_-]{1,64}$")
 
@@ -129,9 +143,11 @@ def _token(value: str, what: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """All names for one node, derived from its stream prefix."""
+    """All names for one node, derived from its stream prefix, and how many servers keep each
+    stream, bucket and object store of it (``replicas``)."""
 
     prefix: str = "MIM"
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):
@@ -139,10 +155,12 @@ class Layout:
                 f"stream prefix {self.prefix!r} must start with a letter and hold only letters, "
                 "digits, '_' and '-' (at most 32)"
             )
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas {self.replicas} must be 1 to {MAX_REPLICAS}")
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> Layout:
-        return cls(settings.stream_prefix)
+        return cls(settings.stream_prefix, settings.stream_replicas)
 
     @property
     def _name(self) -> str:
@@ -231,6 +249,16 @@ class Layout:
         """Who builds the caches: one gateway replica at a time holds its lease."""
         return f"{self._name}_CACHE_BUILDER"
 
+    @property
+    def syncer_leases_bucket(self) -> str:
+        """Who syncs each remote and runs each schedule: one syncer replica at a time."""
+        return f"{self._name}_SYNCER_LEASES"
+
+    @property
+    def store_leases_bucket(self) -> str:
+        """Which store replica runs retention now."""
+        return f"{self._name}_STORE_LEASES"
+
     # shared request state of the gateway replicas (relay.kv)
     @property
     def nonces_bucket(self) -> str:
@@ -296,7 +324,6 @@ class StreamLimits:
     # Unlimited on the server side: the validator terms a message after its own bounded number of
     # deliveries, so it is recorded as rejected instead of sitting unacked in a work queue.
     max_deliver: int = -1
-    replicas: int = 1
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> StreamLimits:
@@ -352,7 +379,7 @@ def stream_configs(layout: Layout, limits: StreamLimits) -> list[StreamConfig]:
             max_bytes=limits.rejected_max_bytes if inspect else limits.max_bytes,
             max_age=limits.rejected_max_age_seconds if inspect else None,
             storage=StorageType.FILE,
-            num_replicas=limits.replicas,
+            num_replicas=layout.replicas,
             duplicate_window=limits.duplicate_window_seconds,
         )
 
@@ -391,7 +418,7 @@ def consumer_configs(layout: Layout, limits: StreamLimits) -> dict[str, Consumer
             ack_wait=limits.ack_wait_seconds,
             max_deliver=limits.max_deliver,
             max_ack_pending=limits.max_ack_pending,
-            num_replicas=limits.replicas,
+            num_replicas=layout.replicas,
         )
 
     return {
@@ -404,7 +431,7 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)
         return
-    except nats.js.errors.BadRequestError as exc:
+    except nats.js.errors.APIError as exc:  # e.g. more replicas than the servers can keep
         if exc.err_code != _ERR_STREAM_NAME_IN_USE:
             raise BusError(f"cannot create stream {config.name}: {exc}", exc.err_code) from exc
     # It exists with other limits: bring it to ours. Several services may do this at once; the
@@ -446,20 +473,43 @@ async def ensure_streams(
         raise BusUnavailable(f"JetStream did not answer: {exc}") from exc
 
 
+async def ensure_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Create (or open) the bucket ``config`` names; safe to run concurrently.
+
+    A bucket that exists with another replica count is brought to ``config.replicas`` (a cluster
+    moves the copies itself); its other settings are left as they are.
+    """
+    try:
+        try:
+            return await js.create_key_value(config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+                raise BusError(
+                    f"cannot create bucket {config.bucket}: {exc}", exc.err_code
+                ) from exc
+        stream = (await js.stream_info(f"KV_{config.bucket}")).config
+        if stream.num_replicas != config.replicas:
+            stream.num_replicas = config.replicas
+            await js.update_stream(stream)
+        return await js.key_value(config.bucket)
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"bucket {config.bucket}: {exc}", exc.err_code) from exc
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        raise BusUnavailable(f"JetStream did not answer for bucket {config.bucket}: {exc}") from exc
+
+
 async def ensure_blocklist(js: JetStreamContext, layout: Layout, *, history: int = 5) -> KeyValue:
     """Create (or open) the block-list bucket of ``layout``; safe to run concurrently."""
-    config = KeyValueConfig(
-        bucket=layout.blocklist_bucket,
-        description="Operator block list: fingerprint -> reason.",
-        history=history,
-        storage=StorageType.FILE,
+    return await ensure_key_value(
+        js,
+        KeyValueConfig(
+            bucket=layout.blocklist_bucket,
+            description="Operator block list: fingerprint -> reason.",
+            history=history,
+            storage=StorageType.FILE,
+            replicas=layout.replicas,
+        ),
     )
-    try:
-        return await js.create_key_value(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-            raise BusError(f"cannot create bucket {config.bucket}: {exc}", exc.err_code) from exc
-    return await js.key_value(config.bucket)
 
 
 def refusal(subject: str, err_code: int, description: str, code: int = 0) -> RelayError:

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from relay import DependencyUnavailable
 from relay.settings import redact_url
 
-__all__ = ["close_nats", "close_pool", "connect_nats", "connect_pool"]
+__all__ = ["close_nats", "close_pool", "connect_nats", "connect_pool", "servers"]
 
 _log = structlog.stdlib.get_logger("relay.connect")
 
@@ -34,6 +34,11 @@ _PG_TRANSIENT: Final = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+
+
+def servers(url: str) -> list[str]:
+    """The server URLs of ``MIM_NATS_URL``: one, or a cluster's comma-separated."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def _tries(count: int) -> str:
@@ -55,6 +60,8 @@ async def connect_nats(
 ) -> NATS:
     """Connect to NATS, trying ``attempts`` times ``delay`` apart, logging each failed try.
 
+    ``url`` may name several servers of one cluster, comma-separated; the client connects to any
+    that answers, learns the others from it, and moves to another when its server goes away.
     Once connected the client reconnects on its own, ``delay`` apart, with the same budget (or for
     as long as it lives, with ``reconnect_forever``); when that is spent the connection closes and
     ``on_closed`` runs. Of the failed tries of one reconnection only the first is logged.
@@ -106,7 +113,7 @@ async def connect_nats(
     retries = attempts - 1 if attempts > 1 else 0.5
     try:
         await client.connect(
-            url,
+            servers(url),
             name=name,
             connect_timeout=max(1, round(connect_timeout)),
             reconnect_time_wait=delay,  # type: ignore[arg-type]  # seconds, a float works

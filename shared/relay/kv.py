@@ -12,7 +12,8 @@ by :func:`ensure_bucket` with
 Writes are conditional where it matters: :meth:`Bucket.claim` creates a key only if it is absent,
 :meth:`Bucket.swap` replaces it only at the revision read, so two replicas racing for the last slot
 or the same nonce cannot both win. :meth:`Bucket.drop` removes one revision outright (no delete
-marker left to count). :func:`spend` counts uses of a key in a fixed window on top of these.
+marker left to count). :func:`spend` counts uses of a key in a fixed window on top of these, and
+:mod:`relay.leases` takes turns at work with them.
 
 Failures of NATS become :class:`relay.BusUnavailable`; nothing here retries for long. A bucket
 held in the server's memory is gone when the server restarts: the first operation that finds its
@@ -188,6 +189,16 @@ class Bucket:
         except _FAILURES as exc:
             raise BusUnavailable(f"{self.name}: {exc!r}") from exc
         return Entry(msg.data or b"", int(msg.seq or 0))
+
+    async def keys(self) -> list[str]:
+        """Every key held now (for people and tests: a bucket of many keys answers slowly)."""
+        try:
+            info = await self._on_stream(
+                lambda: self._js.stream_info(self.stream, subjects_filter=self._prefix + ">")
+            )
+        except _FAILURES as exc:
+            raise BusUnavailable(f"{self.name}: {exc!r}") from exc
+        return sorted(subject.removeprefix(self._prefix) for subject in info.state.subjects or {})
 
     async def drop(self, revision: int) -> None:
         """Remove the value written at ``revision`` (gone already is fine)."""

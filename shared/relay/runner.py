@@ -12,10 +12,11 @@ Every service's ``__main__`` is the same three lines::
 ``run_service`` reads the settings (a bad value: one line on stderr naming the variable, exit 2),
 configures logging, and runs ``main(ctx)`` on a fresh event loop with SIGTERM and SIGINT handled by
 ``loop.add_signal_handler``. ``main`` opens its resources through the context, so they close in
-reverse order at the end: ``await ctx.nats()``, ``await ctx.pool()``, or anything pushed on
-``ctx.stack``. It calls ``ctx.mark_ready()`` once its dependencies answer, then either runs its loop
-until ``ctx.stop`` is set, or returns and leaves tracked tasks (``ctx.spawn``) or subscriptions
-running; the runner then waits for the stop signal itself.
+reverse order at the end: ``await ctx.nats()``, ``await ctx.pool()`` (the primary, for writes),
+``await ctx.read_pool()`` (``MIM_DATABASE_READ_URL``, a replica, for what only reads), or anything
+pushed on ``ctx.stack``. It calls ``ctx.mark_ready()`` once its dependencies answer, then either
+runs its loop until ``ctx.stop`` is set, or returns and leaves tracked tasks (``ctx.spawn``) or
+subscriptions running; the runner then waits for the stop signal itself.
 
 On SIGTERM (or SIGINT, or ``ctx.request_stop``) ``ctx.stop`` is set and ``/healthz`` turns 503.
 ``main`` and every task started with ``ctx.spawn`` get the service's ``shutdown_grace_seconds`` to
@@ -28,11 +29,11 @@ exception escaping ``main`` or a tracked task (counted in ``mim_task_failures_to
 ``ctx.fail()``, exits 1.
 
 Health: each service serves ``GET /healthz`` on its metrics port (``relay.metrics``): 200 once
-``ctx.mark_ready()`` was called, while not stopping and while NATS and PostgreSQL, when opened
-through the context, answer (``relay.health``); 503 with the reason otherwise. The context's NATS
-client keeps reconnecting for as long as the service runs, so a lost server makes the service
-unhealthy, not gone, and a server back on its address makes it healthy again. A compose
-healthcheck needs no curl in the image::
+``ctx.mark_ready()`` was called, while not stopping and while NATS and PostgreSQL (and the read
+replica), when opened through the context, answer (``relay.health``); 503 with the reason
+otherwise. The context's NATS client keeps reconnecting for as long as the service runs, so a lost
+server makes the service unhealthy, not gone, and a server back on its address makes it healthy
+again. A compose healthcheck needs no curl in the image::
 
     python -c "import sys, relay.runner as r; sys.exit(not r.probe('http://127.0.0.1:9102/healthz'))"
 """
@@ -136,6 +137,7 @@ class Context:
         self._unready_reason = "starting"
         self._problems: dict[str, str] = {}
         self.dependencies = DependencyWatch(self.log, settings.dependency_check_seconds)
+        self._primary: asyncpg.Pool | None = None
 
     # readiness
     @property
@@ -287,12 +289,41 @@ class Context:
         return client
 
     async def pool(self, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-        """An asyncpg pool on the settings' database, closed when the service stops.
+        """An asyncpg pool on the settings' database (the primary), closed when the service stops.
 
         While PostgreSQL does not answer through it, ``/healthz`` answers 503 naming PostgreSQL.
         """
+        pool = await self._open_pool(
+            self.settings.database_url, "postgres", min_size, max_size, kwargs
+        )
+        if self._primary is None:
+            self._primary = pool
+        return pool
+
+    async def read_pool(
+        self, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+    ) -> asyncpg.Pool:
+        """A pool for what only reads: on ``MIM_DATABASE_READ_URL`` (a streaming replica) when it
+        is set, watched as ``postgres-read`` on ``/healthz``; else the primary's pool, the one
+        ``pool()`` opened (or a new one on the primary if none was).
+
+        What is read here may lag the primary by the replica's delay: read your own writes from
+        ``pool()``.
+        """
+        url = self.settings.database_read_url
+        if not url or url == self.settings.database_url:
+            if self._primary is not None:
+                return self._primary
+            return await self.pool(min_size=min_size, max_size=max_size, **kwargs)
+        return await self._open_pool(url, "postgres-read", min_size, max_size, kwargs)
+
+    async def _open_pool(
+        self, url: str, name: str, min_size: int, max_size: int, kwargs: dict[str, Any]
+    ) -> asyncpg.Pool:
+        # the server shows who is connected: pg_stat_activity.application_name
+        kwargs.setdefault("server_settings", {"application_name": f"mimrelay-{self.name}"})
         pool = await connect_pool(
-            self.settings.database_url,
+            url,
             attempts=self.settings.connect_attempts,
             delay=self.settings.connect_retry_seconds,
             min_size=min_size,
@@ -301,7 +332,7 @@ class Context:
             **kwargs,
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
-        self._watch("postgres", pool_check(pool))
+        self._watch(name, pool_check(pool))
         return pool
 
     def processes(self, pool: _P) -> _P:

@@ -54,6 +54,7 @@ __all__ = [
     "MIXIN_CONFIG",
     "TABLE_BEGIN",
     "TABLE_END",
+    "LeaseSettings",
     "LocalApiSettings",
     "LogFormat",
     "LogLevel",
@@ -99,12 +100,19 @@ class NodeSettings(BaseSettings):
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias="MIM_NATS_URL",
-        description="NATS server URL (with JetStream enabled).",
+        description="NATS server URL (with JetStream enabled); the servers of a cluster"
+        " comma-separated.",
     )
     database_url: str = Field(
         default="postgresql://mimrelay@127.0.0.1:5432/mimrelay",
         validation_alias="MIM_DATABASE_URL",
-        description="PostgreSQL connection URL.",
+        description="PostgreSQL connection URL (the primary: every write goes there).",
+    )
+    database_read_url: str = Field(
+        default="",
+        validation_alias="MIM_DATABASE_READ_URL",
+        description="PostgreSQL connection URL for what only reads (a streaming replica, or a"
+        " pooler in front of several); empty: `MIM_DATABASE_URL`.",
     )
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = Field(
         default="auto",
@@ -151,6 +159,14 @@ class NodeSettings(BaseSettings):
         description="How often a service checks that PostgreSQL answers; "
         "`/healthz` is 503 while it or NATS does not.",
     )
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        validation_alias="MIM_STREAM_REPLICAS",
+        description="Servers keeping a copy of each stream, key-value bucket and object store the"
+        " node creates: 1 on one nats-server, 3 on a three-server JetStream cluster.",
+    )
     stream_max_msgs: int = Field(
         default=1_000_000,
         ge=1,
@@ -175,6 +191,11 @@ class NodeSettings(BaseSettings):
         validation_alias="MIM_REJECTED_MAX_AGE_SECONDS",
         description="How long rejections stay on the rejected stream for inspection.",
     )
+
+    @property
+    def read_url(self) -> str:
+        """Where to read: ``MIM_DATABASE_READ_URL``, else the primary."""
+        return self.database_read_url or self.database_url
 
 
 class ServiceSettings(NodeSettings):
@@ -267,6 +288,18 @@ class NetworkSettings(BaseSettings):
     def announced_port(self, listening: int | None = None) -> int:
         """The port we announce: ``public_port``, else the port the Mim API listens on."""
         return self.public_port or listening or self.gateway_port
+
+
+class LeaseSettings(BaseSettings):
+    """A service whose replicas take turns at some work (``relay.leases``); reads
+    ``MIM_<SERVICE>_LEASE_SECONDS``."""
+
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A replica's hold on shared work (a remote, a schedule) lapses this long after"
+        " it stops renewing it (it died, or lost NATS); another replica then takes the work over.",
+    )
 
 
 class LocalApiSettings(BaseSettings):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
 
+from relay.embedded import find_nats_server
 from relay.settings import load
 from tests.deploy.manifests import (
     DEPLOY,
@@ -19,6 +22,9 @@ from tests.deploy.manifests import (
 from tests.helpers.procs import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
+NATS_CONFIGS = REPO / "deploy" / "nats"
+CLUSTER_ENV = REPO / "deploy" / "compose" / "nats-cluster.env"
+NATS_MEMBERS = ("nats", "nats-2", "nats-3")
 OURS = ("store", "validator", "miner", "gateway")
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?]))?([^}]*)\}")
 
@@ -112,8 +118,8 @@ def test_ports_healthchecks_and_scrape_targets_agree(compose: dict[str, Any]) ->
 
 def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, Any]) -> None:
     """Every container has a healthcheck and waits on healthy dependencies, data sits on named
-    volumes, secrets are required, validators, miners and gateways can be scaled (several
-    gateways by default, behind the proxy, which waits for them), and stop waits for the
+    volumes, secrets are required, validators, miners, syncers and gateways can be scaled
+    (several gateways by default, behind the proxy, which waits for them), and stop waits for the
     drain."""
     services = compose["services"]
     for name, service in services.items():
@@ -121,7 +127,7 @@ def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, 
         for dependency, condition in service.get("depends_on", {}).items():
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert dependency in services
-    for name in ("validator", "miner", "gateway"):
+    for name in ("validator", "miner", "syncer", "gateway"):
         assert "container_name" not in services[name]
         assert "ports" not in services[name]
     assert services["gateway"]["deploy"]["replicas"] >= 2
@@ -139,10 +145,58 @@ def test_production_rules_health_volumes_secrets_and_scaling(compose: dict[str, 
     for secret in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + secret + r"(:?[-?]?)", text)
         assert uses and set(uses) == {":?"}, f"{secret} must be required everywhere: {uses}"
-    assert "--jetstream" in services["nats"]["command"]
+    assert services["nats"]["command"] == ["--config", "/etc/nats/${NATS_LAYOUT:-single}.conf"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
         "${POSTGRES_PASSWORD:?"
     )
+
+
+def _env_file(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+@pytest.mark.parametrize("layout", ["single", "cluster"])
+def test_the_nats_configurations_are_valid_with_jetstream_on_the_volume(layout: str) -> None:
+    """Each NATS configuration the compose file can mount passes ``nats-server -t`` (the real
+    binary), runs JetStream in the directory the data volume is mounted on, and takes the 16 MiB
+    messages the validators judge."""
+    path = NATS_CONFIGS / f"{layout}.conf"
+    env = {**os.environ, "NATS_SERVER_NAME": "nats-1"}
+    checked = subprocess.run(
+        [str(find_nats_server()), "-t", "-c", str(path)], env=env, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr.decode()
+    text = path.read_text()
+    assert re.search(r"jetstream \{\s*store_dir: /data\s*\}", text)
+    assert "max_payload: 16MB" in text
+
+
+def test_the_cluster_profile_runs_three_members_and_the_node_on_all_three(
+    compose: dict[str, Any],
+) -> None:
+    """deploy/compose/nats-cluster.env turns on the profile that adds two members, mounts the
+    cluster configuration on all three, each with its own name and volume, routes each to every
+    member, and points every service at the three with three replicas of each stream."""
+    env = _env_file(CLUSTER_ENV.read_text())
+    services = compose["services"]
+    assert env["COMPOSE_PROFILES"] == "nats-cluster" and env["NATS_LAYOUT"] == "cluster"
+    assert "profiles" not in services["nats"]
+    for name in NATS_MEMBERS[1:]:
+        assert services[name]["profiles"] == ["nats-cluster"]
+        assert services[name]["command"] == ["--config", "/etc/nats/cluster.conf"]
+    names = {services[m]["environment"]["NATS_SERVER_NAME"] for m in NATS_MEMBERS}
+    volumes = {services[m]["volumes"][0] for m in NATS_MEMBERS}
+    assert len(names) == 3 and len(volumes) == 3 and all(v.endswith(":/data") for v in volumes)
+    assert {v.split(":")[0] for v in volumes} <= set(compose["volumes"])
+    routes = re.findall(r"nats-route://([\w-]+):6222", (NATS_CONFIGS / "cluster.conf").read_text())
+    assert sorted(routes) == sorted(NATS_MEMBERS)
+    assert env["MIM_NATS_URL"].split(",") == [f"nats://{m}:4222" for m in NATS_MEMBERS]
+    assert env["MIM_STREAM_REPLICAS"] == "3"
+    for name in OURS:
+        environment = services[name]["environment"]
+        assert environment["MIM_NATS_URL"] == "${MIM_NATS_URL:-nats://nats:4222}"
+        assert environment["MIM_STREAM_REPLICAS"] == "${MIM_STREAM_REPLICAS:-1}"
 
 
 def test_the_operators_api_stays_inside_the_gateway_container(

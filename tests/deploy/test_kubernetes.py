@@ -20,6 +20,7 @@ from tests.deploy.manifests import (
 )
 
 KUBE = DEPLOY / "kubernetes"
+HELM_VALUES = DEPLOY / "nats" / "helm-values.yaml"
 SERVICES = {"gateway", "store", "validator", "miner", "syncer"}
 SECRET_DSN = "postgresql://mimrelay:secret@postgres:5432/mimrelay"
 # the runner may take grace + 5 s cancelling + 10 s closing NATS and the pool
@@ -187,9 +188,32 @@ def test_every_deployment_has_resources_and_a_grace_longer_than_the_drain(
             assert workers == int(resources["limits"]["cpu"]), name
         if name == "validator":  # one process on one core: replicas, not processes, scale it
             assert int(resources["limits"]["cpu"]) == 1
-    syncer = _of_kind(objects, "Deployment")["syncer"]["spec"]
-    assert syncer["replicas"] == 1
-    assert syncer["strategy"]["type"] == "Recreate"
+
+
+def test_syncers_scale_out_and_nats_is_a_three_server_cluster_keeping_every_stream_thrice(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The syncer Deployment runs several replicas and may overlap old and new ones on a rollout
+    (its leases keep each remote to one); the NATS chart's values make three servers one
+    JetStream cluster on volumes, of a version that expires lease entries, taking the largest
+    object in one message; the node keeps each stream on all of them."""
+    configmaps = _of_kind(objects, "ConfigMap")
+    syncer = _of_kind(objects, "Deployment")["syncer"]
+    assert syncer["spec"]["replicas"] >= 2
+    assert syncer["spec"]["strategy"]["type"] == "RollingUpdate"
+    settings = _settings(syncer, configmaps, monkeypatch)
+    values = yaml.safe_load(HELM_VALUES.read_text(encoding="utf-8"))
+    cluster, jetstream = values["config"]["cluster"], values["config"]["jetstream"]
+    assert cluster["enabled"] is True and cluster["replicas"] == 3
+    assert jetstream["enabled"] is True and jetstream["fileStore"]["pvc"]["enabled"] is True
+    assert settings.stream_replicas == cluster["replicas"]  # type: ignore[attr-defined]
+    major, minor = (
+        int(n) for n in values["container"]["image"]["tag"].split("-")[0].split(".")[:2]
+    )
+    assert (major, minor) >= (2, 11)
+    validator = _of_kind(objects, "Deployment")["validator"]
+    max_object = _settings(validator, configmaps, monkeypatch).max_object_bytes  # type: ignore[attr-defined]
+    assert values["config"]["merge"]["max_payload"] >= max_object
 
 
 def test_autoscalers_scale_validators_miners_and_gateways_on_cpu(

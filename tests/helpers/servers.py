@@ -36,7 +36,7 @@ def unique_name(prefix: str) -> str:
 
 
 @contextmanager
-def _temp_dir(prefix: str) -> Iterator[Path]:
+def temp_dir(prefix: str) -> Iterator[Path]:
     # Outside pytest's basetemp: PostgreSQL's system user must be able to reach it when we are
     # root, and a data directory is tens of megabytes not worth keeping after the run.
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -59,7 +59,7 @@ def running_nats(**kwargs: Any) -> Iterator[NatsServer]:
     reservation than the few megabytes the tests write; otherwise a long run runs out of it.
     """
     kwargs.setdefault("max_file_store", TEST_MAX_FILE_STORE)
-    with _temp_dir("mimrelay-nats-") as path:
+    with temp_dir("mimrelay-nats-") as path:
         server = NatsServer(path / "nats", **kwargs).start()
         try:
             yield server
@@ -71,7 +71,7 @@ def running_nats(**kwargs: Any) -> Iterator[NatsServer]:
 def running_postgres(**kwargs: Any) -> Iterator[PostgresServer]:
     """A PostgreSQL on a free port without fsync, in a temporary directory removed after."""
     kwargs.setdefault("fsync", False)
-    with _temp_dir("mimrelay-pg-") as path:
+    with temp_dir("mimrelay-pg-") as path:
         server = PostgresServer(path / "pg", **kwargs).start()
         try:
             yield server

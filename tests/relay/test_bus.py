@@ -53,6 +53,28 @@ def test_names_follow_the_prefix() -> None:
     assert set(KINDS) == {"board", "thread", "post", "vote", "key", "truststate", "address"}
 
 
+def test_the_replica_count_comes_from_the_node_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MIM_STREAM_REPLICAS`` reaches every layout made from the settings; a count JetStream
+    cannot keep is refused."""
+    monkeypatch.setenv("MIM_STREAM_REPLICAS", "3")
+    assert Layout.from_settings(NodeSettings()) == Layout("MIM", replicas=3)
+    for replicas in (0, 6):
+        with pytest.raises(ValueError, match="replicas"):
+            Layout("MIM", replicas=replicas)
+
+
+async def test_more_replicas_than_one_server_keeps_is_a_bus_error(
+    nc: NATS, stream_prefix: str
+) -> None:
+    """Streams and buckets are created with the layout's replica count: a single nats-server
+    refuses three copies, and the error names the stream or bucket."""
+    layout = Layout(stream_prefix, replicas=3)
+    with pytest.raises(BusError, match=rf"{stream_prefix}_(INGEST|ACCEPTED|REJECTED).*replicas"):
+        await ensure_streams(nc.jetstream(), layout)
+    with pytest.raises(BusError, match=rf"{layout.blocklist_bucket}.*replicas"):
+        await ensure_blocklist(nc.jetstream(), layout)
+
+
 def test_bad_prefix_and_tokens_are_refused() -> None:
     """A prefix or token that would make a wildcard or an extra subject level is refused."""
     for prefix in ("", "a.b", "x*", "9lives", "a" * 33):

@@ -242,6 +242,36 @@ async def test_until_stopped_returns_none_on_stop_and_closes_resources() -> None
     assert summary.get("handled") == 2, logs
 
 
+async def test_read_pool_is_the_primary_unless_a_read_url_is_set(
+    fresh_database: str, empty_database: str
+) -> None:
+    """Without ``MIM_DATABASE_READ_URL`` what only reads shares the primary's pool; with it, a
+    second pool reaches the read URL's server, its health shows as ``postgres-read``, and each
+    connection names the service to the server."""
+    alone = Context("t", ServiceSettings(database_url=fresh_database))
+    try:
+        primary = await alone.pool(max_size=2)
+        assert await alone.read_pool() is primary
+    finally:
+        await alone.aclose()
+
+    ctx = Context(
+        "t", ServiceSettings(database_url=fresh_database, database_read_url=empty_database)
+    )
+    try:
+        primary = await ctx.pool(max_size=2)
+        reads = await ctx.read_pool(max_size=2)
+        assert reads is not primary
+        assert await reads.fetchval("SELECT current_database()") == empty_database.rsplit("/", 1)[1]
+        assert await reads.fetchval("SHOW application_name") == "mimrelay-t"
+        await ctx.dependencies.check_once()
+        assert ctx.dependencies.details() == {
+            "dependencies": {"postgres": "up", "postgres-read": "up"}
+        }
+    finally:
+        await ctx.aclose()
+
+
 def test_health_url_uses_the_service_port() -> None:
     """The health URL a compose check or `mimrelay status` would probe."""
     assert health_url(ServiceSettings(metrics_port=9102)) == "http://127.0.0.1:9102/healthz"

@@ -145,7 +145,8 @@ def test_config_table_lists_each_variable_once() -> None:
     lines = table.splitlines()
     assert lines[0] == "| Variable | Default | Description |"
     assert lines[2] == (
-        "| `MIM_NATS_URL` | `nats://127.0.0.1:4222` | NATS server URL (with JetStream enabled). |"
+        "| `MIM_NATS_URL` | `nats://127.0.0.1:4222` | NATS server URL (with JetStream enabled);"
+        " the servers of a cluster comma-separated. |"
     )
     assert "| `MIM_DATA_DIR` | `./data` |" in table
     assert "| `MIM_EXAMPLE_METRICS_PORT` | `9199` | Port of /metrics. |" in table

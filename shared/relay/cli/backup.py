@@ -29,7 +29,7 @@ __all__ = ["export", "export_jsonl"]
 
 async def export_jsonl(settings: NodeSettings, out: IO[str], show: bool | None) -> int:
     """Write every stored object to ``out`` as wrapper lines; return how many were written."""
-    async with database(settings, 2) as pool:
+    async with database(settings, 2, read=True) as pool:
         counts = await objects.counts(pool)
         total = sum(n for kind, n in counts.items() if kind != "address")
         written = 0

@@ -28,7 +28,7 @@ async def _export(settings: NodeSettings, network: NetworkSettings, directory: P
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
 
-    async with database(settings, 2) as pool:
+    async with database(settings, 2, read=True) as pool:
         key = await identity.wait(pool, attempts=1, delay=0.0)
         signer = Signer(key, network.announced_port(), pages.NODE_TYPE_STATIC)
         return await build.export(

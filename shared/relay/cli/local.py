@@ -145,10 +145,13 @@ async def nats_client(settings: NodeSettings, name: str) -> AsyncIterator[NATS]:
 
 
 @contextlib.asynccontextmanager
-async def database(settings: NodeSettings, size: int = 1) -> AsyncIterator[asyncpg.Pool]:
-    """A pool of ``size`` connections to the node's PostgreSQL, tried once."""
+async def database(
+    settings: NodeSettings, size: int = 1, *, read: bool = False
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of ``size`` connections to the node's PostgreSQL, tried once: the primary, or with
+    ``read`` (a command that only reads) ``MIM_DATABASE_READ_URL`` when it is set."""
     pool = await connect_pool(
-        settings.database_url,
+        settings.read_url if read else settings.database_url,
         attempts=1,
         min_size=1,
         max_size=size,

@@ -83,7 +83,7 @@ async def _streams(settings: NodeSettings) -> dict[str, Any]:
 
 
 async def _database(settings: NodeSettings) -> dict[str, Any]:
-    async with database(settings) as pool:
+    async with database(settings, read=True) as pool:
         counts = await objects.counts(pool)
     addresses = counts.pop("address", 0)
     return {"objects": counts, "addresses": addresses}

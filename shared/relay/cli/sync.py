@@ -38,7 +38,7 @@ _ADDRESSES_SHOWN: Final = 1000
 
 
 async def _peers(settings: NodeSettings) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    async with database(settings) as pool:
+    async with database(settings, read=True) as pool:
         stored = await addresses.recent(pool, limit=_ADDRESSES_SHOWN)
         known = await cursors.all_cursors(pool)
     listed = []

