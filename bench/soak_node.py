@@ -34,7 +34,6 @@ NODE_ENV: Final = {
     "PYTHONUNBUFFERED": "1",
     "MIM_LOG_FORMAT": "json",
     "MIM_MINER_WORKERS": "1",
-    "MIM_SYNCER_ALLOW_LOCAL": "true",
     "MIM_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
     "MIM_SYNCER_SCHEME": "http",
 }

@@ -15,6 +15,7 @@ from fastapi import Request, Response
 
 from mim import canonical, pages, paths
 from mim.entities import PLURALS, Address, Answer
+from mim.nodes import NodeType
 from relay import BusError, BusUnavailable
 from relay.db import addresses
 from services.gateway import posts
@@ -24,7 +25,10 @@ from services.gateway.state import Gateway
 __all__ = ["get", "post", "unsafe"]
 
 _ENTITY_POSTS: Final = {paths.endpoint(kind): PLURALS[kind] for kind in PLURALS}
-_BOOTSTRAPPER_SHARE: Final = ((3, 20), (254, 10))  # node type, at most (§11.3)
+_BOOTSTRAPPER_SHARE: Final = (  # node type, at most (§11.3)
+    (NodeType.LIVE_BOOTSTRAP, 20),
+    (NodeType.STATIC_BOOTSTRAP, 10),
+)
 
 
 def unsafe(path: str) -> bool:

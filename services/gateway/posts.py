@@ -37,6 +37,7 @@ from mim.entities import (
     entity_class,
 )
 from mim.errors import MimError
+from mim.nodes import NodeType
 from relay import AddressRefused, BusError, BusUnavailable, RelayError, StateFull
 from relay.db import addresses, objects
 from relay.db.objects import ParentColumn, StoredObject
@@ -51,7 +52,11 @@ __all__ = ["answer", "read_body"]
 
 _log = get_logger(__name__)
 _SINGULAR: Final[dict[str, Kind]] = {plural: kind for kind, plural in PLURALS.items()}
-_ADDRESS_ANSWER: Final = ((2, 80), (3, 10), (255, 10))  # node type, at most (§11.7)
+_ADDRESS_ANSWER: Final = (  # node type, at most (§11.7)
+    (NodeType.LIVE, 80),
+    (NodeType.LIVE_BOOTSTRAP, 10),
+    (NodeType.STATIC, 10),
+)
 # what an ``embed`` adds to an answer, and the column that links it to what it embeds into
 _CHILDREN: Final[dict[tuple[str, str], tuple[Kind, ParentColumn]]] = {
     ("board", "threads"): ("thread", "board"),

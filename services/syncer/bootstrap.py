@@ -23,6 +23,7 @@ import asyncpg
 
 from mim import canonical
 from mim.entities import Address
+from mim.nodes import NodeType
 from relay import RelayError
 from relay.bus import Layout
 from relay.db import cursors
@@ -37,7 +38,7 @@ from services.syncer.scan import Pinger
 
 __all__ = ["BOOTSTRAPPER_TYPES", "MAX_BOOTSTRAPPERS", "Bootstrap"]
 
-BOOTSTRAPPER_TYPES: Final = frozenset({3, 254})  # live and static bootstrappers (§10.3)
+BOOTSTRAPPER_TYPES: Final = frozenset({NodeType.LIVE_BOOTSTRAP, NodeType.STATIC_BOOTSTRAP})
 MAX_BOOTSTRAPPERS: Final = 99  # the reference's bound on one answer (§13.3)
 
 _DB_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)

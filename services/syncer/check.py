@@ -16,9 +16,10 @@ from dataclasses import replace
 from mim import canonical, pages
 from mim.entities import Address, ApiResponse
 from mim.errors import MimError
+from mim.nodes import STATIC_NODE_TYPES, NodeType
 from relay import RelayError
 from relay.first_party import Reporter
-from services.syncer.peers import STATIC_TYPES, Remote
+from services.syncer.peers import Remote
 
 __all__ = [
     "Broken",
@@ -92,12 +93,12 @@ def own_address(said: Address, *, static: bool) -> Address:
     """What a remote says of itself, its node type filled in when it left it 0."""
     if said.type:
         return said
-    return replace(said, type=255 if static else 2)
+    return replace(said, type=int(NodeType.STATIC if static else NodeType.LIVE))
 
 
 def is_static(remote: Remote, page: ApiResponse) -> bool:
     """Static remotes (types 253-255) are read with GETs only and never POSTed to (§11.2)."""
-    return remote.static or page.address.type in STATIC_TYPES
+    return remote.static or page.address.type in STATIC_NODE_TYPES
 
 
 def placed_at(address: Address, remote: Remote) -> Address:

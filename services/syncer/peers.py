@@ -32,6 +32,7 @@ from typing import Final, Protocol
 
 from mim import canonical
 from mim.entities import Address
+from mim.nodes import LIVE_NODE_TYPES, STATIC_NODE_TYPES, NodeType
 from relay import AddressRefused, LeaseLost
 from relay.db.addresses import StoredAddress
 from relay.location import AddressRules, check_place
@@ -41,8 +42,6 @@ from services.syncer import metrics
 from services.syncer.claims import Alone, Claim, Claims
 
 __all__ = [
-    "LIVE_TYPES",
-    "STATIC_TYPES",
     "Bootstrapping",
     "Exclusions",
     "Outcome",
@@ -55,8 +54,6 @@ __all__ = [
     "stored_remote",
 ]
 
-LIVE_TYPES: Final = frozenset({2, 3, 4})  # §10.3
-STATIC_TYPES: Final = frozenset({253, 254, 255})  # §10.3: GET only
 _SCHEMES: Final = ("http", "https")
 
 _log = get_logger(__name__)
@@ -143,7 +140,7 @@ def remote_of(address: Address, rules: AddressRules) -> Remote | None:
         host=place.location,
         port=place.port,
         sublocation=place.sublocation,
-        static=address.type in STATIC_TYPES,
+        static=address.type in STATIC_NODE_TYPES,
         node_type=address.type,
     )
 
@@ -181,7 +178,7 @@ class Exclusions:
 
     def exclude(self, remote: Remote, node_type: int, now: float) -> float:
         """Rest ``remote``: live types briefly, static and unknown types long; for how long."""
-        live = node_type in LIVE_TYPES
+        live = node_type in LIVE_NODE_TYPES
         rest = self._live if live else self._static
         self._until[remote.key] = now + rest
         metrics.EXCLUSIONS.labels("live" if live else "static").inc()
@@ -320,14 +317,14 @@ class Scheduler:
             if not await self._schedule("explore-bootstrappers", self._bootstrap_every):
                 return []
             known = [r for r in await self._known() if self._free(r)]
-            chosen = [r for r in known if r.node_type == 3][:3]
-            chosen += [r for r in known if r.node_type == 254][:1]
+            chosen = [r for r in known if r.node_type == NodeType.LIVE_BOOTSTRAP][:3]
+            chosen += [r for r in known if r.node_type == NodeType.STATIC_BOOTSTRAP][:1]
             chosen += [r for r in self.ca_nodes if self._free(r)]
         elif self.ticks % self._explore_every == 0:
             if not await self._schedule("explore-statics", self._explore_every):
                 return []
             known = [r for r in await self._known() if self._free(r)]
-            chosen = [r for r in known if r.node_type == 255][:4]
+            chosen = [r for r in known if r.node_type == NodeType.STATIC][:4]
         else:
             return []
         unique = list({r.key: r for r in chosen}.values())

@@ -143,7 +143,7 @@ class Validator:
         self.policy = settings.policy()
         self.counters = counters if counters is not None else {}
         self.publisher = Publisher(nc, timeout=settings.publish_timeout_seconds)
-        self._accepted_subjects = {kind: layout.accepted_subject(kind) for kind in KINDS}
+        self._accepted_subjects: dict[str, str] = {k: layout.accepted_subject(k) for k in KINDS}
         self._counted: dict[tuple[str, str], Any] = {}
 
     async def aclose(self) -> None:

@@ -67,6 +67,7 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
+from mim import kinds
 from relay import BusError, BusUnavailable, RelayError, StreamFull
 from relay.settings import NodeSettings
 
@@ -97,7 +98,7 @@ __all__ = [
     "stream_configs",
 ]
 
-KINDS: Final = ("board", "thread", "post", "vote", "key", "truststate", "address")
+KINDS: Final = kinds.KINDS  # the subjects carry every kind of mim.kinds
 UNKNOWN_KIND: Final = "unknown"
 """Kind token for rejections of messages whose kind could not be read."""
 
