@@ -16,8 +16,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mim.errors import MimError
+from relay.logging import get_logger
 
-__all__ = ["ErrorBody", "ErrorDetail", "json_bytes", "refusal", "refused"]
+__all__ = [
+    "ErrorBody",
+    "ErrorDetail",
+    "database_unavailable",
+    "json_bytes",
+    "refusal",
+    "refused",
+]
+
+_log = get_logger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -38,6 +48,16 @@ def refusal(status: int, field: str, rule: str, reason: str, **headers: str) -> 
     """An answer refusing ``field`` under ``rule``, with ``headers`` (e.g. ``Retry-After``)."""
     body = {"error": {"field": field, "rule": rule, "reason": reason}}
     return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def database_unavailable(exc: BaseException, retry_after: int) -> JSONResponse:
+    """503 with ``Retry-After`` for a request the database could not answer (it is down or
+    restarting); logged as one line, never a traceback."""
+    _log.warning("database_unavailable", error=repr(exc)[:300])
+    reason = "the node's database does not answer now; try again later"
+    return refusal(
+        503, "database", "database.unavailable", reason, **{"Retry-After": str(retry_after)}
+    )
 
 
 def refused(exc: MimError, status: int | None = None, *, field: str | None = None) -> JSONResponse:

@@ -27,9 +27,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from mim.errors import MimError
+from relay.health import DATABASE_FAILURES
 from relay.logging import get_logger
 from services.gateway import local_api, mim_api, submissions
-from services.gateway.answers import refusal, refused
+from services.gateway.answers import database_unavailable, refusal, refused
 from services.gateway.edge import Edge
 from services.gateway.remotes import Leases
 from services.gateway.state import Gateway
@@ -42,7 +43,7 @@ _CLIENT_CLOSED = 499  # the client went away before we answered (no answer reach
 _log = get_logger(__name__)
 
 
-def _install_errors(app: FastAPI) -> None:
+def _install_errors(app: FastAPI, retry_after: int) -> None:
     @app.exception_handler(MimError)
     async def mim_error(request: Request, exc: MimError) -> Response:
         return refused(exc)
@@ -60,6 +61,12 @@ def _install_errors(app: FastAPI) -> None:
         where = [str(part) for part in first.get("loc", ()) if part not in ("body", "path")]
         rule = "request." + str(first.get("type", "invalid"))
         return refusal(400, ".".join(where) or "request", rule, str(first.get("msg", "invalid")))
+
+    for failure in DATABASE_FAILURES:
+        # a query the database could not answer (down, restarting, its connection lost): 503
+        @app.exception_handler(failure)
+        async def database_down(request: Request, exc: Exception) -> Response:
+            return database_unavailable(exc, retry_after)
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -85,7 +92,7 @@ def _public(gw: Gateway, leases: Leases, tokens: TokenBook) -> Edge:
     )
     app.state.gateway = gw
     app.state.tokens = tokens
-    _install_errors(app)
+    _install_errors(app, gw.settings.busy_retry_after_seconds)
     submissions.install(app, gw.settings, public=True)
 
     @app.api_route("/{path:path}", methods=["GET", "HEAD", "POST"], include_in_schema=False)
@@ -104,7 +111,7 @@ def _local(gw: Gateway, tokens: TokenBook) -> Edge:
     )
     app.state.gateway = gw
     app.state.tokens = tokens
-    _install_errors(app)
+    _install_errors(app, gw.settings.busy_retry_after_seconds)
     submissions.install(app, gw.settings, public=False)
     local_api.install(app)
     return Edge(app, gw.settings)

@@ -33,8 +33,9 @@ from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from relay.health import DATABASE_FAILURES
 from services.gateway import metrics
-from services.gateway.answers import refusal
+from services.gateway.answers import database_unavailable, refusal
 from services.gateway.remotes import LeaseName, Leases, Refusal, Ticket, remote_key
 from services.gateway.served import Served
 from services.gateway.settings import GatewaySettings
@@ -155,7 +156,11 @@ class Edge:
             ticket = taken
         try:
             if cached:
-                await self._cached(path, head.gzip_ok, send)
+                try:
+                    await self._cached(path, head.gzip_ok, send)
+                except DATABASE_FAILURES as exc:  # a cache file not in memory, read from PG
+                    retry = settings.busy_retry_after_seconds
+                    await database_unavailable(exc, retry)(scope, receive, send)
             else:
                 await self._inner(scope, receive, send, chunked=head.chunked)
         finally:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
-
 from relay import BusError, BusUnavailable, LeaseLost
 from relay.db import Db, retention
+from relay.health import DATABASE_FAILURES
 from relay.leases import Lease, keep
 from relay.runner import Context
 from services.store import metrics
@@ -23,7 +22,7 @@ from services.store.settings import StoreSettings
 
 __all__ = ["collect_once", "run"]
 
-_DB_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = DATABASE_FAILURES
 
 
 async def collect_once(db: Db, settings: StoreSettings) -> dict[str, int]:

@@ -27,6 +27,7 @@ from mim.nodes import NodeType
 from relay import RelayError
 from relay.bus import Layout
 from relay.db import cursors
+from relay.health import DATABASE_FAILURES
 from relay.location import AddressRules
 from relay.logging import get_logger
 from relay.publisher import Publisher
@@ -41,7 +42,7 @@ __all__ = ["BOOTSTRAPPER_TYPES", "MAX_BOOTSTRAPPERS", "Bootstrap"]
 BOOTSTRAPPER_TYPES: Final = frozenset({NodeType.LIVE_BOOTSTRAP, NodeType.STATIC_BOOTSTRAP})
 MAX_BOOTSTRAPPERS: Final = 99  # the reference's bound on one answer (§13.3)
 
-_DB_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS: Final = DATABASE_FAILURES
 
 _log = get_logger(__name__)
 

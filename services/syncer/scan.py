@@ -32,6 +32,7 @@ from mim.entities import Address
 from relay import LeaseLost, RelayError
 from relay.db import addresses
 from relay.first_party import Reporter
+from relay.health import DATABASE_FAILURES
 from relay.location import AddressRules
 from relay.logging import get_logger
 from relay.runner import sleep
@@ -245,7 +246,7 @@ class Scanner:
         while not stop.is_set():
             try:
                 await self.scan_if_stale()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_FAILURES as exc:
                 _log.warning("network_scan_failed", error=repr(exc))
             # 0: a scout's scan is running; look again shortly
             await sleep(stop, self.due_in() or 1.0)

@@ -36,7 +36,14 @@ from nats.aio.client import Client as NATS
 
 from relay.metrics import DEPENDENCY_UP
 
-__all__ = ["CHECK_TIMEOUT_SECONDS", "Check", "DependencyWatch", "nats_check", "pool_check"]
+__all__ = [
+    "CHECK_TIMEOUT_SECONDS",
+    "DATABASE_FAILURES",
+    "Check",
+    "DependencyWatch",
+    "nats_check",
+    "pool_check",
+]
 
 Check = Callable[[], Awaitable[str | None]]
 """Asks one dependency once: ``None`` when it answers, else why it does not."""
@@ -46,7 +53,7 @@ CHECK_TIMEOUT_SECONDS: Final = 2.0
 
 # What a connection does when the server goes away under it: refused or reset sockets, closed
 # connections, and a protocol caught mid-operation by the lost connection.
-_PG_FAILURES: Final = (
+DATABASE_FAILURES: Final = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
@@ -73,7 +80,7 @@ def pool_check(pool: asyncpg.Pool) -> Check:
         try:
             async with pool.acquire(timeout=CHECK_TIMEOUT_SECONDS) as conn:
                 await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS)
-        except _PG_FAILURES as exc:
+        except DATABASE_FAILURES as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
 
