@@ -12,7 +12,8 @@ The bounds, each checked on the points after the warm-up:
   ``backlog_rise`` messages over the run (or ten seconds of the traffic, if that is more);
 - latency: for each route, the median p99 of the last third of the minutes is within
   ``p99_ratio`` (2x) of the median p99 of the first third;
-- caches: the newest cache is never older than ``cache_intervals`` (2) generation intervals;
+- caches: after the warm-up, the newest cache is never older than ``cache_intervals`` (2)
+  generation intervals;
 - objects: nothing accepted is missing or stored twice.
 """
 
@@ -258,7 +259,7 @@ def verdict(
         elif kind == "p99_ms":
             checks.append(_latency(name, points, bounds))
         elif kind == "cache_age_s":
-            oldest = max((p[1] for p in series[key]), default=math.nan)
+            oldest = max((p[1] for p in points), default=math.nan)  # after the warm-up
             limit = bounds.cache_intervals * cache_interval
             ok = None if math.isnan(oldest) else oldest <= limit
             checks.append(

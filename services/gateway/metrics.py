@@ -46,7 +46,8 @@ CACHE_FAILURES = Counter(
 )
 CACHE_GENERATED = Gauge(
     "mim_gateway_cache_generated_timestamp_seconds",
-    "When the cache generation being served was made (Unix time).",
+    "When the caches served were last made or found current (Unix time): the builder sets it"
+    " after every generation it runs, new objects or none; the others when they load one.",
 )
 CACHE_BYTES = Gauge(
     "mim_gateway_cache_bytes", "Plain bytes of the caches the served generation lists."

@@ -86,6 +86,7 @@ class Gateway:
         signer = Signer(self.key, self.port, pages.NODE_TYPE_LIVE)
         outcome = await generation.generate(self.pool, signer, self.settings, now)
         await self.caches.refresh()
+        metrics.CACHE_GENERATED.set(now)  # current as of now, even when nothing was new
         elapsed = time.perf_counter() - started
         metrics.CACHE_GENERATION_SECONDS.observe(elapsed)
         if outcome.published is not None:

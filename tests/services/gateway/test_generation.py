@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client import REGISTRY
 
 from mim import canonical
 from mim.entities import ApiResponse, Provable, ResultCache
@@ -29,7 +30,8 @@ async def _listed(client: httpx.AsyncClient) -> tuple[ResultCache, ...]:
 async def test_a_generation_builds_only_what_is_new(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
-    """With nothing new a generation publishes nothing; a new post gets one new cache holding it
+    """With nothing new a generation publishes nothing (and says the caches are current as of
+    its run); a new post gets one new cache holding it
     alone, starting where the last generation's cover ended (the last listed cache's end, or
     later when a block began since and nothing arrived in it), and the caches listed before keep
     their IDs and bounds."""
@@ -42,8 +44,9 @@ async def test_a_generation_builds_only_what_is_new(
     ):
         gw = running.gateway
         before = await _listed(client)
-        idle = await gw.regenerate(now)
+        idle = await gw.regenerate(now + 30)
         covered = gw.caches.covered_to
+        current = REGISTRY.get_sample_value("mim_gateway_cache_generated_timestamp_seconds")
         later = _post("later", now)
         await store(fresh_database, [later], now)
         grown = await gw.regenerate(now + gw.settings.live_tail_overlap_seconds + 1)
@@ -54,6 +57,7 @@ async def test_a_generation_builds_only_what_is_new(
         )
     assert len(before) == 1
     assert idle.published is None and idle.built == 0
+    assert current == now + 30  # found current, so an idle node's caches never look stale
     assert grown.built == 1 and grown.published is not None
     assert after[: len(before)] == before
     assert len(new) == 1 and new[0].starts_from == covered >= before[-1].ends_at
