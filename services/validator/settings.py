@@ -32,9 +32,11 @@ class ValidatorSettings(PolicySettings, ServiceSettings):
         1 << 20, ge=1, description="Messages larger than this are rejected without decoding."
     )
     max_deliveries: int = Field(
-        5,
+        20,
         ge=1,
-        description="Deliveries of one message after which it is rejected (stage `delivery`).",
+        description="Deliveries of one message after which it is rejected (stage `delivery`);"
+        " with `MIM_VALIDATOR_RETRY_DELAY_SECONDS` between them, enough to outlast a NATS"
+        " leader election or a restart without giving up a sound object.",
     )
     retry_delay_seconds: float = Field(
         2.0, ge=0, description="Redelivery delay after a transient failure (bus down, store full)."
