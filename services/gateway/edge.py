@@ -156,11 +156,7 @@ class Edge:
             ticket = taken
         try:
             if cached:
-                try:
-                    await self._cached(path, head.gzip_ok, send)
-                except DATABASE_FAILURES as exc:  # a cache file not in memory, read from PG
-                    retry = settings.busy_retry_after_seconds
-                    await database_unavailable(exc, retry)(scope, receive, send)
+                await self._cached(scope, receive, send, head.gzip_ok)
             else:
                 await self._inner(scope, receive, send, chunked=head.chunked)
         finally:
@@ -184,9 +180,15 @@ class Edge:
             return None
         return "ping" if route == "ping" else "main"
 
-    async def _cached(self, path: str, gzip_ok: bool, send: Send) -> None:
+    async def _cached(self, scope: Scope, receive: Receive, send: Send, gzip_ok: bool) -> None:
         served: Served = self.app.state.gateway.caches
-        answer = served.hit(path[1:], gzip_ok) or await served.answer(path[1:], gzip_ok)
+        path = scope["path"][1:]
+        try:
+            answer = served.hit(path, gzip_ok) or await served.answer(path, gzip_ok)
+        except DATABASE_FAILURES as exc:  # a cache file not in memory is read from PostgreSQL
+            retry = self._settings.busy_retry_after_seconds
+            await database_unavailable(exc, retry)(scope, receive, send)
+            return
         if answer is None:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})

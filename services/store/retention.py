@@ -22,8 +22,6 @@ from services.store.settings import StoreSettings
 
 __all__ = ["collect_once", "run"]
 
-_DB_ERRORS = DATABASE_FAILURES
-
 
 async def collect_once(db: Db, settings: StoreSettings) -> dict[str, int]:
     """One retention run; counts what it removed per kind."""
@@ -49,7 +47,7 @@ async def _turn(ctx: Context, db: Db, settings: StoreSettings, lease: Lease) -> 
     except LeaseLost as exc:
         ctx.log.warning("retention_lease_lost", reason=str(exc))
         return
-    except _DB_ERRORS as exc:
+    except DATABASE_FAILURES as exc:
         ctx.log.warning("retention_failed", error=repr(exc))
     await lease.rest(settings.collect_interval_seconds)
 

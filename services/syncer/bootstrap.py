@@ -42,7 +42,6 @@ __all__ = ["BOOTSTRAPPER_TYPES", "MAX_BOOTSTRAPPERS", "Bootstrap"]
 BOOTSTRAPPER_TYPES: Final = frozenset({NodeType.LIVE_BOOTSTRAP, NodeType.STATIC_BOOTSTRAP})
 MAX_BOOTSTRAPPERS: Final = 99  # the reference's bound on one answer (§13.3)
 
-_DB_ERRORS: Final = DATABASE_FAILURES
 
 _log = get_logger(__name__)
 
@@ -91,7 +90,7 @@ class Bootstrap:
             return False
         try:
             last = await self.last()
-        except _DB_ERRORS as exc:
+        except DATABASE_FAILURES as exc:
             _log.warning("bootstrap_state_unreadable", error=repr(exc))
             self._retry_at = self._clock() + self._retry
             return False
@@ -130,7 +129,7 @@ class Bootstrap:
         rest = 0.0
         try:
             await cursors.set_state(self._pool, cursors.LAST_BOOTSTRAP, str(now))
-        except _DB_ERRORS as exc:
+        except DATABASE_FAILURES as exc:
             _log.warning("bootstrap_state_not_saved", error=repr(exc))
             rest = self._interval  # other replicas cannot read it: rest the round's lease
         _log.info("bootstrap_finished", synced=synced)
