@@ -14,9 +14,10 @@ One run, everything on loopback, every child process stopped at the end:
 - GET: the same client (``wrk`` if installed, else an async httpx loop with bounded concurrency)
   loads the largest posts cache page from each server for ``--seconds``, gateway and nginx
   interleaved over three rounds, best round each; printed: requests/s and gateway/nginx (target
-  >= 0.5), and the HTTP parser and event loop uvicorn picked: the gateway answers cached GETs in
-  its ASGI edge, so what is left is mostly uvicorn's parsing and the socket writes, and h11 on the
-  stdlib loop reaches about half the rate that httptools on uvloop does;
+  >= 0.5), uvicorn's HTTP parser and the event loop the gateway says it started on: the gateway
+  answers cached GETs in its ASGI edge, so what is left is mostly uvicorn's parsing and the
+  socket writes, and h11 on the stdlib loop reaches about half the rate that httptools on uvloop
+  does;
 - POST: ``--objects`` posts are then copied into the store (``COPY``, rows from the store's own
   ``row_of``), and ``--queries`` signed entity POSTs (a fingerprint filter naming one stored post,
   and a timestamp filter over the last minutes) are timed one after the other; printed: p50 and
@@ -182,10 +183,12 @@ def _load(url: str, seconds: float, connections: int) -> float:
     return asyncio.run(_httpx_loop(url, seconds, connections))
 
 
-def _server_stack() -> str:
-    """The HTTP parser and event loop uvicorn's ``auto`` picks in this interpreter."""
+def _server_stack(log: Path) -> str:
+    """The HTTP parser uvicorn's ``auto`` picks in this interpreter, and the event loop the
+    gateway says it runs on in its ``service_started`` line."""
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    found = re.search(r'"loop": "(\w+)"|loop=(\w+)', log.read_text(errors="replace"))
+    loop = next(filter(None, found.groups())) if found else "an unknown loop"
     return f"uvicorn with {http} on {loop}"
 
 
@@ -256,7 +259,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             "MIM_NATS_URL": nats.url,
             "MIM_DATABASE_URL": url,
             "MIM_DATA_DIR": str(root / "data"),
-            "MIM_LOG_LEVEL": "warning",
+            "MIM_LOG_LEVEL": "info",
             "MIM_GATEWAY_HOST": "127.0.0.1",
             "MIM_GATEWAY_PORT": str(port),
             "MIM_GATEWAY_LOCAL_PORT": "0",
@@ -264,7 +267,9 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             "MIM_GATEWAY_POST_MIN_POW": str(POST_POW),
             "MIM_GATEWAY_MAX_REQUESTS_PER_REMOTE": str(args.connections * 4),
         }
-        gateway = spawn("services.gateway", env)  # it makes the node key the export signs with
+        log = root / "gateway.log"
+        with log.open("wb") as sink:  # it makes the node key the export signs with
+            gateway = spawn("services.gateway", env, stdout=sink.fileno())
         children.append(gateway)
         _wait_listening(port, gateway)
         cli = [sys.executable, "-m", "relay.cli", "export-static", str(static)]
@@ -282,7 +287,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
         size = len(httpx.get(f"{gw_base}/{gw_page}").content)
         client = "wrk" if shutil.which("wrk") else "httpx"
         print(f"GET one cache page ({size} bytes), {client}, {args.connections} connections")
-        print(f"  gateway served by {_server_stack()}")
+        print(f"  gateway served by {_server_stack(log)}")
         best = {"gateway": 0.0, "nginx": 0.0}
         for _ in range(3):
             best["gateway"] = max(

@@ -66,9 +66,14 @@ class _Server(uvicorn.Server):
 
 
 def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening socket on ``host:port`` (bound now, so the port is known before serving)."""
+    """A listening socket on ``host:port`` (bound now, so the port is known before serving).
+
+    It is made as a TCP socket by name: asyncio turns Nagle's algorithm off only on sockets whose
+    protocol says TCP, and with it on, an answer written as head then body waits for the client's
+    delayed acknowledgement, 40 ms on Linux.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:  # replicas on one host share the port
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -152,6 +157,7 @@ def server_config(app: Edge, settings: GatewaySettings, *, public: bool) -> uvic
     return uvicorn.Config(
         app,
         log_config=None,
+        access_log=settings.access_log,
         lifespan="off",
         http=protocol(limits),
         ws="none",

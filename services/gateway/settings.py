@@ -49,6 +49,14 @@ class GatewaySettings(
             " connections (`mimrelay up --gateways N` sets it)."
         ),
     )
+    access_log: bool = Field(
+        False,
+        description=(
+            "Write a log line per request answered. Off by default: each route's requests,"
+            " statuses and latency are in `/metrics`, and a line per request is a flood under"
+            " hostile traffic."
+        ),
+    )
     cache_interval_seconds: float = Field(
         300.0, gt=0, description="Pause between two generations of the GET caches."
     )
