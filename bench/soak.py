@@ -39,7 +39,10 @@ from soak_traffic import Traffic
 def _quiet_checks(sampler: Sampler, traffic: Traffic) -> list[Check]:
     """No 5xx, no failed task, no restart: a soak is not meant to see any."""
     errors = sum(n for (_, status), n in traffic.statuses.items() if status >= 500)
-    checks = [Check("5xx answers", str(errors), "0", errors == 0)]
+    rules = ", ".join(f"{n} {what}" for what, n in sorted(traffic.server_errors.items()))
+    checks = [
+        Check("5xx answers", f"{errors} ({rules})" if rules else str(errors), "0", errors == 0)
+    ]
     for key, what in (("task_failures", "tasks failed"), ("restarts", "restarts")):
         for name in ("A", "B"):
             points = sampler.series.get(f"{key}:{name}", [])

@@ -276,6 +276,7 @@ class Run:
                 "outcomes": dict(traffic.ledger.outcomes),
                 "accepted": len(traffic.ledger.accepted),
                 "statuses": {f"{r} {s}": n for (r, s), n in sorted(traffic.statuses.items())},
+                "server_errors": dict(sorted(traffic.server_errors.items())),
                 "hostile": {f"{c} {s}": n for (c, s), n in sorted(traffic.hostile.items())},
                 "unexpected": traffic.unexpected[:20],
             },

@@ -100,6 +100,7 @@ class Traffic:
         self.tolerant = tolerant
         self.ledger = Ledger()
         self.statuses: Counter[tuple[str, int]] = Counter()
+        self.server_errors: Counter[str] = Counter()  # "route status rule" of each 5xx
         self.latencies: defaultdict[str, list[float]] = defaultdict(list)
         self.unexpected: list[str] = []
         self.hostile: Counter[tuple[str, int]] = Counter()
@@ -141,6 +142,8 @@ class Traffic:
         if route != "hostile":
             self.latencies[route].append(time.perf_counter() - started)
         self.statuses[route, answer.status_code] += 1
+        if answer.status_code >= 500:
+            self.server_errors[f"{route} {answer.status_code} {_rule_of(answer.content)}"] += 1
         return answer.status_code, answer.content
 
     # --- the loops -----------------------------------------------------------------------------
@@ -252,3 +255,11 @@ async def _pause(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _rule_of(body: bytes) -> str:
+    """The rule an error answer names, or what the body is instead."""
+    try:
+        return str(json.loads(body)["error"]["rule"])
+    except (ValueError, KeyError, TypeError):
+        return f"no rule ({len(body)} bytes)"

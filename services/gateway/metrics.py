@@ -20,6 +20,7 @@ __all__ = [
     "CONTAINERS_WRITTEN",
     "LEASES_REFUSED",
     "POSTS_REJECTED",
+    "REFUSALS",
     "REQUESTS",
     "REQUEST_SECONDS",
     "STATE_FULL",
@@ -31,6 +32,11 @@ REQUESTS = Counter(
     "mim_gateway_requests_total",
     "HTTP requests answered, by route and status.",
     ["route", "status"],
+)
+REFUSALS = Counter(
+    "mim_gateway_refusals_total",
+    "Requests refused with an error body, by status and the rule named in it.",
+    ["status", "rule"],
 )
 REQUEST_SECONDS = Histogram(
     "mim_gateway_request_duration_seconds", "Time to answer one request, by route.", ["route"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.gateway import REQUEST_POW, error_of, gateway, request
+from tests.helpers.metrics import sample, scrape
 from tests.helpers.servers import running_postgres
 from tests.helpers.store import migrate_template
 
@@ -16,7 +17,8 @@ async def test_requests_that_need_the_database_get_503_while_it_is_down(
 ) -> None:
     """With PostgreSQL stopped under a running gateway, a POST query on the public API and a
     token listing on the local API are refused 503 ``database.unavailable`` with ``Retry-After``;
-    the gateway logs ``database_unavailable``, never a traceback, and keeps running."""
+    the gateway counts both by rule, logs one ``answered_unavailable`` line naming the rule and
+    the error (the second held back), never a traceback, and keeps running."""
     with running_postgres() as pg:
         url = pg.url()
         await migrate_template(url)
@@ -36,6 +38,14 @@ async def test_requests_that_need_the_database_get_503_while_it_is_down(
                 assert error_of(answer)["rule"] == "database.unavailable"
                 assert int(answer.headers["Retry-After"]) > 0
             assert gw.proc.proc.poll() is None
-            events = [r.get("event") for r in gw.proc.records]
-            assert events.count("database_unavailable") >= 2
+            refused = sample(
+                scrape(f"{gw.metrics}/metrics"),
+                "mim_gateway_refusals_total",
+                status="503",
+                rule="database.unavailable",
+            )
+            assert refused == 2
+            lines = gw.proc.events("answered_unavailable")
+            assert [line["rule"] for line in lines] == ["database.unavailable"]
+            assert lines[0]["cause"]  # the error the driver gave
             assert "Traceback" not in gw.proc.stderr
