@@ -18,6 +18,7 @@ __all__ = ["TITLES", "plot"]
 #: The series plotted, each in its own file ``<prefix>-<name>.png``, with its title and unit.
 TITLES: Final = {
     "rss_mb": ("Resident memory per process", "MiB"),
+    "cache_mb": ("Cache files held in the gateway's bounded memory", "MiB"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),
     "pending": ("Consumer pending (messages not yet acknowledged)", "messages"),

@@ -7,14 +7,16 @@ shared memory (``VmRSS - RssShmem``), which every backend maps and which fills u
 
 From the services' ``/metrics``: the validators' and the store's pending counts, the gateway's
 p50 and p99 per route over the minute (from its histogram, as ``histogram_quantile`` would), the
-tasks that failed (``mim_task_failures_total``), and the age of the newest cache
+tasks that failed (``mim_task_failures_total``), the bytes of cache files the gateway holds in its
+bounded memory (``mim_gateway_cache_memory_bytes``), and the age of the newest cache
 (``mim_gateway_cache_generated_timestamp_seconds``), probed every few seconds and kept as the
 largest age of the minute. From the traffic: the client's own p50 and p99 per route. From
 ``node.json``: restarts. From ``mimrelay status``: how many objects the second node lags behind.
 And the machine's load average, which says how much of the two cores the run had.
 
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
-``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_age_s:A``, ``lag:B``, ``load1:machine``.
+``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
+``load1:machine``.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ class Sampler:
                     pending[stage] = max(pending.get(stage, 0.0), value)
             if name == "gateway":
                 self._latency(node, metrics, minute)
+                held = _total(metrics, "mim_gateway_cache_memory_bytes") / (1024 * 1024)
+                self.add(f"cache_mb:{node.name}/gateway", held, minute)
         for stage, value in pending.items():
             self.add(f"pending:{node.name}/{stage}", value, minute)
         self.add(f"task_failures:{node.name}", failures, minute)

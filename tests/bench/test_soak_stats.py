@@ -95,6 +95,18 @@ def test_memory_growth_during_warm_up_is_not_counted() -> None:
     assert _checks({"rss_mb:A/gateway": warm})["memory A/gateway"] is True
 
 
+def test_a_gateway_is_judged_without_the_cache_memory_it_fills_up_to_its_bound() -> None:
+    """A gateway whose resident memory grows only as its bounded cache memory fills passes; one
+    that grows beside it, as a leak would, fails."""
+    filling = [(m, min(64.0, 3 * m)) for m in MINUTES]  # up to a 64 MiB bound
+    follows = [(m, 80 + c) for m, c in filling]
+    leaks = [(m, 80 + c + 0.3 * m) for m, c in filling]
+    checks = _checks({"rss_mb:A/gateway": follows, "cache_mb:A/gateway": filling})
+    assert checks == {"memory A/gateway less its caches": True, "objects": True}
+    checks = _checks({"rss_mb:A/gateway": leaks, "cache_mb:A/gateway": filling})
+    assert checks["memory A/gateway less its caches"] is False
+
+
 def test_a_growing_backlog_fails_and_a_steady_one_passes() -> None:
     """Pending rising 20 a minute fails; pending that stays about 30 passes."""
     noise = random.Random(2)
