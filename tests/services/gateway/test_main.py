@@ -50,7 +50,7 @@ def test_runs_on_uvloop_and_logs_requests_only_when_asked(
     env = _env(nats_url, fresh_database, tmp_path, **more)
     with ServiceProcess(["-m", "services.gateway"], env=env) as gateway:
         assert gateway.wait_for("service_started", timeout=60)["loop"] == "uvloop"
-        port = gateway.wait_for("gateway_ready", timeout=60)["port"]
+        port = gateway.wait_for("gateway_listening", timeout=60)["public"]
         for _ in range(3):
             assert httpx.get(f"http://127.0.0.1:{port}/v0/status", timeout=10).status_code == 200
         gateway.send(signal.SIGTERM)
