@@ -187,8 +187,8 @@ def _server_stack(log: Path) -> str:
     """The HTTP parser uvicorn's ``auto`` picks in this interpreter, and the event loop the
     gateway says it runs on in its ``service_started`` line."""
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    found = re.search(r'"loop": "(\w+)"|loop=(\w+)', log.read_text(errors="replace"))
-    loop = next(filter(None, found.groups())) if found else "an unknown loop"
+    found = re.search(r'"loop": "(\w+)"', log.read_text(errors="replace"))  # MIM_LOG_FORMAT=json
+    loop = found.group(1) if found else "an unknown loop"
     return f"uvicorn with {http} on {loop}"
 
 
@@ -260,6 +260,7 @@ def main() -> None:  # noqa: PLR0915 - one run, told in order
             "MIM_DATABASE_URL": url,
             "MIM_DATA_DIR": str(root / "data"),
             "MIM_LOG_LEVEL": "info",
+            "MIM_LOG_FORMAT": "json",
             "MIM_GATEWAY_HOST": "127.0.0.1",
             "MIM_GATEWAY_PORT": str(port),
             "MIM_GATEWAY_LOCAL_PORT": "0",

@@ -169,7 +169,9 @@ class Edge:
         if refused.status == 503:
             retry = self._settings.busy_retry_after_seconds
         headers = {"Retry-After": str(retry)}
-        return refusal(refused.status, "remote", refused.rule, refused.reason, **headers)
+        return refusal(
+            refused.status, "remote", refused.rule, refused.reason, cause=refused.cause, **headers
+        )
 
     @staticmethod
     def _lease_of(route: str, authorized: bool) -> LeaseName | None:

@@ -168,11 +168,9 @@ def _busy(gw: Gateway, bucket: str, exc: RelayError) -> Response:
     full = isinstance(exc, StateFull)
     if full:
         metrics.STATE_FULL.labels(bucket).inc()
-    else:
-        _log.warning("shared_state_unavailable", bucket=bucket, error=str(exc))
     rule = f"{bucket}.{'full' if full else 'unavailable'}"
     retry = str(gw.settings.busy_retry_after_seconds)
-    return refusal(503, bucket, rule, str(exc), **{"Retry-After": retry})
+    return refusal(503, bucket, rule, str(exc), cause=repr(exc), **{"Retry-After": retry})
 
 
 async def _reply(gw: Gateway, what: str, query: pages.Query, now: int) -> ApiResponse:

@@ -70,11 +70,13 @@ class LeaseClass:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a request got no lease: ``status`` (429 or 503), the rule, and one line."""
+    """Why a request got no lease: ``status`` (429 or 503), the rule, one line, and the error
+    behind a 503 (for the log, not the client)."""
 
     status: int
     rule: str
     reason: str
+    cause: str = ""
 
 
 @dataclass(slots=True)
@@ -132,9 +134,8 @@ class Leases:
                 if ticket.slot is None:
                     self._release_local(ticket)
                     return self._refused(lease, "inflight", 429, "too many requests in flight")
-        except (BusUnavailable, BusError) as exc:
-            _log.warning("lease_state_unavailable", lease=lease, error=str(exc))
-            return self._refused(lease, "unavailable", 503, "lease state unavailable")
+        except (BusUnavailable, BusError) as exc:  # logged with the 503 it is answered
+            return self._refused(lease, "unavailable", 503, "lease state unavailable", str(exc))
         return ticket
 
     async def leave(self, ticket: Ticket) -> None:
@@ -185,6 +186,8 @@ class Leases:
                 return taken
         return None
 
-    def _refused(self, lease: LeaseName, reason: str, status: int, text: str) -> Refusal:
+    def _refused(
+        self, lease: LeaseName, reason: str, status: int, text: str, cause: str = ""
+    ) -> Refusal:
         metrics.LEASES_REFUSED.labels(lease, reason).inc()
-        return Refusal(status, "http.lease", text)
+        return Refusal(status, "http.lease", text, cause)
