@@ -242,7 +242,7 @@ class Forge:
 
     def query(self, now: int, seconds: int = 180) -> bytes:
         """A signed POST request for the posts of the last ``seconds`` (a syncer asks from its
-        cursor less its 120 s overlap), or for one post by fingerprint."""
+        cursor less its overlap), or for one post by fingerprint."""
         base = pages.prefill(
             self.peer.public_hex, port=self.peer_port, node_type=2, nonce=secrets.token_hex(32),
             now=now,

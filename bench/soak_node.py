@@ -86,7 +86,10 @@ class Node:
         argv = [sys.executable, "-m", "relay.cli", "up", "--data-dir", str(data_dir)]
         argv += ["--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port-base", "0"]
         argv += ["--validators", str(validators), "--miners", "1"]
-        full = {**os.environ, **NODE_ENV, "MIM_GATEWAY_LOCAL_PORT": str(local_port), **env}
+        full = {
+            **os.environ, **NODE_ENV, "MIM_GATEWAY_LOCAL_PORT": str(local_port),
+            "MIM_NODE_NATS_PROFILE_PORT": str(free_port()), **env,
+        }  # fmt: skip
         for variable in ("MIM_NATS_URL", "MIM_DATABASE_URL", "MIM_DATA_DIR"):
             full.pop(variable, None)
         with (data_dir.parent / f"{name}-up.log").open("ab") as out:

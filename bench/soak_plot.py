@@ -19,6 +19,8 @@ __all__ = ["TITLES", "plot"]
 TITLES: Final = {
     "rss_mb": ("Resident memory per process", "MiB"),
     "cache_mb": ("Cache files held in the gateway's bounded memory", "MiB"),
+    "heap_mb": ("nats-server heap in use, as Go counts it", "MiB"),
+    "procs": ("PostgreSQL processes (server and backends)", "processes"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),
     "pending": ("Consumer pending (messages not yet acknowledged)", "messages"),

@@ -37,7 +37,7 @@ import httpx
 import soak_forge
 import soak_plot
 from soak_node import Node
-from soak_sample import Sampler, read_metrics
+from soak_sample import Sampler, heap_sites, read_metrics
 from soak_stats import Bounds, Check, Objects, compare, figures, verdict
 from soak_traffic import Traffic
 
@@ -67,8 +67,11 @@ def options(description: str, minutes: float, sample: float = 60.0) -> argparse.
     add("--peer", type=Path, help="data directory of a running node syncing from it")
     add("--no-peer", action="store_true", help="no second node")
     add("--request-pow", type=int, default=15, help="proof of work of the POST queries")
-    add("--query-every", type=float, default=10.0, help="seconds between two POST queries")
-    add("--query-seconds", type=int, default=180, help="time range a POST query asks for")
+    add("--query-every", type=float, default=60.0, help="seconds between two POST queries")
+    add(
+        "--query-overlap", type=int, default=120,
+        help="seconds before the previous query a POST query asks from (as a syncer's cursor)",
+    )  # fmt: skip
     add("--seed", type=int, default=18, help="seed of what is made, and of chaos' choices")
     add("--token", default=os.environ.get("MIM_API_TOKEN", ""), help="submission bearer token")
     add("--out", type=Path, help="where logs, node data and raw series go (default: a temp dir)")
@@ -136,7 +139,7 @@ class Run:
         a = self.nodes[0]
         return Traffic(
             a.api_url, a.submit_url(), forge, rate=self.rate, token=self.args.token,
-            query_every=self.args.query_every, query_seconds=self.args.query_seconds,
+            query_every=self.args.query_every, query_overlap=self.args.query_overlap,
             tolerant=tolerant,
         )  # fmt: skip
 
@@ -281,11 +284,17 @@ class Run:
                 "unexpected": traffic.unexpected[:20],
             },
             "series": figures(series, self._warmup()),
+            "nats_heap_sites": {n: heap_sites(t) for n, t in sampler.heap_profiles.items()},
             **self.extra,
         }
         print(f"load average (1 min) during the run: mean {summary['load1']['mean']}, "
               f"max {summary['load1']['max']} on {os.cpu_count()} cores")  # fmt: skip
         (self.out / f"{self.prefix}-series.json").write_text(json.dumps(series))
+        for name, profile in sampler.heap_profiles.items():
+            (self.out / f"{self.prefix}-nats-heap-{name}.txt").write_text(profile)
+            print(f"nats-server {name}, heap in use by function (last profile):")
+            for site in summary["nats_heap_sites"][name][:5]:
+                print(f"  {site}")
         plots = self.args.plots or self.out
         plots.mkdir(parents=True, exist_ok=True)
         (plots / f"{self.prefix}-summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -14,9 +14,14 @@ largest age of the minute. From the traffic: the client's own p50 and p99 per ro
 ``node.json``: restarts. From ``mimrelay status``: how many objects the second node lags behind.
 And the machine's load average, which says how much of the two cores the run had.
 
+From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
+the node): the memory Go says its heap holds (``HeapInuse``), beside the process's resident memory,
+and at the end the functions that allocated what is still held (:func:`heap_sites`).
+PostgreSQL's series also count its processes (``procs``), since each new backend adds memory.
+
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
 ``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
-``load1:machine``.
+``heap_mb:A/nats``, ``procs:A/postgres``, ``load1:machine``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import math
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
@@ -35,7 +40,7 @@ from soak_node import Node, get
 from soak_stats import Point, histogram_quantile, percentile
 from soak_traffic import Traffic
 
-__all__ = ["Metrics", "Sampler", "read_metrics"]
+__all__ = ["Metrics", "Sampler", "heap_sites", "read_metrics"]
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -106,6 +111,7 @@ class Sampler:
         self._cpu: dict[str, tuple[float, frozenset[int], float]] = {}
         self._histograms: dict[str, dict[float, float]] = {}
         self._oldest: dict[str, float] = {}
+        self.heap_profiles: dict[str, str] = {}  # node -> nats-server's last heap profile
 
     def minute(self) -> float:
         return (time.monotonic() - self.started) / 60.0
@@ -145,6 +151,7 @@ class Sampler:
         for node in self.nodes:
             self._processes(node, minute)
             self._services(node, minute)
+            self._nats_heap(node, minute)
             restarts = sum(s.get("restarts", 0) for s in node.services())
             restarts += sum(s.get("restarts", 0) for s in node.state().get("servers", {}).values())
             self.add(f"restarts:{node.name}", restarts, minute)
@@ -169,6 +176,8 @@ class Sampler:
             rss = sum(r[0] - (r[1] if shared else 0) for r in read)
             self.add(f"rss_mb:{name}", rss / _MIB, minute)
             self.add(f"fds:{name}", sum(r[2] for r in read), minute)
+            if shared:
+                self.add(f"procs:{name}", len(read), minute)
             ticks, members = sum(r[3] for r in read), frozenset(group)
             last = self._cpu.get(name)
             self._cpu[name] = (ticks, members, now)
@@ -176,6 +185,17 @@ class Sampler:
                 self.add(
                     f"cpu_pct:{name}", 100 * (ticks - last[0]) / _TICKS / (now - last[2]), minute
                 )
+
+    def _nats_heap(self, node: Node, minute: float) -> None:
+        url = node.state().get("nats_profile_url")
+        if not url:
+            return
+        status, body = get(f"{url}heap?debug=1", timeout=10.0)
+        text = body.decode(errors="replace") if status == 200 else ""
+        stats = _memstats(text)
+        if "HeapInuse" in stats:
+            self.add(f"heap_mb:{node.name}/nats", stats["HeapInuse"] / (1024 * 1024), minute)
+            self.heap_profiles[node.name] = text
 
     def _services(self, node: Node, minute: float) -> None:
         pending: dict[str, float] = {}
@@ -212,6 +232,38 @@ class Sampler:
                 value = histogram_quantile(q, list(delta.items()))
                 if not math.isnan(value):
                     self.add(f"{key}:{route}", value * 1000, minute)
+
+
+def _memstats(profile: str) -> dict[str, float]:
+    """The ``# Name = number`` lines of Go's text heap profile (``runtime.MemStats``)."""
+    found: dict[str, float] = {}
+    for line in profile.splitlines():
+        name, sep, value = line.removeprefix("# ").partition(" = ")
+        if sep and line.startswith("# ") and value.strip().isdigit():
+            found[name] = float(value)
+    return found
+
+
+def heap_sites(profile: str, top: int = 8, prefix: str = "github.com/nats-io/") -> list[str]:
+    """The functions holding most of the sampled in-use heap of a Go text heap profile
+    (``heap?debug=1``), each as ``share% function``: a record is charged to the first frame of its
+    stack in ``prefix`` (the server's own code nearest the allocation), else to its first frame."""
+    held: Counter[str] = Counter()
+    inuse, frame = 0, ""
+    for line in [*profile.splitlines(), ""]:
+        head = line.split(" @", 1)[0]
+        if ":" in head and "[" in head and head.split(":", 1)[0].strip().isdigit():
+            inuse = int(head.split(":", 1)[1].split("[", 1)[0])
+            frame = ""
+        elif line.startswith("#\t0x") and inuse:
+            function = line.split("\t")[2].rsplit("+0x", 1)[0] if line.count("\t") >= 2 else ""
+            if not frame or (function.startswith(prefix) and not frame.startswith(prefix)):
+                frame = function
+        elif not line.strip() and inuse and frame:
+            held[frame] += inuse
+            inuse, frame = 0, ""
+    total = sum(held.values()) or 1
+    return [f"{100 * n / total:4.1f}% {name}" for name, n in held.most_common(top)]
 
 
 async def _guarded(work: Callable[[], None]) -> None:

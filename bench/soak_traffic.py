@@ -8,8 +8,9 @@ Four loops share one :class:`Traffic` until its stop event is set:
   what it held is either confirmed later or left uncertain, never counted as accepted;
 - a GET crawler: ``/v0/status``, ``/v0/node``, then each endpoint's ``index.json`` and the
   manifest and pages of its newest cache, ``crawl_rate`` requests a second;
-- POST queries: a signed request (posts of the last ``query_seconds``, or one fingerprint) every
-  ``query_every`` seconds, as syncing peers ask;
+- POST queries: every ``query_every`` seconds a signed request for one fingerprint, or for the
+  posts since the previous query less ``query_overlap`` seconds, as a syncing peer asks from its
+  cursor;
 - a hostile trickle: one case of ``soak_forge.HOSTILE`` every ``hostile_every`` seconds, in turn;
   an answer outside the case's expected statuses is kept in ``unexpected``.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -83,8 +85,8 @@ class Traffic:
         *,
         rate: float,
         crawl_rate: float = 5.0,
-        query_every: float = 10.0,
-        query_seconds: int = 180,
+        query_every: float = 60.0,
+        query_overlap: int = 120,
         hostile_every: float = 3.0,
         token: str = "",
         tolerant: bool = False,
@@ -95,7 +97,7 @@ class Traffic:
         self.rate = rate
         self.crawl_rate = crawl_rate
         self.query_every = query_every
-        self.query_seconds = query_seconds
+        self.query_overlap = query_overlap
         self.hostile_every = hostile_every
         self.tolerant = tolerant
         self.ledger = Ledger()
@@ -209,8 +211,12 @@ class Traffic:
         return plan
 
     async def _querying(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        cursor = time.time() - self.query_every
         while not await _pause(stop, self.query_every):
-            body = await self._in_forge(soak_forge.query, int(time.time()), self.query_seconds)
+            now = time.time()
+            since = math.ceil(now - cursor) + self.query_overlap
+            body = await self._in_forge(soak_forge.query, int(now), since)
+            cursor = now
             await self._call(http, "post", "POST", f"{self.api_url}/v0/c0/posts", body)
 
     async def _hostile(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:

@@ -96,6 +96,13 @@ class NodeSupervisorSettings(NodeSettings):
         description="On stop, how long services may drain before being killed "
         "(above every service's shutdown grace).",
     )
+    nats_profile_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Loopback port where the embedded nats-server serves Go's pprof profiles "
+        "(heap, goroutines), to see what its memory holds; 0: off.",
+    )
     server_stop_seconds: float = Field(
         20.0, gt=0, description="How long nats-server and PostgreSQL may take to stop."
     )
@@ -191,6 +198,7 @@ class NodeSupervisor:
             ),
             failures_max=s.server_failures_max,
             stop_seconds=s.server_stop_seconds,
+            nats_profile_port=s.nats_profile_port,
         )
         self.replicas = Replicas(
             self.specs,
@@ -302,6 +310,7 @@ class NodeSupervisor:
             "local_api_url": self.local_api_url,
             "nats_url": redact_url(self.nats_url),
             "nats_monitor_url": servers.nats_monitor_url,
+            "nats_profile_url": servers.nats_profile_url,
             "nats_pid": servers.nats.entry()["pid"] if servers.nats else None,
             "database_url": redact_url(self.database_url),
             "postgres_pid": servers.postgres.entry()["pid"] if servers.postgres else None,

@@ -89,8 +89,10 @@ class NodeServers:
         *,
         failures_max: int,
         stop_seconds: float,
+        nats_profile_port: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        self.nats_profile_port = nats_profile_port
         self.failures_max = failures_max
         self.stop_seconds = stop_seconds
         self.nats: KeptServer | None = None
@@ -103,7 +105,7 @@ class NodeServers:
         if nats_url:
             self.nats = KeptServer("nats", None, nats_url, self._new_backoff(), "external")
         else:
-            nats = NatsServer(self.data_dir / "nats").start()
+            nats = NatsServer(self.data_dir / "nats", profile_port=self.nats_profile_port).start()
             self.nats = _started("nats", nats, self._new_backoff())
         if database_url:
             self.postgres = KeptServer(
@@ -125,6 +127,11 @@ class NodeServers:
     def nats_monitor_url(self) -> str:
         server = self.nats.server if self.nats is not None else None
         return server.monitor_url if isinstance(server, NatsServer) and server.running else ""
+
+    @property
+    def nats_profile_url(self) -> str:
+        server = self.nats.server if self.nats is not None else None
+        return server.profile_url if isinstance(server, NatsServer) and server.running else ""
 
     def _kept(self) -> Iterator[KeptServer]:
         yield from (k for k in (self.nats, self.postgres) if k is not None)

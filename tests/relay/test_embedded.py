@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,22 @@ async def test_nats_fixed_port_and_second_server_on_same_dir_refused(data_dir: P
         with pytest.raises(ServerError, match="another nats-server"):
             NatsServer(data_dir / "nats").start()
         assert server.running
+
+
+def test_nats_profile_port_serves_its_heap_profile_only_when_asked(data_dir: Path) -> None:
+    """With a profile port the server answers Go's heap profile in text (its memory statistics
+    and the sites holding memory); without one there is no profile URL."""
+    port = free_port()
+    with NatsServer(data_dir / "nats", profile_port=port) as server:
+        assert server.profile_url == f"http://127.0.0.1:{port}/debug/pprof/"
+        with urllib.request.urlopen(server.profile_url + "heap?debug=1", timeout=10) as answer:
+            text = answer.read().decode()
+        assert "# HeapInuse = " in text
+        assert "nats-server" in text  # sites are named by function
+    assert server.profile_url == ""
+    with NatsServer(data_dir / "other") as plain:
+        assert plain.profile_url == ""
+        assert "prof_port" not in (data_dir / "other" / "nats-server.conf").read_text()
 
 
 def test_nats_kill_leaves_nothing_and_restart_recovers(data_dir: Path) -> None:

@@ -69,6 +69,8 @@ class NatsServer(ChildServer):
     """nats-server with JetStream, its store under ``data_dir``.
 
     ``url`` is the client URL and ``monitor_url`` the HTTP monitoring endpoint once started.
+    A ``profile_port`` above 0 also serves Go's pprof profiles on ``profile_url`` (same host),
+    to see what the server's memory holds; 0 leaves them off.
     """
 
     _stop_signal = signal.SIGTERM
@@ -86,9 +88,11 @@ class NatsServer(ChildServer):
         binary: Path | None = None,
         max_file_store: int | None = None,
         cluster: Cluster | None = None,
+        profile_port: int = 0,
     ) -> None:
         super().__init__(data_dir)
         self.cluster = cluster
+        self.profile_port = profile_port
         self.max_file_store = max_file_store
         self.host = host
         self._port = port
@@ -114,6 +118,13 @@ class NatsServer(ChildServer):
         return self._monitor_url
 
     @property
+    def profile_url(self) -> str:
+        """The pprof endpoint (``.../debug/pprof/``), or "" when profiling is off or stopped."""
+        if self._url is None or not self.profile_port:
+            return ""
+        return f"http://{self.host}:{self.profile_port}/debug/pprof/"
+
+    @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
@@ -127,6 +138,7 @@ class NatsServer(ChildServer):
                 f"listen: {listen(self._port)}",
                 f"http: {listen(self._monitor_port)}",
                 f"max_payload: {self.max_payload}",
+                *([f"prof_port: {self.profile_port}"] if self.profile_port else []),
                 f"ports_file_dir: {json.dumps(str(self.data_dir))}",
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.data_dir))}",
