@@ -30,7 +30,7 @@ import asyncio
 import math
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
@@ -244,26 +244,36 @@ def _memstats(profile: str) -> dict[str, float]:
     return found
 
 
-def heap_sites(profile: str, top: int = 8, prefix: str = "github.com/nats-io/") -> list[str]:
-    """The functions holding most of the sampled in-use heap of a Go text heap profile
-    (``heap?debug=1``), each as ``share% function``: a record is charged to the first frame of its
-    stack in ``prefix`` (the server's own code nearest the allocation), else to its first frame."""
-    held: Counter[str] = Counter()
-    inuse, frame = 0, ""
+def heap_sites(
+    profile: str, top: int = 8, prefix: str = "github.com/nats-io/nats-server/v2/"
+) -> list[str]:
+    """The sites holding most of the sampled in-use heap of a Go text heap profile
+    (``heap?debug=1``), each as ``share% site``. A site is the two frames of the server's own code
+    (``prefix``, left out of the names) nearest the allocation, its pools' constructors
+    (``init.func``) skipped, e.g. ``server.getMsgBlockBuf < server.(*msgBlock).loadMsgs``; a stack
+    without any is charged to its first frame. Samples are scaled as pprof does."""
+    held: defaultdict[str, float] = defaultdict(float)
+    inuse, frames, rate = 0.0, list[str](), 512 * 1024.0
     for line in [*profile.splitlines(), ""]:
         head = line.split(" @", 1)[0]
-        if ":" in head and "[" in head and head.split(":", 1)[0].strip().isdigit():
-            inuse = int(head.split(":", 1)[1].split("[", 1)[0])
-            frame = ""
-        elif line.startswith("#\t0x") and inuse:
-            function = line.split("\t")[2].rsplit("+0x", 1)[0] if line.count("\t") >= 2 else ""
-            if not frame or (function.startswith(prefix) and not frame.startswith(prefix)):
-                frame = function
-        elif not line.strip() and inuse and frame:
-            held[frame] += inuse
-            inuse, frame = 0, ""
-    total = sum(held.values()) or 1
-    return [f"{100 * n / total:4.1f}% {name}" for name, n in held.most_common(top)]
+        if line.startswith("heap profile:") and "@ heap/" in line:
+            rate = int(line.rsplit("/", 1)[1]) / 2  # the header gives twice the sampling rate
+        elif ":" in head and "[" in head and head.split(":", 1)[0].strip().isdigit():
+            count, size = (int(v) for v in head.split("[", 1)[0].split(":"))
+            # One sample stands for 1 / (1 - e^(-size/rate)) allocations of its mean size, as
+            # pprof scales it; small allocations are otherwise under-counted.
+            mean = size / count if count else 0.0
+            inuse, frames = (size / -math.expm1(-mean / rate) if mean else 0.0), []
+        elif line.startswith("#\t0x") and inuse and line.count("\t") >= 2:
+            frames.append(line.split("\t")[2].rsplit("+0x", 1)[0])
+        elif not line.strip() and inuse and frames:
+            own = [f for f in frames if f.startswith(prefix) and ".init." not in f]
+            site = " < ".join(f.removeprefix(prefix) for f in own[:2]) if own else frames[0]
+            held[site] += inuse
+            inuse, frames = 0, []
+    total = sum(held.values()) or 1.0
+    ranked = sorted(held.items(), key=lambda item: -item[1])[:top]
+    return [f"{100 * n / total:4.1f}% {name}" for name, n in ranked]
 
 
 async def _guarded(work: Callable[[], None]) -> None:
