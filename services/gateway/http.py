@@ -13,6 +13,12 @@ which adds, per connection (each bound a setting, :class:`HttpLimits`):
 - the rest of a body we answered without reading (a 413) is read and dropped for at most
   ``idle_timeout``, so the client can read our answer, then the connection is closed.
 
+Answers leave corked (:class:`_Corked`): uvicorn writes a response's status line and headers, then
+its body, as two writes; with Nagle off each would be a syscall and a segment of its own. A short
+write is held until the next one and both go out in one ``writelines`` (a single ``writev``), or
+at the end of the loop iteration if nothing follows, as ``TCP_CORK`` would do. Cached GETs, whose
+head and body are written back to back, gain about a fifth of their rate.
+
 Every refusal is a JSON body in the usual ``{"error": {...}}`` shape with ``Connection: close``,
 counted in ``mim_gateway_connection_limits_total`` by rule; open connections are the gauge
 ``mim_gateway_connections``.
@@ -46,6 +52,48 @@ class HttpLimits:
     write_timeout: float = 30.0
 
 
+_CORK_BYTES = 4096  # a write this short (a head) waits for the next one
+
+
+class _Corked:
+    """The transport as a request's cycle sees it; see the module docstring. Every other use of
+    the transport reaches the real one, after what is held has been written."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif len(data) <= _CORK_BYTES and not self._transport.is_closing():
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held now."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._transport, name)
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request we refused."""
 
@@ -66,11 +114,13 @@ class GuardedHttp(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._corked: _Corked | None = None
 
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._corked = _Corked(self.transport, self.loop)
         metrics.CONNECTIONS.set(len(self.connections))
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "connection", "http.connections", "too many connections")
@@ -83,6 +133,14 @@ class GuardedHttp(HttpToolsProtocol):
                 timer.cancel()
         super().connection_lost(exc)
         metrics.CONNECTIONS.set(len(self.connections))
+
+    def _uncork(self) -> None:
+        if self._corked is not None:
+            self._corked.flush()
+
+    def shutdown(self) -> None:
+        self._uncork()
+        super().shutdown()
 
     def _on_idle(self) -> None:
         if not self.transport.is_closing():
@@ -123,6 +181,7 @@ class GuardedHttp(HttpToolsProtocol):
             ]
         )
         self._in_head = False
+        self._uncork()
         if not self.transport.is_closing():
             self.transport.write(head + body)
             self.transport.close()
@@ -198,7 +257,13 @@ class GuardedHttp(HttpToolsProtocol):
         if self._pending is not None:
             self._refuse(*self._pending)
             raise _Refused
-        super().on_headers_complete()
+        real = self.transport
+        if self._corked is not None:  # the cycle made here writes through it
+            self.transport = cast(asyncio.Transport, self._corked)
+        try:
+            super().on_headers_complete()
+        finally:
+            self.transport = real
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -215,6 +280,7 @@ class GuardedHttp(HttpToolsProtocol):
             self._linger = self.loop.call_later(self.limits.idle_timeout, self._on_linger)
 
     def _on_linger(self) -> None:
+        self._uncork()
         if not self.transport.is_closing():
             metrics.CONNECTION_LIMITS.labels("http.body_linger").inc()
             self.transport.close()

@@ -3,6 +3,7 @@ answers them, and chunked bodies held to the size limit on every route."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import time
@@ -116,3 +117,43 @@ async def test_chunked_submission_is_held_to_the_body_limit(
     assert queued.status_code == 202, queued.text
     assert queued.json()["queued"][0]["fingerprint"] == board.fingerprint
     assert after == 1
+
+
+async def test_pipelined_answers_leave_whole_and_in_order(
+    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """Requests sent back to back on one connection get their answers in order, each head with
+    its own body: a HEAD (a head with nothing after it), a cached GET, a missing file (204) and a
+    route the app answers, read as the raw bytes a client gets."""
+    now = int(time.time())
+    await store(fresh_database, sample(now), now - 30)
+    async with serving(fresh_database, nats_url, stream_prefix, tmp_path) as served:
+        files = await _stored_files(served.gateway)
+        path, body = max(files.items(), key=lambda item: len(item[1]))
+        host, port = served.url.removeprefix("http://").rsplit(":", 1)
+        asks = [("HEAD", f"/{path}"), ("GET", f"/{path}"), ("GET", "/v0/c0/posts/cache_x/0.json")]
+        asks += [("GET", "/v0/node")]
+        wire = b"".join(
+            f"{m} {p} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n".encode()
+            for m, p in asks
+        )
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(wire)
+        answers = [await _answer(reader, method == "HEAD") for method, _ in asks]
+        writer.close()
+    assert [status for status, _, _ in answers] == [200, 200, 204, 200]
+    assert answers[0][2] == b"" and answers[0][1][b"content-length"] == str(len(body)).encode()
+    assert answers[1][2] == body
+    assert answers[2][2] == b""
+    assert json.loads(answers[3][2])["node_public_key"]
+
+
+async def _answer(
+    reader: asyncio.StreamReader, head_only: bool
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One HTTP/1.1 answer read off the wire: status, headers, body (by its content-length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = head[:-4].split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    length = 0 if head_only else int(headers.get(b"content-length", b"0"))
+    return int(status_line.split()[1]), headers, await reader.readexactly(length)
