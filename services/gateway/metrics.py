@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import bisect
+import math
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
-    "BYTES_OUT",
     "CACHE_BUILDER",
     "CACHE_BUILT",
     "CACHE_BYTES",
@@ -22,26 +27,76 @@ __all__ = [
     "POSTS_REJECTED",
     "REFUSALS",
     "REQUESTS",
-    "REQUEST_SECONDS",
     "STATE_FULL",
     "SUBMITTED",
     "TOKEN_REFUSALS",
+    "RequestMeter",
 ]
 
-REQUESTS = Counter(
-    "mim_gateway_requests_total",
-    "HTTP requests answered, by route and status.",
-    ["route", "status"],
-)
+
+class RequestMeter(Collector):
+    """Every answer of both listeners, kept as plain numbers and turned into samples when
+    scraped: ``mim_gateway_requests_total{route, status}``, the histogram
+    ``mim_gateway_request_duration_seconds{route}`` (Prometheus' default buckets) and
+    ``mim_gateway_bytes_out_total{route}`` (body bytes). A cached GET is answered in a few
+    microseconds, and the client library's locked counters cost a quarter of that.
+
+    Recorded on the event loop's thread only; a scrape from the metrics thread copies each table
+    first (one C call under the GIL), so it sees whole numbers, at worst a request apart."""
+
+    _BOUNDS: tuple[float, ...] = Histogram.DEFAULT_BUCKETS
+    _LES: tuple[str, ...] = tuple("+Inf" if math.isinf(b) else repr(float(b)) for b in _BOUNDS)
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, int], int] = {}
+        self._times: dict[str, list[float]] = {}  # per route: count per bucket, then the sum
+        self._bytes: dict[str, int] = {}
+
+    def record(self, route: str, status: int, length: int, seconds: float) -> None:
+        key = (route, status)
+        self._answers[key] = self._answers.get(key, 0) + 1
+        times = self._times.get(route)
+        if times is None:
+            times = self._times[route] = [0.0] * (len(self._BOUNDS) + 1)
+        times[bisect.bisect_left(self._BOUNDS, seconds)] += 1
+        times[-1] += seconds
+        if length:
+            self._bytes[route] = self._bytes.get(route, 0) + length
+
+    def collect(self) -> Iterator[Metric]:
+        answers = CounterMetricFamily(
+            "mim_gateway_requests", "HTTP requests answered, by route and status.",
+            labels=["route", "status"],
+        )  # fmt: skip
+        for (route, status), count in list(self._answers.items()):
+            answers.add_metric([route, str(status)], count)
+        yield answers
+        seconds = HistogramMetricFamily(
+            "mim_gateway_request_duration_seconds", "Time to answer one request, by route.",
+            labels=["route"],
+        )  # fmt: skip
+        for route, times in list(self._times.items()):
+            counts, total, running = list(times), 0.0, []
+            for le, n in zip(self._LES, counts, strict=False):
+                total += n
+                running.append((le, total))
+            seconds.add_metric([route], running, sum_value=counts[-1])
+        yield seconds
+        sent = CounterMetricFamily(
+            "mim_gateway_bytes_out", "Body bytes sent, by route.", labels=["route"]
+        )
+        for route, length in list(self._bytes.items()):
+            sent.add_metric([route], length)
+        yield sent
+
+
+REQUESTS = RequestMeter()
+REGISTRY.register(REQUESTS)
 REFUSALS = Counter(
     "mim_gateway_refusals_total",
     "Requests refused with an error body, by status and the rule named in it.",
     ["status", "rule"],
 )
-REQUEST_SECONDS = Histogram(
-    "mim_gateway_request_duration_seconds", "Time to answer one request, by route.", ["route"]
-)
-BYTES_OUT = Counter("mim_gateway_bytes_out_total", "Body bytes sent, by route.", ["route"])
 CACHE_GENERATION_SECONDS = Histogram(
     "mim_gateway_cache_generation_seconds",
     "Time of one cache generation (reading what is new, building, publishing).",

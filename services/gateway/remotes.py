@@ -16,6 +16,9 @@ given back when it is answered, or expiring ``request_timeout_seconds`` later if
 dies). Prebuilt cache files are answered in microseconds and keep to the replica's count only.
 
 :meth:`Leases.enter` gives a :class:`Ticket` or the reason it was refused; ``leave`` gives it back.
+:meth:`Leases.held` is its synchronous shortcut for a request that needs no shared slot from a
+remote this replica holds a fresh lease for, the common case of a cached GET; ``release`` gives
+such a ticket back.
 """
 
 from __future__ import annotations
@@ -137,6 +140,24 @@ class Leases:
         except (BusUnavailable, BusError) as exc:  # logged with the 503 it is answered
             return self._refused(lease, "unavailable", 503, "lease state unavailable", str(exc))
         return ticket
+
+    def held(self, lease: LeaseName, remote: str) -> Ticket | None:
+        """A ticket without a shared slot, without waiting, when this replica refreshed
+        ``remote``'s lease less than ``lease_refresh_seconds`` ago and it has room in flight here;
+        None when :meth:`enter` must decide."""
+        local = self._local[lease]
+        last = local.refreshed.get(remote)
+        if last is None or self._clock() - last >= self._refresh:
+            return None
+        count = local.inflight.get(remote, 0)
+        if count >= self._max_inflight:
+            return None
+        local.inflight[remote] = count + 1
+        return Ticket(lease, remote)
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back a ticket without a shared slot (from :meth:`held`, or ``enter`` unshared)."""
+        self._release_local(ticket)
 
     async def leave(self, ticket: Ticket) -> None:
         """Give back what ``ticket`` holds."""

@@ -33,7 +33,8 @@ async def test_one_remote_beyond_its_inflight_limit_gets_429(
     fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """With one request in flight allowed per remote, a second one while a slow POST is still
-    sending its body gets 429 with Retry-After, and is served again once that POST is done."""
+    sending its body gets 429 with Retry-After, a cache file the edge holds in memory too, and
+    both are served again once that POST is done."""
     async with (
         serving(
             fresh_database, nats_url, stream_prefix, tmp_path, max_requests_per_remote=1
@@ -55,6 +56,8 @@ async def test_one_remote_beyond_its_inflight_limit_gets_429(
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "10"
         assert _error(refused)["rule"] == "http.lease"
+        index = await client.get("/v0/c0/posts/index.json")
+        assert (index.status_code, _error(index)["rule"]) == (429, "http.lease")
         assert (await client.get("/v0/ping/status")).status_code == 200  # pings hold no lease
         writer.write(b"}")
         status_line = await asyncio.wait_for(reader.readline(), 10)
@@ -62,6 +65,7 @@ async def test_one_remote_beyond_its_inflight_limit_gets_429(
         await writer.wait_closed()
         assert status_line.startswith(b"HTTP/1.1 400")
         assert (await client.get("/v0/node")).status_code == 200
+        assert (await client.get("/v0/c0/posts/index.json")).status_code == 200
 
 
 async def test_remotes_beyond_the_lease_limit_get_429(
@@ -188,7 +192,8 @@ async def test_metrics_count_requests_by_route_and_status(
     nats_url: str, fresh_database: str, tmp_path: Path
 ) -> None:
     """After known traffic, the metrics port shows mim_gateway_requests_total per route and
-    status with exactly those counts."""
+    status with exactly those counts, each answer timed in the route's histogram and its body
+    bytes counted, whether the edge answered it from memory or the app did."""
     port, metrics_port = free_port(), free_port()
     env = _gateway_env(
         nats_url,
@@ -204,6 +209,8 @@ async def test_metrics_count_requests_by_route_and_status(
             for _ in range(3):
                 assert (await client.get("/v0/node")).status_code == 200
             assert (await client.get("/v0/c0/posts/missing.json")).status_code == 204
+            index = [await client.get("/v0/c0/posts/index.json") for _ in range(3)]
+            assert [a.status_code for a in index] == [200, 200, 200]
             assert (await client.delete("/v0/node")).status_code == 405
             bad = await client.post("/v0/c0/posts", content=b"{", headers=JSON)
             assert bad.status_code == 400
@@ -213,6 +220,13 @@ async def test_metrics_count_requests_by_route_and_status(
     name = "mim_gateway_requests_total"
     assert sample(text, name, route="node", status="200") == 3
     assert sample(text, name, route="cache", status="204") == 1
+    assert sample(text, name, route="cache", status="200") == 3
+    duration = "mim_gateway_request_duration_seconds"
+    assert sample(text, f"{duration}_count", route="cache") == 4
+    assert sample(text, f"{duration}_bucket", route="cache", le="+Inf") == 4
+    assert 0 < sample(text, f"{duration}_sum", route="cache") < 30
+    sent = sum(int(a.headers["content-length"]) for a in index)  # as sent: gzip
+    assert sample(text, "mim_gateway_bytes_out_total", route="cache") == sent
     assert sample(text, name, route="node", status="405") == 1
     assert sample(text, name, route="post", status="400") == 1
     assert sample(text, "mim_gateway_posts_rejected_total", reason="json") == 1
