@@ -224,7 +224,7 @@ async def test_metrics_count_requests_by_route_and_status(
     duration = "mim_gateway_request_duration_seconds"
     assert sample(text, f"{duration}_count", route="cache") == 4
     assert sample(text, f"{duration}_bucket", route="cache", le="+Inf") == 4
-    assert 0 < sample(text, f"{duration}_sum", route="cache") < 30
+    assert 0 < (sample(text, f"{duration}_sum", route="cache") or 0) < 30
     sent = sum(int(a.headers["content-length"]) for a in index)  # as sent: gzip
     assert sample(text, "mim_gateway_bytes_out_total", route="cache") == sent
     assert sample(text, name, route="node", status="405") == 1
