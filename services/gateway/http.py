@@ -108,6 +108,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._in_head = True
+        self._begun = False
         self._header_lines = 0
         self._pending: tuple[int, str, str, str] | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -148,7 +149,7 @@ class GuardedHttp(HttpToolsProtocol):
             self.transport.close()
 
     def _on_head_timeout(self) -> None:
-        if self._in_head and not self.transport.is_closing():
+        if self._begun and not self.transport.is_closing():
             reason = f"headers not received within {self.limits.header_timeout:g} s"
             self._refuse(408, "request", "http.header_timeout", reason)
 
@@ -189,6 +190,14 @@ class GuardedHttp(HttpToolsProtocol):
     # ------------------------------------------------------------------ bytes in
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        if self._begun and self._head_timer is None and not self.transport.is_closing():
+            # a request whose head did not come whole: it has header_timeout to finish
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout, self._on_head_timeout
+            )
+
+    def _receive(self, data: bytes) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -206,7 +215,7 @@ class GuardedHttp(HttpToolsProtocol):
             reason = f"request line and headers over {self.limits.max_header_bytes} bytes"
             self._refuse(431, "headers", "http.header_size", reason)
             return
-        self.data_received(data[room:])  # the rest of a body, or a request after this one
+        self._receive(data[room:])  # the rest of a body, or a request after this one
 
     def _heading(self) -> bool:
         """Whether the request line and headers are still being read (the parser may have just
@@ -230,9 +239,7 @@ class GuardedHttp(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._header_lines, self._pending = True, 0, None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._on_head_timeout)
+        self._begun = True  # timed from here if the head does not come whole (data_received)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -250,7 +257,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head = self._begun = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
