@@ -16,7 +16,7 @@ Hostile cases (``HOSTILE``), each with the answers a sound gateway gives it:
 - ``wrong_type``: a post whose ``creation`` is a string, 400 or 422;
 - ``replay``: an object sent before, sent again: queued again or found a duplicate, 202;
 - ``stale``: the first version of an object updated since, 202 (the store keeps the newer one);
-- ``query_replay``: the same signed POST request twice; the second is refused (400);
+- ``query_replay``: the same signed POST request (for one post) twice; the second is refused (400);
 - ``oversized``: a body over the gateway's 4 MiB bound, 413.
 """
 
@@ -219,7 +219,7 @@ class Forge:
     def hostile(self, case: str, now: int) -> bytes:
         """The request body of one hostile case (``HOSTILE``)."""
         if case == "query_replay":
-            return self.query(now, 60)
+            return self.query(now)
         if case == "malformed":
             return b'[{"kind": "post", "object": {"fingerprint": '
         if case == "oversized":
@@ -240,20 +240,21 @@ class Forge:
             wire["creation"] = str(wire["creation"])
         return json.dumps([{"kind": "post", "object": wire}]).encode()
 
-    def query(self, now: int, seconds: int = 180) -> bytes:
+    def query(self, now: int, seconds: int = 0) -> bytes:
         """A signed POST request for the posts of the last ``seconds`` (a syncer asks from its
-        cursor less its overlap), or for one post by fingerprint."""
+        cursor less its overlap), or with ``seconds`` 0 for one post made here by fingerprint
+        (the range when none was made yet)."""
         base = pages.prefill(
             self.peer.public_hex, port=self.peer_port, node_type=2, nonce=secrets.token_hex(32),
             now=now,
         )  # fmt: skip
         filters: tuple[Filter, ...]
-        if self.posts and self.rng.random() < 0.5:
+        if self.posts and not seconds:
             filters = (
                 Filter(type="fingerprint", values=(self.rng.choice(self.posts).fingerprint,)),
             )
         else:
-            filters = pages.timestamp_filter(now - seconds, now)
+            filters = pages.timestamp_filter(now - (seconds or 60), now)
         page = dataclasses.replace(base, entity="posts", endpoint="posts", filters=filters)
         return canonical.encode(pages.build_request(page, self.peer, self.mint, self.request_pow))
 
@@ -316,5 +317,5 @@ def hostile(case: str, now: int) -> bytes:
     return _forge().hostile(case, now)
 
 
-def query(now: int, seconds: int) -> bytes:
+def query(now: int, seconds: int = 0) -> bytes:
     return _forge().query(now, seconds)

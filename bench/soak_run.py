@@ -67,7 +67,10 @@ def options(description: str, minutes: float, sample: float = 60.0) -> argparse.
     add("--peer", type=Path, help="data directory of a running node syncing from it")
     add("--no-peer", action="store_true", help="no second node")
     add("--request-pow", type=int, default=15, help="proof of work of the POST queries")
-    add("--query-every", type=float, default=60.0, help="seconds between two POST queries")
+    add("--query-every", type=float, default=60.0, help="seconds between two POST range queries")
+    add(
+        "--lookup-every", type=float, default=10.0, help="seconds between POST queries for one post"
+    )
     add(
         "--query-overlap", type=int, default=120,
         help="seconds before the previous query a POST query asks from (as a syncer's cursor)",
@@ -140,6 +143,7 @@ class Run:
         return Traffic(
             a.api_url, a.submit_url(), forge, rate=self.rate, token=self.args.token,
             query_every=self.args.query_every, query_overlap=self.args.query_overlap,
+            lookup_every=self.args.lookup_every,
             tolerant=tolerant,
         )  # fmt: skip
 

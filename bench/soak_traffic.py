@@ -8,9 +8,10 @@ Four loops share one :class:`Traffic` until its stop event is set:
   what it held is either confirmed later or left uncertain, never counted as accepted;
 - a GET crawler: ``/v0/status``, ``/v0/node``, then each endpoint's ``index.json`` and the
   manifest and pages of its newest cache, ``crawl_rate`` requests a second;
-- POST queries: every ``query_every`` seconds a signed request for one fingerprint, or for the
-  posts since the previous query less ``query_overlap`` seconds, as a syncing peer asks from its
-  cursor;
+- POST queries: every ``query_every`` seconds a signed request for the posts since the previous
+  one less ``query_overlap`` seconds, as a syncing peer asks from its cursor (route
+  ``query_range``), and every ``lookup_every`` seconds between them one for a single post by
+  fingerprint (``query_one``);
 - a hostile trickle: one case of ``soak_forge.HOSTILE`` every ``hostile_every`` seconds, in turn;
   an answer outside the case's expected statuses is kept in ``unexpected``.
 
@@ -87,6 +88,7 @@ class Traffic:
         crawl_rate: float = 5.0,
         query_every: float = 60.0,
         query_overlap: int = 120,
+        lookup_every: float = 10.0,
         hostile_every: float = 3.0,
         token: str = "",
         tolerant: bool = False,
@@ -98,6 +100,7 @@ class Traffic:
         self.crawl_rate = crawl_rate
         self.query_every = query_every
         self.query_overlap = query_overlap
+        self.lookup_every = lookup_every
         self.hostile_every = hostile_every
         self.tolerant = tolerant
         self.ledger = Ledger()
@@ -211,13 +214,18 @@ class Traffic:
         return plan
 
     async def _querying(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
-        cursor = time.time() - self.query_every
-        while not await _pause(stop, self.query_every):
+        url = f"{self.api_url}/v0/c0/posts"
+        cursor = due = time.time() - self.query_every
+        while not await _pause(stop, min(self.lookup_every, self.query_every)):
             now = time.time()
-            since = math.ceil(now - cursor) + self.query_overlap
-            body = await self._in_forge(soak_forge.query, int(now), since)
-            cursor = now
-            await self._call(http, "post", "POST", f"{self.api_url}/v0/c0/posts", body)
+            if now - due >= self.query_every:
+                since = math.ceil(now - cursor) + self.query_overlap
+                body = await self._in_forge(soak_forge.query, int(now), since)
+                await self._call(http, "query_range", "POST", url, body)
+                cursor = due = now
+            else:
+                body = await self._in_forge(soak_forge.query, int(now))
+                await self._call(http, "query_one", "POST", url, body)
 
     async def _hostile(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
         for case in itertools.cycle(HOSTILE):
