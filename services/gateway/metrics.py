@@ -63,31 +63,39 @@ class RequestMeter(Collector):
         if length:
             self._bytes[route] = self._bytes.get(route, 0) + length
 
+    def describe(self) -> Iterator[Metric]:
+        """The three families, without samples (what the registry checks names against)."""
+        return iter(self._families())
+
     def collect(self) -> Iterator[Metric]:
-        answers = CounterMetricFamily(
-            "mim_gateway_requests", "HTTP requests answered, by route and status.",
-            labels=["route", "status"],
-        )  # fmt: skip
+        answers, seconds, sent = self._families()
         for (route, status), count in list(self._answers.items()):
             answers.add_metric([route, str(status)], count)
-        yield answers
-        seconds = HistogramMetricFamily(
-            "mim_gateway_request_duration_seconds", "Time to answer one request, by route.",
-            labels=["route"],
-        )  # fmt: skip
         for route, times in list(self._times.items()):
             counts, total, running = list(times), 0.0, []
             for le, n in zip(self._LES, counts, strict=False):
                 total += n
                 running.append((le, total))
             seconds.add_metric([route], running, sum_value=counts[-1])
-        yield seconds
-        sent = CounterMetricFamily(
-            "mim_gateway_bytes_out", "Body bytes sent, by route.", labels=["route"]
-        )
         for route, length in list(self._bytes.items()):
             sent.add_metric([route], length)
-        yield sent
+        return iter((answers, seconds, sent))
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "mim_gateway_requests", "HTTP requests answered, by route and status.",
+                labels=["route", "status"],
+            ),
+            HistogramMetricFamily(
+                "mim_gateway_request_duration_seconds", "Time to answer one request, by route.",
+                labels=["route"],
+            ),
+            CounterMetricFamily(
+                "mim_gateway_bytes_out", "Body bytes sent, by route.", labels=["route"]
+            ),
+        )  # fmt: skip
 
 
 REQUESTS = RequestMeter()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pytest
 from prometheus_client import PROCESS_COLLECTOR
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 from pydantic_settings import BaseSettings
 
 from relay.node import NodeSupervisorSettings
@@ -78,7 +80,11 @@ def runnable(module: str) -> bool:
     return "__main__" in Path(str(spec.origin)).read_text(encoding="utf-8")
 
 
-def _sample_names(collector: MetricWrapperBase) -> set[str]:
+class _Described(Protocol):
+    def describe(self) -> Iterable[Metric]: ...
+
+
+def _sample_names(collector: _Described) -> set[str]:
     names: set[str] = set()
     for family in collector.describe():
         suffixes = {
@@ -103,8 +109,10 @@ def exported_metrics() -> set[str]:
     for name in modules:
         module = importlib.import_module(name)
         for value in vars(module).values():
-            if isinstance(value, MetricWrapperBase):
-                names |= _sample_names(value)
+            # the client's metrics, and collectors of our own that describe their families
+            described = not isinstance(value, type) and callable(getattr(value, "describe", None))
+            if isinstance(value, MetricWrapperBase) or described:
+                names |= _sample_names(cast(_Described, value))
     return names
 
 
