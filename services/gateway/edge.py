@@ -134,9 +134,7 @@ class Edge:
                 return 0
         leases, ticket = self._leases, None
         if leases is not None:
-            client = scope.get("client")
-            host = client[0] if client else ""
-            ticket = leases.held("main", remote_key(host, self._settings.lease_ipv6_prefix))
+            ticket = leases.held("main", self._remote(scope))
             if ticket is None:
                 return 0
         try:
@@ -166,9 +164,7 @@ class Edge:
         ticket: Ticket | None = None
         lease = self._lease_of(route, head.authorized)
         if lease is not None and self._leases is not None:
-            client = scope.get("client")
-            remote = remote_key(client[0] if client else "", settings.lease_ipv6_prefix)
-            taken = await self._leases.enter(lease, remote, shared=not cached)
+            taken = await self._leases.enter(lease, self._remote(scope), shared=not cached)
             if isinstance(taken, Refusal):
                 await self._no_lease(taken)(scope, receive, send)
                 return
@@ -181,6 +177,11 @@ class Edge:
         finally:
             if ticket is not None and self._leases is not None:
                 await self._leases.leave(ticket)
+
+    def _remote(self, scope: Scope) -> str:
+        """The lease key of the request's client."""
+        client = scope.get("client")
+        return remote_key(client[0] if client else "", self._settings.lease_ipv6_prefix)
 
     def _no_lease(self, refused: Refusal) -> Response:
         """429 (503 when the lease state is out of reach) with ``Retry-After``."""

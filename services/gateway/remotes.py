@@ -135,7 +135,7 @@ class Leases:
             if shared:
                 ticket.slot = await self._slot(f"{lease}.{remote}")
                 if ticket.slot is None:
-                    self._release_local(ticket)
+                    self.release(ticket)
                     return self._refused(lease, "inflight", 429, "too many requests in flight")
         except (BusUnavailable, BusError) as exc:  # logged with the 503 it is answered
             return self._refused(lease, "unavailable", 503, "lease state unavailable", str(exc))
@@ -146,8 +146,7 @@ class Leases:
         ``remote``'s lease less than ``lease_refresh_seconds`` ago and it has room in flight here;
         None when :meth:`enter` must decide."""
         local = self._local[lease]
-        last = local.refreshed.get(remote)
-        if last is None or self._clock() - last >= self._refresh:
+        if not self._fresh(local, remote, self._clock()):
             return None
         count = local.inflight.get(remote, 0)
         if count >= self._max_inflight:
@@ -155,20 +154,17 @@ class Leases:
         local.inflight[remote] = count + 1
         return Ticket(lease, remote)
 
-    def release(self, ticket: Ticket) -> None:
-        """Give back a ticket without a shared slot (from :meth:`held`, or ``enter`` unshared)."""
-        self._release_local(ticket)
-
     async def leave(self, ticket: Ticket) -> None:
         """Give back what ``ticket`` holds."""
-        self._release_local(ticket)
+        self.release(ticket)
         if ticket.slot is not None:
             try:
                 await self._inflight.drop(ticket.slot)
             except (BusUnavailable, BusError) as exc:  # it expires on its own
                 _log.warning("inflight_slot_not_released", error=str(exc))
 
-    def _release_local(self, ticket: Ticket) -> None:
+    def release(self, ticket: Ticket) -> None:
+        """Give back a ticket without a shared slot (from :meth:`held`, or ``enter`` unshared)."""
         local = self._local[ticket.lease]
         left = local.inflight.get(ticket.remote, 1) - 1
         if left > 0:
@@ -179,8 +175,7 @@ class Leases:
     async def _leased(self, lease: LeaseName, remote: str, local: _Local) -> bool:
         """Whether ``remote`` holds (or now took) a lease of ``lease``."""
         now = self._clock()
-        last = local.refreshed.get(remote)
-        if last is not None and now - last < self._refresh:
+        if self._fresh(local, remote, now):
             return True
         cls = self._classes[lease]
         try:
@@ -194,6 +189,11 @@ class Leases:
             local.added = 0
             local.refreshed = {r: t for r, t in local.refreshed.items() if now - t < self._refresh}
         return True
+
+    def _fresh(self, local: _Local, remote: str, now: float) -> bool:
+        """Whether this replica wrote ``remote``'s lease less than the refresh interval ago."""
+        last = local.refreshed.get(remote)
+        return last is not None and now - last < self._refresh
 
     async def _slot(self, holder: str) -> int | None:
         """The revision of a free in-flight slot of ``holder`` (lease and remote) now taken, or
