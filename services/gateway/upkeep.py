@@ -12,7 +12,10 @@ another replica takes over at its next ask. On stop the lease is given up at onc
 replica loads the latest generation as soon as it is published. A generation or a load that
 fails, for whatever reason, is logged (``caches_generation_failed`` with the error), counted
 (``mim_gateway_cache_failures_total``) and tried again after a pause that doubles up to the
-interval; the caches already loaded keep being served meanwhile. After
+interval; the caches already loaded keep being served meanwhile. When a dependency the service
+watches (PostgreSQL, NATS) was seen down during such a pause and answers again, the pause ends at
+the next tick: the gateway does not stay unhealthy for up to an interval after its database is
+back. After
 ``cache_failures_unhealthy`` failures in a row the gateway reports unhealthy (``/healthz`` 503,
 reason ``caches``) until one succeeds again. A generation another builder published first
 (``Superseded``: two replicas briefly both held the lease) is no failure.
@@ -109,12 +112,18 @@ async def keep_fresh(ctx: Context, gw: Gateway) -> None:
     failures = _Failures(ctx, gw)
     built_at = time.monotonic() if gw.building else float("-inf")  # the first ran at start
     wait_until = 0.0
+    saw_down = False  # a dependency was down during the current pause
     while not await ctx.sleep(min(_TICK_SECONDS, interval)):
         now = time.monotonic()
         if not gw.building:
             built_at = float("-inf")  # a replica that takes over builds at once
         if now < wait_until:
-            continue
+            down = ctx.dependencies.problem() is not None
+            saw_down = saw_down or down
+            if down or not saw_down:
+                continue
+            _log.info("caches_retry_early", reason="dependency back")
+        saw_down = False
         try:
             if gw.building and now - built_at >= interval:
                 built_at = now
@@ -125,6 +134,7 @@ async def keep_fresh(ctx: Context, gw: Gateway) -> None:
             _log.warning("caches_superseded", reason=str(exc))
         except Exception as exc:
             wait_until = time.monotonic() + failures.failed(exc)
+            saw_down = ctx.dependencies.problem() is not None
             built_at = float("-inf")  # after the pause, try the generation again
             continue
         failures.succeeded()

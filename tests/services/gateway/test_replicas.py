@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -28,6 +29,7 @@ from tests.helpers.gateway import (
     replica,
     request,
 )
+from tests.helpers.link import Link
 from tests.helpers.store import wait_until
 from tests.services.gateway.conftest import JSON, make, store
 from tests.services.gateway.conftest import sample as forum
@@ -276,6 +278,49 @@ async def test_a_failing_build_shows_in_logs_metrics_and_health(
     assert "cache_files" in failed["error"]
     assert failures >= failures_unhealthy
     assert recovered["after_failures"] >= failures_unhealthy
+
+
+async def test_the_caches_are_tried_again_as_soon_as_the_database_is_back(
+    fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """While PostgreSQL cannot be reached, the cache upkeep fails and its pause doubles; once the
+    database answers again, the gateway does not sit out the rest of that pause: its caches load
+    at the next tick and /healthz is 200 again well before the pause would have ended."""
+    url = urlsplit(fresh_database)
+    assert url.hostname is not None and url.port is not None
+    with Link(url.hostname, url.port) as link:
+        user = url.netloc.rpartition("@")[0]
+        through = urlunsplit(url._replace(netloc=f"{user}@127.0.0.1:{link.port}"))
+        extra = {
+            "MIM_GATEWAY_CACHE_INTERVAL_SECONDS": "60",  # pauses double up to a minute
+            "MIM_GATEWAY_CACHE_FAILURES_UNHEALTHY": "2",
+            "MIM_DEPENDENCY_CHECK_SECONDS": "0.5",
+        }
+        with gateway(nats_url, through, stream_prefix, tmp_path, **extra) as one:
+
+            async def healthy() -> bool:
+                return one.health() == 200
+
+            await wait_until("health 200", healthy, within=30)
+            link.cut()
+
+            async def long_pause() -> bool:
+                failed = one.proc.events("caches_generation_failed")
+                return bool(failed) and failed[-1]["retry_s"] >= 16
+
+            await wait_until("a pause of 16 s", long_pause, within=60)
+            paused = time.monotonic()
+            status, body = one.health_report()
+            link.mend()
+            await wait_until("health 200 again", healthy, within=30)
+            back = time.monotonic() - paused
+            early = one.proc.events("caches_retry_early")
+            recovered = one.proc.last("caches_recovered")
+    assert status == 503
+    assert "postgres unreachable" in json.dumps(body) and "caches" in json.dumps(body)
+    assert back < 8, f"healthy again {back:.1f} s after the database came back"
+    assert [e["reason"] for e in early] == ["dependency back"]
+    assert recovered["after_failures"] >= 5
 
 
 async def _execute(database: str, sql: str) -> None:
