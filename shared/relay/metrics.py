@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, make_
 __all__ = [
     "BUILD_INFO",
     "DEPENDENCY_UP",
+    "MEMORY_RETURNED",
     "TASK_FAILURES",
     "HealthCheck",
     "MetricsServer",
@@ -54,6 +55,13 @@ DEPENDENCY_UP = Gauge(
     "mim_dependency_up",
     "1 while the service reaches the dependency (nats, postgres), 0 while it does not.",
     ["dependency"],
+)
+
+
+MEMORY_RETURNED = Counter(
+    "mim_memory_returned_bytes",
+    "Bytes the resident size fell by when freed heap memory was handed back to the system"
+    " (`MIM_MEMORY_TRIM_SECONDS`).",
 )
 
 

@@ -58,7 +58,7 @@ import structlog
 import uvloop
 from nats.aio.client import Client as NATS
 
-from relay import SettingsError
+from relay import SettingsError, memory
 from relay import logging as relay_logging
 from relay.connect import close_nats, close_pool, connect_nats, connect_pool
 from relay.cpu import CpuPool
@@ -438,6 +438,9 @@ async def _serve(name: str, settings: ServiceSettings, main: Main) -> int:
 async def _run_until_stopped(ctx: Context, main: Main) -> int:
     """Run ``main`` and wait for the stop; drain; return how many tasks were cancelled."""
     ctx.spawn(_call_main(ctx, main), name=f"{ctx.name}-main")
+    every = ctx.settings.memory_trim_seconds
+    if every > 0 and memory.supported():
+        ctx.spawn(memory.keep_trimmed(ctx.stop, every), name="memory-trim")
     await ctx.stop.wait()
     grace = ctx.settings.shutdown_grace_seconds
     _log.info("shutdown_started", reason=ctx.stop_reason, grace_s=grace, in_flight=len(ctx.tasks))

@@ -159,6 +159,13 @@ class NodeSettings(BaseSettings):
         description="How often a service checks that PostgreSQL answers; "
         "`/healthz` is 503 while it or NATS does not.",
     )
+    memory_trim_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="MIM_MEMORY_TRIM_SECONDS",
+        description="How often a service hands the memory it has freed back to the system"
+        " (`malloc_trim`); 0: never.",
+    )
     stream_replicas: int = Field(
         default=1,
         ge=1,

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from relay import DependencyUnavailable
+from relay import DependencyUnavailable, memory
 from relay.connect import close_nats, close_pool, connect_nats, connect_pool
 from relay.cpu import CpuPool
 from relay.embedded import NatsServer, PostgresServer, free_port
@@ -386,6 +386,40 @@ async def test_cpu_pool_close_kills_stuck_work() -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(Exception):  # noqa: B017 (BrokenProcessPool or cancellation)
         await stuck
+
+
+@pytest.mark.parametrize("every", [0.2, 0])
+def test_memory_a_service_freed_goes_back_to_the_system(every: float) -> None:
+    """64 MiB freed below a live block stay resident under glibc's malloc; with
+    MIM_MEMORY_TRIM_SECONDS the service hands them back within a few trims and counts the bytes,
+    with 0 it keeps them."""
+    if not memory.supported():
+        pytest.skip("this C library has no malloc_trim")
+    env = {"MIM_TINY_BURST_MIB": "64", "MIM_MEMORY_TRIM_SECONDS": str(every)}
+    with ServiceProcess(TINY, env=env) as proc:
+        metrics = f"{proc.wait_for('service_started')['metrics_url']}/metrics"
+        freed = proc.wait_for("burst_freed")
+        pid = proc.proc.pid
+        time.sleep(1.5)
+        returned = sample(scrape(metrics), "mim_memory_returned_bytes_total")
+        resident = _resident(pid)
+        proc.terminate()
+        assert proc.wait() == 0
+    assert freed["resident"] > freed["peak"] - 16 * MIB  # freeing alone gave little back
+    if every:
+        assert returned is not None and returned >= 48 * MIB
+        assert resident < freed["resident"] - 48 * MIB
+    else:
+        assert returned == 0
+        assert resident > freed["resident"] - 16 * MIB
+
+
+MIB = 1024 * 1024
+
+
+def _resident(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_metrics_port_in_use_fails_cleanly() -> None:
