@@ -29,12 +29,17 @@ __all__ = ["BlockList"]
 
 _log = structlog.stdlib.get_logger(__name__)
 
+_MIN_LINGER_SECONDS = 1.0  # the shortest time a let-go watch's consumer stays on the server
+
 
 class BlockList:
     """A validator's live view of the bucket: a set of names, kept current by a watch.
 
     ``run`` watches the bucket; every ``refresh_seconds`` without a change it starts the watch
-    again, which re-reads the whole bucket, so a missed update (a reconnect) heals itself.
+    again, which re-reads the whole bucket, so a missed update (a reconnect) heals itself. Each
+    watch is a consumer on the server, which removes it ``refresh_seconds`` after its watcher let
+    go (the client library's default would keep each for 5 minutes: 60 idle consumers per
+    validator at the default period).
     """
 
     def __init__(self) -> None:
@@ -78,7 +83,7 @@ class BlockList:
                 await sleep(stop, refresh_seconds)
 
     async def _follow(self, kv: KeyValue, stop: asyncio.Event, refresh_seconds: float) -> None:
-        watcher = await kv.watchall()
+        watcher = await kv.watchall(inactive_threshold=max(refresh_seconds, _MIN_LINGER_SECONDS))
         snapshot: dict[str, str] | None = {}
         try:
             while not stop.is_set():

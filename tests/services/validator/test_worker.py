@@ -160,6 +160,26 @@ async def test_bad_messages_are_rejected_with_reasons_and_do_not_stall(
     assert fingerprints(await read_accepted(js, layout)) == [good.fingerprint]
 
 
+async def test_reloading_the_block_list_leaves_no_idle_consumers_behind(
+    nc: NATS, layout: Layout
+) -> None:
+    """Each reload of the block list is a new watch, a consumer on the server; those let go are
+    removed within the reload period, so a validator that runs for days keeps one or two there,
+    not one per reload of the last five minutes."""
+    js = nc.jetstream()
+    kv = await ensure_blocklist(js, layout)
+    blocks, stop = BlockList(), asyncio.Event()
+    task = asyncio.create_task(blocks.run(kv, stop, 1.0))
+    try:
+        await asyncio.wait_for(blocks.loaded.wait(), 5)
+        await asyncio.sleep(8)  # seven or eight reloads
+        consumers = await js.consumers_info(f"KV_{layout.blocklist_bucket}")
+    finally:
+        stop.set()
+        await task
+    assert 1 <= len(consumers) <= 3, [c.name for c in consumers]
+
+
 async def test_blocked_objects_and_their_descendants_are_refused_until_unblocked(
     harness: Harness, fresh_database: str
 ) -> None:
