@@ -36,6 +36,7 @@ import httpx
 
 import soak_forge
 import soak_plot
+from relay.settings import NodeSettings
 from soak_node import Node
 from soak_sample import Sampler, heap_sites, read_metrics
 from soak_stats import Bounds, Check, Objects, compare, figures, verdict
@@ -325,7 +326,8 @@ class Run:
         return warmup if warmup >= 0 else float(self.args.minutes) / 6
 
     def bounds(self) -> Bounds:
-        return Bounds(warmup_minutes=self._warmup())
+        window = NodeSettings().dedupe_window_seconds  # as the nodes read it, from this environment
+        return Bounds(warmup_minutes=self._warmup(), nats_warmup_minutes=window / 60 + 1)
 
     def verdict(self, sampler: Sampler, in_a: Objects) -> list[Check]:
         return verdict(

@@ -95,6 +95,21 @@ def test_memory_growth_during_warm_up_is_not_counted() -> None:
     assert _checks({"rss_mb:A/gateway": warm})["memory A/gateway"] is True
 
 
+def test_nats_server_is_judged_after_its_duplicate_window_has_filled() -> None:
+    """nats-server's memory rising for the eleven minutes its duplicate window takes to fill,
+    then flat, passes; the same rise in any other process fails, and nats-server rising after
+    the window fails too."""
+    filling = [(m, 40 + 5 * min(m, 11.0)) for m in MINUTES]
+    later = [(m, 40 + 5 * max(0.0, min(m, 20.0) - 11)) for m in MINUTES]
+    bounds = Bounds(nats_warmup_minutes=11.0)
+    series = {"rss_mb:A/nats": filling, "rss_mb:A/store": filling, "rss_mb:B/nats": later}
+    found = verdict(series, bounds, rate=5.0, cache_interval=60.0, lost=0, doubled=0)
+    checks = {c.name: c.ok for c in found}
+    assert checks["memory A/nats"] is True
+    assert checks["memory A/store"] is False
+    assert checks["memory B/nats"] is False
+
+
 def test_a_gateway_is_judged_without_the_cache_memory_it_fills_up_to_its_bound() -> None:
     """A gateway whose resident memory grows only as its bounded cache memory fills passes; one
     that grows beside it, as a leak would, fails."""
