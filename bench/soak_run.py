@@ -98,6 +98,13 @@ class Run:
 
     def __post_init__(self) -> None:
         self.out = self.args.out or Path(tempfile.mkdtemp(prefix=f"mimrelay-{self.prefix}-"))
+        # a node started on an earlier run's data would mix its objects and logs into this run's
+        for name, given in (("a", self.args.node), ("b", self.args.peer or self.args.no_peer)):
+            if not given and (self.out / name).exists():
+                raise SystemExit(
+                    f"{self.out / name} holds the node of an earlier run: "
+                    "name a new --out, or remove it"
+                )
         self.out.mkdir(parents=True, exist_ok=True)
 
     # --- nodes ---------------------------------------------------------------------------------
