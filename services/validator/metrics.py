@@ -33,7 +33,8 @@ REJECTIONS = Counter(
 )
 RETRIES = Counter(
     "mim_validator_retries_total",
-    "Messages left for redelivery after a transient failure, by cause.",
+    "Messages whose verdict is published again, held after a transient failure or left for"
+    " redelivery after a refusal, by cause.",
     ["cause"],
 )
 CHECK_DURATION = Histogram(

@@ -34,12 +34,17 @@ class ValidatorSettings(PolicySettings, ServiceSettings):
     max_deliveries: int = Field(
         20,
         ge=1,
-        description="Deliveries of one message after which it is rejected (stage `delivery`);"
-        " with `MIM_VALIDATOR_RETRY_DELAY_SECONDS` between them, enough to outlast a NATS"
-        " leader election or a restart without giving up a sound object.",
+        description="Deliveries of one message after which it is rejected (stage `delivery`):"
+        " for a message that keeps coming back (its publish refused for good, a validator dying"
+        " while it holds it). A publish that fails for a transient cause does not count: the"
+        " validator holds the message and tries again.",
     )
     retry_delay_seconds: float = Field(
-        2.0, ge=0, description="Redelivery delay after a transient failure (bus down, store full)."
+        2.0,
+        ge=0,
+        description="First wait before a publish that failed for a transient cause (NATS down,"
+        " the accepted stream full) is tried again, doubling up to 60 s; also the redelivery"
+        " delay after a refused publish.",
     )
     publish_timeout_seconds: float = Field(
         5.0, gt=0, description="How long to wait for JetStream to confirm one publish."

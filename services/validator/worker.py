@@ -21,15 +21,22 @@ work and any number of replicas may run. For each fetched batch:
    ``term`` (rejected) the ingest message, and flush, which waits for the server to have read
    the acks.
 
-A publish that fails for a transient cause (stream full, JetStream unavailable) leaves the
-message for redelivery with a growing delay; after ``max_deliveries`` it is rejected at stage
-``delivery`` so nothing is retried for ever. SIGTERM: the batches in hand finish (within the
-shutdown grace), no new batch is taken, and messages never handed out are given back.
+A publish that fails for a transient cause (the accepted stream full because the store is
+behind or down, JetStream unavailable) is tried again by the validator itself with a growing
+delay, the messages held and kept from redelivery (``in_progress``) meanwhile, for as long as it
+takes: no new batch is fetched while both batches are held, so the ingest stream fills and the
+gateway answers 429, and a sound object is never given up for an outage however long. Only a
+message that keeps coming back for another reason (a publish refused for good, a validator that
+died holding it) is rejected at stage ``delivery`` after ``max_deliveries`` deliveries, so
+nothing is retried for ever. SIGTERM: the batches in hand finish (within the shutdown grace;
+held messages are handed back at once), no new batch is taken, and messages never handed out
+are given back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -70,8 +77,10 @@ __all__ = ["Item", "Validator", "main"]
 
 _log = structlog.stdlib.get_logger("services.validator")
 
-#: Longest redelivery delay after repeated transient failures.
+#: Longest delay between two tries of a publish that keeps failing for a transient cause.
 MAX_RETRY_DELAY_SECONDS: Final = 60.0
+#: How often a held message is marked in progress: well within the consumer's 30 s ack wait.
+PROGRESS_SECONDS: Final = 10.0
 #: Batches a replica holds at once: one judged or published while the next is fetched and judged.
 BATCHES_IN_FLIGHT: Final = 2
 #: Objects checked between two yields to the event loop (about 5 ms of work).
@@ -135,8 +144,10 @@ class Validator:
         settings: ValidatorSettings,
         blocks: BlockList,
         counters: Any = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.nc = nc
+        self.stop = stop if stop is not None else asyncio.Event()
         self.layout = layout
         self.settings = settings
         self.blocks = blocks
@@ -269,36 +280,87 @@ class Validator:
 
     async def _settle(self, items: list[Item], results: Sequence[Confirmed | RelayError]) -> None:
         retry: list[Item] = []
+        held: list[Item] = []
         for item, result in zip(items, results, strict=True):
-            if not isinstance(result, Confirmed):
-                if not isinstance(result, TransientError):
-                    # refused for good (too large for the server, say): say so, then redeliver
-                    # until the delivery budget rejects it, rather than acking what is not stored
-                    _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
-                else:
-                    _log.warning("publish_failed", seq=item.seq, kind=item.kind, error=str(result))
-                retry.append(item)
-                continue
-            if item.final == "accepted":
-                outcome = "duplicate" if result.duplicate else "accepted"
-                self._count(item.kind, outcome)
-                self.counters[outcome] = self.counters.get(outcome, 0) + 1
-                await item.msg.ack()
+            if isinstance(result, Confirmed):
+                await self._finish(item, result)
+            elif isinstance(result, TransientError):
+                held.append(item)
             else:
-                self._count(item.kind, "rejected")
-                metrics.REJECTIONS.labels(item.kind, item.stage).inc()
-                self.counters["rejected"] = self.counters.get("rejected", 0) + 1
-                _log.info("object_rejected", kind=item.kind, seq=item.seq, stage=item.stage,
-                          reason=item.reason, **item.extra)  # fmt: skip
-                await item.msg.term()
+                # refused for good (too large for the server, say): say so, then redeliver
+                # until the delivery budget rejects it, rather than acking what is not stored
+                _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
+                retry.append(item)
         if retry:
             await self._retry(retry, "publish")
+        if held:
+            await self._hold(held, next(r for r in results if isinstance(r, TransientError)))
         try:
             await self.nc.flush(timeout=max(1, round(self.settings.publish_timeout_seconds)))
         except (nats.errors.Error, TimeoutError) as exc:
             # the acks may not have arrived: those messages come back, and the dedupe ids make
             # their second publish a no-op
             _log.warning("ack_flush_failed", error=repr(exc))
+
+    async def _finish(self, item: Item, result: Confirmed) -> None:
+        """Ack (accepted) or term (rejected) ``item``, its verdict's publish confirmed."""
+        if item.final == "accepted":
+            outcome = "duplicate" if result.duplicate else "accepted"
+            self._count(item.kind, outcome)
+            self.counters[outcome] = self.counters.get(outcome, 0) + 1
+            await item.msg.ack()
+        else:
+            self._count(item.kind, "rejected")
+            metrics.REJECTIONS.labels(item.kind, item.stage).inc()
+            self.counters["rejected"] = self.counters.get("rejected", 0) + 1
+            _log.info("object_rejected", kind=item.kind, seq=item.seq, stage=item.stage,
+                      reason=item.reason, **item.extra)  # fmt: skip
+            await item.msg.term()
+
+    async def _hold(self, items: list[Item], error: RelayError) -> None:
+        """Publish ``items`` again until JetStream takes them, with a growing delay.
+
+        A transient failure says nothing about the messages: redelivering them would spend their
+        delivery budget on the outage, and a long one would reject sound objects. They stay in
+        hand instead, marked in progress so the server does not hand them to another replica.
+        On stop they are given back at once for whoever runs next.
+        """
+        delay = max(self.settings.retry_delay_seconds, 0.05)
+        tries = 1
+        while items:
+            metrics.RETRIES.labels("publish").inc(len(items))
+            _log.warning("publish_held", objects=len(items), tries=tries, error=str(error),
+                         next_try_seconds=round(delay, 2))  # fmt: skip
+            due = time.monotonic() + delay
+            while (left := due - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), min(left, PROGRESS_SECONDS))
+                if self.stop.is_set():
+                    for item in items:
+                        with contextlib.suppress(nats.errors.Error):
+                            await item.msg.nak()
+                    return
+                for item in items:
+                    with contextlib.suppress(nats.errors.Error):
+                        await item.msg.in_progress()
+            outgoing = [item.publish for item in items if item.publish is not None]
+            results = await self.publisher.publish(outgoing)
+            left_over: list[Item] = []
+            refused: list[Item] = []
+            for item, result in zip(items, results, strict=True):
+                if isinstance(result, Confirmed):
+                    await self._finish(item, result)
+                elif isinstance(result, TransientError):
+                    error = result
+                    left_over.append(item)
+                else:
+                    _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
+                    refused.append(item)
+            if refused:
+                await self._retry(refused, "publish")
+            items = left_over
+            delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
+            tries += 1
 
     def _count(self, kind: str, outcome: str) -> None:
         """``mim_validator_objects_total{kind, outcome}`` += 1, its child looked up once."""
@@ -341,7 +403,7 @@ async def main(ctx: Context) -> None:
     blocks = BlockList()
     ctx.spawn(blocks.run(kv, ctx.stop, settings.blocklist_refresh_seconds), name="blocklist")
     await asyncio.wait_for(blocks.loaded.wait(), BLOCKLIST_LOAD_SECONDS)
-    validator = Validator(nc, layout, settings, blocks, ctx.counters)
+    validator = Validator(nc, layout, settings, blocks, ctx.counters, ctx.stop)
     ctx.stack.push_async_callback(validator.aclose)
     await validator.publisher.start()
     puller = Puller(nc, layout.ingest_stream, layout.validator_consumer, batch=settings.batch_size)

@@ -233,6 +233,59 @@ async def test_a_message_is_rejected_after_its_delivery_budget(nc: NATS, layout:
         await h.close()
 
 
+async def test_a_sound_object_outlasts_a_full_accepted_stream(nc: NATS, layout: Layout) -> None:
+    """While the accepted stream is full (the store down), a validator holds what it judged and
+    tries again, however many times its delivery budget would allow: nothing is rejected at
+    stage ``delivery``, and once there is room the object is accepted, once."""
+    h = Harness(nc, layout, settings_for(layout, max_deliveries=2, retry_delay_seconds=0.1))
+    await h.start()
+    try:
+        info = await h.js.stream_info(layout.accepted_stream)
+        info.config.max_msgs = 1
+        await h.js.update_stream(info.config)
+        filler = await h.js.publish(layout.accepted_subject("post"), wire(make_post(1)))
+        post = make_post(7)
+        await submit(h.js, layout, "post", wire(post))
+        held = sample("mim_validator_retries_total", cause="publish")
+        running = asyncio.create_task(h.run_until_idle())
+        await asyncio.sleep(4.0)  # about 6 tries at 0.1, 0.2, 0.4, ... s
+        assert not running.done()
+        assert await read_rejected(h.js, layout) == []
+        assert sample("mim_validator_retries_total", cause="publish") - held >= 4
+        await h.js.delete_msg(layout.accepted_stream, filler.seq)  # the store took it
+        await asyncio.wait_for(running, 30)
+        assert fingerprints(await read_accepted(h.js, layout)) == [post.fingerprint]
+        assert await read_rejected(h.js, layout) == []
+        assert (await h.js.stream_info(layout.ingest_stream)).state.messages == 0
+    finally:
+        await h.close()
+
+
+async def test_a_held_message_is_handed_back_at_once_on_stop(nc: NATS, layout: Layout) -> None:
+    """A validator told to stop while it holds messages gives them back for the next replica
+    instead of waiting out its delay; they come back delivered once more, and are still there."""
+    h = Harness(nc, layout, settings_for(layout, retry_delay_seconds=60))
+    await h.start()
+    try:
+        info = await h.js.stream_info(layout.accepted_stream)
+        info.config.max_msgs = 1
+        await h.js.update_stream(info.config)
+        await h.js.publish(layout.accepted_subject("post"), wire(make_post(1)))
+        await submit(h.js, layout, "post", wire(make_post(8)))
+        (msg,) = await h.sub.fetch(1, timeout=5)
+        holding = asyncio.create_task(h.validator.handle([msg]))
+        await asyncio.sleep(0.5)
+        assert not holding.done()
+        h.validator.stop.set()
+        await asyncio.wait_for(holding, 5)
+        (again,) = await h.sub.fetch(1, timeout=5)
+        assert ack_numbers(again)[:2] == (ack_numbers(msg)[0], 2)
+        await again.nak()
+        assert await read_rejected(h.js, layout) == []
+    finally:
+        await h.close()
+
+
 async def test_the_service_runs_as_a_process_and_drains_on_sigterm(
     nats_url: str, nc: NATS, layout: Layout
 ) -> None:
