@@ -279,28 +279,38 @@ class Validator:
     # ---------------------------------------------------------------- acks
 
     async def _settle(self, items: list[Item], results: Sequence[Confirmed | RelayError]) -> None:
-        retry: list[Item] = []
-        held: list[Item] = []
-        for item, result in zip(items, results, strict=True):
-            if isinstance(result, Confirmed):
-                await self._finish(item, result)
-            elif isinstance(result, TransientError):
-                held.append(item)
-            else:
-                # refused for good (too large for the server, say): say so, then redeliver
-                # until the delivery budget rejects it, rather than acking what is not stored
-                _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
-                retry.append(item)
-        if retry:
-            await self._retry(retry, "publish")
-        if held:
-            await self._hold(held, next(r for r in results if isinstance(r, TransientError)))
+        held, error = await self._sort(items, results)
+        if held and error is not None:
+            await self._hold(held, error)
         try:
             await self.nc.flush(timeout=max(1, round(self.settings.publish_timeout_seconds)))
         except (nats.errors.Error, TimeoutError) as exc:
             # the acks may not have arrived: those messages come back, and the dedupe ids make
             # their second publish a no-op
             _log.warning("ack_flush_failed", error=repr(exc))
+
+    async def _sort(
+        self, items: list[Item], results: Sequence[Confirmed | RelayError]
+    ) -> tuple[list[Item], RelayError | None]:
+        """Settle what was confirmed, hand back what was refused, and return what failed for a
+        transient cause, with the last such error."""
+        held: list[Item] = []
+        refused: list[Item] = []
+        error: RelayError | None = None
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Confirmed):
+                await self._finish(item, result)
+            elif isinstance(result, TransientError):
+                held.append(item)
+                error = result
+            else:
+                # refused for good (too large for the server, say): say so, then redeliver
+                # until the delivery budget rejects it, rather than acking what is not stored
+                _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
+                refused.append(item)
+        if refused:
+            await self._retry(refused, "publish")
+        return held, error
 
     async def _finish(self, item: Item, result: Confirmed) -> None:
         """Ack (accepted) or term (rejected) ``item``, its verdict's publish confirmed."""
@@ -344,21 +354,8 @@ class Validator:
                     with contextlib.suppress(nats.errors.Error):
                         await item.msg.in_progress()
             outgoing = [item.publish for item in items if item.publish is not None]
-            results = await self.publisher.publish(outgoing)
-            left_over: list[Item] = []
-            refused: list[Item] = []
-            for item, result in zip(items, results, strict=True):
-                if isinstance(result, Confirmed):
-                    await self._finish(item, result)
-                elif isinstance(result, TransientError):
-                    error = result
-                    left_over.append(item)
-                else:
-                    _log.error("publish_refused", seq=item.seq, kind=item.kind, error=str(result))
-                    refused.append(item)
-            if refused:
-                await self._retry(refused, "publish")
-            items = left_over
+            items, last = await self._sort(items, await self.publisher.publish(outgoing))
+            error = last or error
             delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
             tries += 1
 
