@@ -177,7 +177,8 @@ class Run:
         """The ingest capacity through the gateway, and the run's rate from it."""
         await traffic.begin()
         if self.args.rate > 0:
-            self.rate = self.args.rate
+            self.rate = traffic.rate = self.args.rate
+            print(f"running at {self.rate:.1f}/s (--rate)")
             return
         loop = asyncio.get_running_loop()
         count = self.args.capacity_objects
