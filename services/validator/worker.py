@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -67,7 +67,7 @@ from relay.bus import (
 from relay.first_party import marks, sighting
 from relay.publisher import Confirmed, Outgoing, Publisher
 from relay.puller import Puller
-from relay.runner import Context
+from relay.runner import Context, sleep
 from services.validator import metrics
 from services.validator.blocklist import BlockList
 from services.validator.checks import block_refs, judge
@@ -343,16 +343,10 @@ class Validator:
                          next_try_seconds=round(delay, 2))  # fmt: skip
             due = time.monotonic() + delay
             while (left := due - time.monotonic()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), min(left, PROGRESS_SECONDS))
-                if self.stop.is_set():
-                    for item in items:
-                        with contextlib.suppress(nats.errors.Error):
-                            await item.msg.nak()
+                if await sleep(self.stop, min(left, PROGRESS_SECONDS)):
+                    await _each(items, Msg.nak)
                     return
-                for item in items:
-                    with contextlib.suppress(nats.errors.Error):
-                        await item.msg.in_progress()
+                await _each(items, Msg.in_progress)
             outgoing = [item.publish for item in items if item.publish is not None]
             items, last = await self._sort(items, await self.publisher.publish(outgoing))
             error = last or error
@@ -378,6 +372,14 @@ class Validator:
                 await item.msg.nak(delay=delay)
             except nats.errors.Error as exc:
                 _log.warning("nak_failed", seq=item.seq, error=repr(exc))
+
+
+async def _each(items: list[Item], step: Callable[[Msg], Awaitable[None]]) -> None:
+    """``step`` (nak, in_progress) on each item's message; one the bus refuses is left to its
+    ack wait."""
+    for item in items:
+        with contextlib.suppress(nats.errors.Error):
+            await step(item.msg)
 
 
 def _content_id(data: bytes) -> str:

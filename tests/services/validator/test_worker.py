@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from prometheus_client import REGISTRY
 from services.validator.blocklist import BlockList
 from services.validator.settings import ValidatorSettings
@@ -233,6 +234,14 @@ async def test_a_message_is_rejected_after_its_delivery_budget(nc: NATS, layout:
         await h.close()
 
 
+async def _fill_accepted(h: Harness) -> PubAck:
+    """Leave room for one message on the accepted stream, and take it: the store is down."""
+    info = await h.js.stream_info(h.layout.accepted_stream)
+    info.config.max_msgs = 1
+    await h.js.update_stream(info.config)
+    return await h.js.publish(h.layout.accepted_subject("post"), wire(make_post(1)))
+
+
 async def test_a_sound_object_outlasts_a_full_accepted_stream(nc: NATS, layout: Layout) -> None:
     """While the accepted stream is full (the store down), a validator holds what it judged and
     tries again, however many times its delivery budget would allow: nothing is rejected at
@@ -240,10 +249,7 @@ async def test_a_sound_object_outlasts_a_full_accepted_stream(nc: NATS, layout: 
     h = Harness(nc, layout, settings_for(layout, max_deliveries=2, retry_delay_seconds=0.1))
     await h.start()
     try:
-        info = await h.js.stream_info(layout.accepted_stream)
-        info.config.max_msgs = 1
-        await h.js.update_stream(info.config)
-        filler = await h.js.publish(layout.accepted_subject("post"), wire(make_post(1)))
+        filler = await _fill_accepted(h)
         post = make_post(7)
         await submit(h.js, layout, "post", wire(post))
         held = sample("mim_validator_retries_total", cause="publish")
@@ -267,10 +273,7 @@ async def test_a_held_message_is_handed_back_at_once_on_stop(nc: NATS, layout: L
     h = Harness(nc, layout, settings_for(layout, retry_delay_seconds=60))
     await h.start()
     try:
-        info = await h.js.stream_info(layout.accepted_stream)
-        info.config.max_msgs = 1
-        await h.js.update_stream(info.config)
-        await h.js.publish(layout.accepted_subject("post"), wire(make_post(1)))
+        await _fill_accepted(h)
         await submit(h.js, layout, "post", wire(make_post(8)))
         (msg,) = await h.sub.fetch(1, timeout=5)
         holding = asyncio.create_task(h.validator.handle([msg]))
