@@ -52,13 +52,13 @@ class Containers:
     """Writes and reads the node's containers."""
 
     def __init__(self, registry: Bucket, pages: ObjectStore) -> None:
-        self._registry = registry
+        self.registry = registry  # also holds the links of reusable containers (chains)
         self._pages = pages
 
     async def write(self, pages: Mapping[str, bytes]) -> str:
         """Store a container of ``pages`` (relative path -> signed page); its folder name."""
         rid = secrets.token_hex(32)
-        revision = await self._registry.claim(rid, str(len(pages)).encode())
+        revision = await self.registry.claim(rid, str(len(pages)).encode())
         assert revision is not None  # 256 random bits
         written: list[str] = []
         try:
@@ -79,7 +79,7 @@ class Containers:
 
     async def _forget(self, revision: int, written: list[str]) -> None:
         try:
-            await self._registry.drop(revision)
+            await self.registry.drop(revision)
             for name in written:
                 await self._pages.delete(name)
         except (nats.errors.Error, TimeoutError, BusError, BusUnavailable):
@@ -91,7 +91,7 @@ class Containers:
         if where is None:
             return None
         rid, page = where
-        if await self._registry.get(rid) is None:
+        if await self.registry.get(rid) is None:
             return None
         try:
             found = await self._pages.get(f"{rid}/{page}")

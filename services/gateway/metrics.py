@@ -22,6 +22,7 @@ __all__ = [
     "CACHE_PAGES",
     "CONNECTIONS",
     "CONNECTION_LIMITS",
+    "CONTAINERS_REUSED",
     "CONTAINERS_WRITTEN",
     "LEASES_REFUSED",
     "POSTS_REJECTED",
@@ -168,6 +169,10 @@ STATE_FULL = Counter(
 )
 CONTAINERS_WRITTEN = Counter(
     "mim_gateway_containers_written_total", "POST answer containers written (§11.7)."
+)
+CONTAINERS_REUSED = Counter(
+    "mim_gateway_containers_reused_total",
+    "Earlier POST answer containers named again in an answer instead of read again (§11.7).",
 )
 TOKEN_REFUSALS = Counter(
     "mim_gateway_token_refusals_total",

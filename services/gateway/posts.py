@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final
 
 from fastapi import Request, Response
@@ -36,6 +36,7 @@ from mim.entities import (
     ResultCache,
     entity_class,
 )
+from mim.envelope import PROTOCOL_C0
 from mim.errors import MimError
 from mim.nodes import NodeType
 from relay import AddressRefused, BusError, BusUnavailable, RelayError, StateFull
@@ -44,7 +45,7 @@ from relay.db.objects import ParentColumn, StoredObject
 from relay.first_party import report
 from relay.location import checked
 from relay.logging import get_logger
-from services.gateway import metrics
+from services.gateway import chains, metrics
 from services.gateway.answers import json_bytes, refusal, refused
 from services.gateway.state import Gateway
 
@@ -207,20 +208,74 @@ def _decoded(rows: Sequence[StoredObject]) -> list[Entity]:
     return [canonical.loads(entity_class(r.kind), r.body) for r in rows]
 
 
-async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) -> list[Entity]:
-    """The objects the query names, within the head; time ranges start at the last generation."""
+def _window_start(gw: Gateway, query: pages.Query) -> int:
+    """Where a time range's read starts: within the head, and no earlier than the live tail.
+
+    The caches hold what was committed when they were read; an object stamped earlier but
+    committed later is in no cache, so the live tail reaches back over that gap."""
     head_start = int(time.time()) - gw.head_seconds
+    tail_start = gw.caches.covered_to - gw.settings.live_tail_overlap_seconds
+    return max(query.start, head_start, tail_start)
+
+
+async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) -> list[Entity]:
+    """The objects the query names, within the head."""
     if query.fingerprints:
+        head_start = int(time.time()) - gw.head_seconds
         rows = await objects.with_fingerprints(
             gw.read_pool, kind, query.fingerprints, referenced_since=head_start, limit=budget.limit
         )
     else:
-        # The caches hold what was committed when they were read; an object stamped earlier but
-        # committed later is in no cache, so the live tail reaches back over that gap.
-        tail_start = gw.caches.covered_to - gw.settings.live_tail_overlap_seconds
-        start = max(query.start, head_start, tail_start)
+        start = _window_start(gw, query)
         rows = await objects.in_window(gw.read_pool, kind, start, query.end, limit=budget.limit)
     return budget.take(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranged:
+    """A plain time range read after the chain of earlier containers that covers its start."""
+
+    links: list[chains.Link]
+    found: list[Entity]
+    read: chains.Link  # what this read holds, to be remembered if it becomes a container
+
+
+async def _links(gw: Gateway, kind: Kind) -> list[chains.Link]:
+    try:
+        return await chains.load(gw.containers.registry, kind)
+    except RelayError as exc:
+        _log.warning("container_links_unavailable", kind=kind, error=str(exc))
+        return []
+
+
+async def _ranged(
+    gw: Gateway, kind: Kind, query: pages.Query, now: int, budget: _Budget
+) -> _Ranged:
+    """A time range of one kind (§11.7 step 1): the chain, then the database from its end, and
+    for each link what committed after it was read (:mod:`services.gateway.chains`)."""
+    start = _window_start(gw, query)
+    links = chains.chain(await _links(gw, kind), start, query.end, now)
+    begin = links[-1].end if links else start
+    floor = await objects.snapshot_floor(gw.read_pool)
+    read_at = int(time.time())
+    rows = await objects.in_window(gw.read_pool, kind, begin, query.end, limit=budget.limit)
+    overlap = gw.settings.live_tail_overlap_seconds
+    for link in links:
+        rows += await objects.committed_since(
+            gw.read_pool,
+            kind,
+            max(start, link.end - overlap),
+            link.end,
+            link.floor,
+            limit=budget.limit,
+        )
+    if links:
+        unique = {(r.fingerprint, r.last_update): r for r in rows}
+        rows = sorted(unique.values(), key=lambda r: (r.last_referenced, r.fingerprint))
+        metrics.CONTAINERS_REUSED.inc(len(links))
+    found = budget.take(rows)
+    read = chains.Link("", begin, min(query.end, read_at), now, len(found), floor)
+    return _Ranged(links, found, read)
 
 
 async def _embedded(
@@ -247,33 +302,64 @@ async def _embedded(
 async def _entities(
     gw: Gateway, kind: Kind, query: pages.Query, now: int, budget: _Budget
 ) -> ApiResponse:
-    found = await _select(gw, kind, query, budget)
+    plain = not query.fingerprints and not query.embeds
+    ranged = await _ranged(gw, kind, query, now, budget) if plain else None
+    found = ranged.found if ranged else await _select(gw, kind, query, budget)
+    links = ranged.links if ranged else []
     extra = await _embedded(gw, kind, found, query.embeds, budget)
     groups: dict[Kind, list[Entity]] = {kind: list(found)}
     for obj in extra:
         groups.setdefault(obj.kind, []).append(obj)
+    own_counts = pages.entity_counts([*found, *extra])
     base = replace(
         gw.base(now),
         filters=pages.timestamp_filter(query.start, query.end),
-        caching=Caching(entity_counts=pages.entity_counts([*found, *extra])),
+        caching=Caching(entity_counts=own_counts),
     )
+    counts = chains.merged_counts(own_counts, kind, PROTOCOL_C0, sum(x.count for x in links))
+    face = replace(
+        base,
+        entity=PLURALS[kind],
+        endpoint="post_response",
+        ends_at=query.end,
+        caching=Caching(entity_counts=counts),
+    )
+    results = [
+        ResultCache(response_url=x.folder, starts_from=x.start, ends_at=x.end) for x in links
+    ]
     fits = all(len(objs) <= pages.ENTITY_PAGE_SIZES[k] for k, objs in groups.items())
-    face = replace(base, entity=PLURALS[kind], endpoint="post_response", ends_at=query.end)
     if fits:
         inline = {PLURALS[k]: tuple(objs) for k, objs in groups.items() if objs}
-        return replace(face, response=Answer(**inline))  # type: ignore[arg-type]
-    results = [await _container(gw, k, objs, base, query) for k, objs in groups.items() if objs]
-    return replace(face, starts_from=query.start, results=tuple(results))
+        face = replace(face, response=Answer(**inline))  # type: ignore[arg-type]
+    else:
+        start = ranged.read.start if links and ranged else query.start
+        for k, objs in groups.items():
+            if objs:
+                results.append(await _container(gw, k, objs, base, start, query.end))
+        if ranged:
+            read = replace(ranged.read, folder=results[-1].response_url)
+            await _remember(gw, kind, read, now)
+    if not results:
+        return face
+    return replace(face, starts_from=min(r.starts_from for r in results), results=tuple(results))
+
+
+async def _remember(gw: Gateway, kind: Kind, link: chains.Link, now: int) -> None:
+    """Offer a new container for reuse; an answer does not fail if it cannot be."""
+    try:
+        await chains.remember(gw.containers.registry, kind, link, now)
+    except RelayError as exc:
+        _log.warning("container_link_not_kept", kind=kind, error=str(exc))
 
 
 async def _container(
-    gw: Gateway, kind: Kind, objects: Sequence[Entity], base: ApiResponse, query: pages.Query
+    gw: Gateway, kind: Kind, objects: Sequence[Entity], base: ApiResponse, start: int, end: int
 ) -> ResultCache:
     """Write one multi-page answer as a container of the node and name it."""
-    container_base = replace(base, starts_from=query.start, ends_at=query.end)
+    container_base = replace(base, starts_from=start, ends_at=end)
     built = pages.cache_pages(kind, objects, container_base, post=True)
     folder = await gw.containers.write({rel: gw.signed(page) for rel, page in built.items()})
-    return ResultCache(response_url=folder, starts_from=query.start, ends_at=query.end)
+    return ResultCache(response_url=folder, starts_from=start, ends_at=end)
 
 
 async def _addresses(gw: Gateway, query: pages.Query, now: int) -> ApiResponse:

@@ -24,12 +24,14 @@ __all__ = [
     "cache_census",
     "cache_entries",
     "children",
+    "committed_since",
     "counts",
     "export_all",
     "get",
     "have_versions",
     "in_window",
     "keys_of",
+    "snapshot_floor",
     "with_fingerprints",
 ]
 
@@ -168,6 +170,34 @@ async def in_window(
         kind,
         start,
         end,
+        limit,
+    )
+    return [_object(r) for r in rows]
+
+
+async def snapshot_floor(db: Db) -> int:
+    """The oldest transaction still running now (``pg_snapshot_xmin``): a row written by a
+    transaction that is not visible to a read made after this call has an id at or above it."""
+    floor = await db.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return int(floor)
+
+
+async def committed_since(
+    db: Db, kind: str, start: int, end: int, floor: int, *, limit: int | None = None
+) -> list[StoredObject]:
+    """Objects of ``kind`` with ``start <= last_referenced <= end`` written by a transaction at or
+    above ``floor`` (of :func:`snapshot_floor`): what a read made after that floor may have missed
+    because it committed later. Row ids are 32 bits and wrap, so they compare within half the
+    circle, which holds for rows of a short window."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM objects WHERE kind = $1"  # noqa: S608
+        " AND last_referenced BETWEEN $2 AND $3"
+        " AND (xmin::text::bigint - $4 + 4294967296) % 4294967296 < 2147483648"
+        " ORDER BY last_referenced, fingerprint LIMIT $5",
+        kind,
+        start,
+        end,
+        floor % 4294967296,
         limit,
     )
     return [_object(r) for r in rows]

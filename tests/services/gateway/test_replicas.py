@@ -20,6 +20,7 @@ import httpx
 
 from mim import canonical
 from mim.entities import ApiResponse, Filter
+from relay.db import storing
 from tests.helpers.gateway import (
     LEASE_SECONDS,
     REQUEST_POW,
@@ -152,6 +153,67 @@ async def test_a_container_written_by_one_replica_is_served_by_the_other(
     }
     assert threads_served == {t.fingerprint for t in threads}
     assert missing.status_code == 204
+
+
+async def _threads_in(client: httpx.AsyncClient, url: str, folder: str) -> set[str]:
+    """Fingerprints of the threads on every entity page of a container."""
+    found: set[str] = set()
+    n = 0
+    while (got := await client.get(f"{url}/v0/responses/{folder}/{n}.json")).status_code == 200:
+        found |= {
+            t.fingerprint for t in canonical.loads(ApiResponse, got.content).response.threads or ()
+        }
+        n += 1
+    return found
+
+
+async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is_new(
+    nats_url: str, fresh_database: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """A time range answered by A as a container is named again by B's answer to a later range
+    from the same start: B's own container holds only what was stored since, including an object
+    stamped before A's read whose transaction committed after it, and the counts add up."""
+    now = int(time.time())
+    board = make("board", {"name": "chain"}, now - 100)
+    first = [
+        make("thread", {"board": board.fingerprint, "name": f"a{n}"}, now - 90) for n in range(450)
+    ]
+    late = make("thread", {"board": board.fingerprint, "name": "late"}, now - 90)
+    await store(fresh_database, [board, *first], now - 20)
+    since = (Filter(type="timestamp", values=(str(now - 60), "0")),)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        with _two(nats_url, fresh_database, stream_prefix, tmp_path) as (a, b):
+            async with httpx.AsyncClient(timeout=30) as client:
+                pending = conn.transaction()
+                await pending.start()
+                await storing.store_objects(conn, [late], now - 10)
+                answer = await client.post(
+                    f"{a.url}/v0/c0/threads", content=request("threads", since), headers=JSON
+                )
+                earlier = canonical.loads(ApiResponse, answer.content)
+                await pending.commit()
+                await asyncio.sleep(1.1)  # past the second A's read covered
+                second = [
+                    make("thread", {"board": board.fingerprint, "name": f"b{n}"}, now - 80)
+                    for n in range(450)
+                ]
+                await store(fresh_database, second, int(time.time()))
+                answer = await client.post(
+                    f"{b.url}/v0/c0/threads", content=request("threads", since), headers=JSON
+                )
+                later = canonical.loads(ApiResponse, answer.content)
+                assert earlier.results and later.results, answer.text
+                held = [await _threads_in(client, b.url, r.response_url) for r in later.results]
+    finally:
+        await conn.close()
+    assert len(earlier.results) == 1
+    assert later.results[0].response_url == earlier.results[0].response_url
+    assert len(later.results) == 2
+    assert held[0] == {t.fingerprint for t in first}
+    assert held[1] == {t.fingerprint for t in [*second, late]}
+    assert later.starts_from == earlier.results[0].starts_from
+    assert [(c.name, c.count) for c in later.caching.entity_counts or ()] == [("thread", 901)]
 
 
 async def _files(client: httpx.AsyncClient) -> dict[str, bytes]:
