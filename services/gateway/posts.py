@@ -10,8 +10,10 @@ An answer holds at most ``post_answer_max_objects`` objects and ``post_answer_ma
 of them, embeds included; each query asks the store for no more than what is left, and a request
 whose answer would pass either bound gets 503 (the caches serve the same objects after the next
 generation). Answers that fit one page carry the objects inline; larger ones are written as a
-container (:mod:`services.gateway.containers`) and named in ``results``. A full nonce memory or
-container store answers 503 with ``Retry-After``.
+container (:mod:`services.gateway.containers`) and named in ``results``. A time range of one kind
+first names the earlier containers that cover it and reads only what they do not hold
+(:mod:`services.gateway.chains`). A full nonce memory or container store answers 503 with
+``Retry-After``.
 """
 
 from __future__ import annotations
