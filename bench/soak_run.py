@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -160,6 +161,16 @@ class Run:
         """The nodes, the forge, the traffic at the measured rate and a sampler; the forge and the
         nodes this run started are stopped at the end. See :meth:`traffic` for ``tolerant``."""
         forge = None
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        terminated = False
+
+        def terminate() -> None:  # SIGTERM: stop the nodes this run started, as the end does
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
         try:
             self.start_nodes()
             forge = soak_forge.start_worker(
@@ -169,9 +180,12 @@ class Run:
             await self.measure(traffic, forge)
             yield traffic, Sampler(self.nodes, traffic)
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             if forge is not None:
                 forge.shutdown(cancel_futures=True)
             self.stop_nodes()
+            if terminated:
+                raise SystemExit("stopped by SIGTERM; the nodes it started are stopped")
 
     async def measure(self, traffic: Traffic, forge: Any) -> None:
         """The ingest capacity through the gateway, and the run's rate from it."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from soak_run import Run, options
+from tests.helpers.procs import REPO
 
 
 def _run(*argv: str) -> Run:
@@ -34,3 +40,40 @@ def test_a_run_takes_a_new_or_empty_out_and_a_running_node(tmp_path: Path) -> No
     assert running.out == tmp_path / "old"
     with pytest.raises(SystemExit, match=r"/b holds"):
         _run("--out", str(tmp_path / "old"), "--node", str(tmp_path / "x"))
+
+
+def test_sigterm_stops_the_nodes_the_run_started(tmp_path: Path) -> None:
+    """An operator stopping a soak with SIGTERM (``kill``, a CI timeout) finds the node it
+    started stopped with it, not left running on its ports."""
+    soak = subprocess.Popen(
+        [sys.executable, "-u", str(REPO / "bench" / "soak.py"), "--minutes", "10", "--rate", "5",
+         "--no-peer", "--difficulty", "2", "--request-pow", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert soak.stdout is not None
+        seen: list[str] = []
+        for line in soak.stdout:
+            seen.append(line)
+            if line.startswith("driving node A"):
+                break
+        else:
+            raise AssertionError("".join(seen))
+        node = json.loads((tmp_path / "a" / "node.json").read_text())
+        soak.send_signal(signal.SIGTERM)
+        rest, _ = soak.communicate(timeout=90)
+    finally:
+        soak.kill()
+    assert soak.returncode == 1, rest
+    assert "node A stopped" in rest
+    assert "stopped by SIGTERM" in rest
+    for pid in (node["pid"], node["nats_pid"], node["postgres_pid"]):
+        assert not _alive(pid), f"{pid} still runs"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
