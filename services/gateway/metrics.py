@@ -22,6 +22,7 @@ __all__ = [
     "CACHE_PAGES",
     "CONNECTIONS",
     "CONNECTION_LIMITS",
+    "CONTAINERS_LATE",
     "CONTAINERS_REUSED",
     "CONTAINERS_WRITTEN",
     "LEASES_REFUSED",
@@ -173,6 +174,11 @@ CONTAINERS_WRITTEN = Counter(
 CONTAINERS_REUSED = Counter(
     "mim_gateway_containers_reused_total",
     "Earlier POST answer containers named again in an answer instead of read again (§11.7).",
+)
+CONTAINERS_LATE = Counter(
+    "mim_gateway_containers_late_objects_total",
+    "Objects read again beside a reused container, written by a transaction that had not finished"
+    " when the container was read.",
 )
 TOKEN_REFUSALS = Counter(
     "mim_gateway_token_refusals_total",

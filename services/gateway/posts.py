@@ -262,8 +262,9 @@ async def _ranged(
     read_at = int(time.time())
     rows = await objects.in_window(gw.read_pool, kind, begin, query.end, limit=budget.limit)
     overlap = gw.settings.live_tail_overlap_seconds
+    late = 0
     for link in links:
-        rows += await objects.committed_since(
+        since = await objects.committed_since(
             gw.read_pool,
             kind,
             max(start, link.end - overlap),
@@ -271,10 +272,13 @@ async def _ranged(
             link.floor,
             limit=budget.limit,
         )
+        late += len(since)
+        rows += since
     if links:
         unique = {(r.fingerprint, r.last_update): r for r in rows}
         rows = sorted(unique.values(), key=lambda r: (r.last_referenced, r.fingerprint))
         metrics.CONTAINERS_REUSED.inc(len(links))
+        metrics.CONTAINERS_LATE.inc(late)
     found = budget.take(rows)
     read = chains.Link("", begin, min(query.end, read_at), now, len(found), floor)
     return _Ranged(links, found, read)

@@ -205,6 +205,10 @@ async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is
                 later = canonical.loads(ApiResponse, answer.content)
                 assert earlier.results and later.results, answer.text
                 held = [await _threads_in(client, b.url, r.response_url) for r in later.results]
+                counted = (
+                    b.metric("mim_gateway_containers_reused_total"),
+                    b.metric("mim_gateway_containers_late_objects_total"),
+                )
     finally:
         await conn.close()
     assert len(earlier.results) == 1
@@ -214,6 +218,7 @@ async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is
     assert held[1] == {t.fingerprint for t in [*second, late]}
     assert later.starts_from == earlier.results[0].starts_from
     assert [(c.name, c.count) for c in later.caching.entity_counts or ()] == [("thread", 901)]
+    assert counted == (1, 1)
 
 
 async def _files(client: httpx.AsyncClient) -> dict[str, bytes]:
