@@ -33,7 +33,17 @@ from relay.kv import Bucket
 from relay.logging import get_logger
 from services.gateway.containers import LIFE_SECONDS
 
-__all__ = ["MAX_LINKS", "REUSE_SECONDS", "Link", "chain", "load", "merged_counts", "remember"]
+__all__ = [
+    "MAX_LINKS",
+    "REUSE_SECONDS",
+    "Late",
+    "Link",
+    "chain",
+    "late",
+    "load",
+    "merged_counts",
+    "remember",
+]
 
 REUSE_SECONDS: Final = LIFE_SECONDS - 15 * 60
 MAX_LINKS: Final = 256  # per kind, newest kept: a few hundred bytes each in one key
@@ -52,34 +62,86 @@ class Link:
     made: int
     count: int  # objects in it
     floor: int  # the database's oldest running transaction just before the read
+    # the links whose late objects its read took in: (folder, from this floor, from this stamp)
+    absorbed: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """What an answer reads again for one link of its chain: objects of ``kind`` stamped in
+    ``[start, link.end]`` written by a transaction at or above ``floor``."""
+
+    link: Link
+    start: int
+    floor: int
 
 
 def _key(kind: Kind) -> str:
     return f"chain.{kind}"
 
 
+def _link(row: list[object]) -> Link:
+    folder, start, end, made, count, floor, *rest = row
+    absorbed = rest[0] if rest else []
+    if not isinstance(absorbed, list):
+        raise TypeError("absorbed is not a list")
+    return Link(
+        str(folder),
+        int(str(start)),
+        int(str(end)),
+        int(str(made)),
+        int(str(count)),
+        int(str(floor)),
+        tuple((str(a[0]), int(a[1]), int(a[2])) for a in absorbed),
+    )
+
+
 def _decoded(value: bytes) -> list[Link]:
     try:
-        rows = json.loads(value)
-        return [Link(str(r[0]), *(int(x) for x in r[1:6])) for r in rows]
+        return [_link(row) for row in json.loads(value)]
     except (ValueError, TypeError, IndexError):
         return []
 
 
 def chain(links: Iterable[Link], start: int, end: int, now: int) -> list[Link]:
     """Links that cover ``[start, end]`` from ``start`` on as far as they reach, fewest first:
-    at each step the one reaching furthest among those that begin at or before where the chain
-    has got to. Only links written in the last :data:`REUSE_SECONDS` count."""
+    at each step the one reaching furthest among those that hold the second the chain has got to
+    (or, past the first link, begin the second after it). Only links written in the last
+    :data:`REUSE_SECONDS` count."""
     usable = [link for link in links if link.made > now - REUSE_SECONDS]
     found: list[Link] = []
     at = start
     while at < end:
-        reaching = [link for link in usable if link.start <= at < link.end]
+        # ranges are inclusive: the first link must hold the start second (it may end there),
+        # each next one may begin the second after the one before it ends
+        if found:
+            reaching = [link for link in usable if link.start <= at + 1 and at < link.end]
+        else:
+            reaching = [link for link in usable if link.start <= at <= link.end]
         if not reaching:
             break
         best = max(reaching, key=lambda link: link.end)
         found.append(best)
         at = best.end
+    return found
+
+
+def late(links: Sequence[Link], start: int, overlap: int) -> list[Late]:
+    """For each link of a chain, what may have committed after its read: stamped within
+    ``overlap`` before its end (not before ``start``), by a transaction at or above its floor.
+
+    A later link of the same chain that took in this link's late objects from this link's own
+    floor, over at least this stretch, holds every one that committed before its own read; what
+    is left is at or above that later link's floor, so the answer reads from there instead."""
+    found: list[Late] = []
+    for at, link in enumerate(links):
+        since = max(start, link.end - overlap)
+        floor = link.floor
+        for later in links[at + 1 :]:
+            for folder, used, region in later.absorbed:
+                if folder == link.folder and used == link.floor and region <= since:
+                    floor = max(floor, later.floor)
+        found.append(Late(link, since, floor))
     return found
 
 

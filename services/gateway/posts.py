@@ -257,30 +257,26 @@ async def _ranged(
     for each link what committed after it was read (:mod:`services.gateway.chains`)."""
     start = _window_start(gw, query)
     links = chains.chain(await _links(gw, kind), start, query.end, now)
-    begin = links[-1].end if links else start
+    begin = links[-1].end + 1 if links else start  # the chain holds its end second
     floor = await objects.snapshot_floor(gw.read_pool)
     read_at = int(time.time())
     rows = await objects.in_window(gw.read_pool, kind, begin, query.end, limit=budget.limit)
-    overlap = gw.settings.live_tail_overlap_seconds
-    late = 0
-    for link in links:
+    late = chains.late(links, start, gw.settings.live_tail_overlap_seconds)
+    count = 0
+    for again in late:
         since = await objects.committed_since(
-            gw.read_pool,
-            kind,
-            max(start, link.end - overlap),
-            link.end,
-            link.floor,
-            limit=budget.limit,
+            gw.read_pool, kind, again.start, again.link.end, again.floor, limit=budget.limit
         )
-        late += len(since)
+        count += len(since)
         rows += since
     if links:
         unique = {(r.fingerprint, r.last_update): r for r in rows}
         rows = sorted(unique.values(), key=lambda r: (r.last_referenced, r.fingerprint))
         metrics.CONTAINERS_REUSED.inc(len(links))
-        metrics.CONTAINERS_LATE.inc(late)
+        metrics.CONTAINERS_LATE.inc(count)
     found = budget.take(rows)
-    read = chains.Link("", begin, min(query.end, read_at), now, len(found), floor)
+    absorbed = tuple((x.link.folder, x.floor, x.start) for x in late)
+    read = chains.Link("", begin, min(query.end, read_at), now, len(found), floor, absorbed)
     return _Ranged(links, found, read)
 
 

@@ -172,7 +172,8 @@ async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is
 ) -> None:
     """A time range answered by A as a container is named again by B's answer to a later range
     from the same start: B's own container holds only what was stored since, including an object
-    stamped before A's read whose transaction committed after it, and the counts add up."""
+    stamped before A's read whose transaction committed after it, and the counts add up. A third
+    answer names both and does not read that late object again."""
     now = int(time.time())
     board = make("board", {"name": "chain"}, now - 100)
     first = [
@@ -209,6 +210,11 @@ async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is
                     b.metric("mim_gateway_containers_reused_total"),
                     b.metric("mim_gateway_containers_late_objects_total"),
                 )
+                answer = await client.post(
+                    f"{a.url}/v0/c0/threads", content=request("threads", since), headers=JSON
+                )
+                third = canonical.loads(ApiResponse, answer.content)
+                late_on_a = a.metric("mim_gateway_containers_late_objects_total")
     finally:
         await conn.close()
     assert len(earlier.results) == 1
@@ -218,7 +224,10 @@ async def test_a_later_answer_names_the_earlier_container_and_reads_only_what_is
     assert held[1] == {t.fingerprint for t in [*second, late]}
     assert later.starts_from == earlier.results[0].starts_from
     assert [(c.name, c.count) for c in later.caching.entity_counts or ()] == [("thread", 901)]
-    assert counted == (1, 1)
+    assert counted == (1.0, 1.0)
+    # a third answer names both; the late object is in B's container, so it is not read again
+    assert [r.response_url for r in third.results or ()] == [r.response_url for r in later.results]
+    assert late_on_a == 0
 
 
 async def _files(client: httpx.AsyncClient) -> dict[str, bytes]:
