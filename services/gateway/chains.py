@@ -11,8 +11,10 @@ A link says what its container holds: every object of its kind stamped in ``[sta
 committed when it was read. An object stamped before ``end`` may commit after that read (a store
 batch in flight); so for each link the answer also reads what was stamped in the last
 ``live_tail_overlap_seconds`` before ``end`` by transactions that were not finished when the link
-was read (its ``floor``, :func:`relay.db.objects.committed_since`). Nothing the store commits is
-missed; an object named twice costs the peer nothing, as its manifest tells it what it has.
+was read (its ``floor``, :func:`relay.db.objects.committed_since`); once a later container has
+taken those in, answers naming both read them from that container's floor (:func:`late`), so each
+is read again about once. Nothing the store commits is missed; an object named twice costs the
+peer nothing, as its manifest tells it what it has.
 
 Links are shared by every replica in one key per kind of the containers' registry bucket,
 rewritten by compare-and-swap. A link is offered for :data:`REUSE_SECONDS` after its container
