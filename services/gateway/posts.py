@@ -210,22 +210,29 @@ def _decoded(rows: Sequence[StoredObject]) -> list[Entity]:
     return [canonical.loads(entity_class(r.kind), r.body) for r in rows]
 
 
+def _head_start(gw: Gateway) -> int:
+    """The oldest stamp a POST answer reaches back to (the network head)."""
+    return int(time.time()) - gw.head_seconds
+
+
 def _window_start(gw: Gateway, query: pages.Query) -> int:
     """Where a time range's read starts: within the head, and no earlier than the live tail.
 
     The caches hold what was committed when they were read; an object stamped earlier but
     committed later is in no cache, so the live tail reaches back over that gap."""
-    head_start = int(time.time()) - gw.head_seconds
     tail_start = gw.caches.covered_to - gw.settings.live_tail_overlap_seconds
-    return max(query.start, head_start, tail_start)
+    return max(query.start, _head_start(gw), tail_start)
 
 
 async def _select(gw: Gateway, kind: Kind, query: pages.Query, budget: _Budget) -> list[Entity]:
     """The objects the query names, within the head."""
     if query.fingerprints:
-        head_start = int(time.time()) - gw.head_seconds
         rows = await objects.with_fingerprints(
-            gw.read_pool, kind, query.fingerprints, referenced_since=head_start, limit=budget.limit
+            gw.read_pool,
+            kind,
+            query.fingerprints,
+            referenced_since=_head_start(gw),
+            limit=budget.limit,
         )
     else:
         start = _window_start(gw, query)
