@@ -232,12 +232,14 @@ def node_env(peer: str) -> dict[str, str]:
 
 @pytest.fixture
 def node_and_prometheus(tmp_path: Path, static_peer: str) -> Iterator[tuple[Node, Prometheus]]:
-    """``mimrelay up`` (bootstrapping from ``static_peer``) and a Prometheus scraping it; whatever
-    the test leaves running is killed at the end."""
+    """``mimrelay up`` (bootstrapping from ``static_peer``) and, once it is healthy, a Prometheus
+    scraping it (so Prometheus's free port cannot be one the node has yet to bind); whatever the
+    test leaves running is killed at the end."""
     data_dir = tmp_path / "data"
     node = Node(data_dir, free_port(), node_env(static_peer), 1)
     prometheus: Prometheus | None = None
     try:
+        node.wait_healthy()
         config = prometheus_config(data_dir, tmp_path / "prometheus.yml")
         prometheus = Prometheus(config, tmp_path / "tsdb", tmp_path / "prometheus.log")
         yield node, prometheus
@@ -287,7 +289,6 @@ def test_prometheus_scrapes_the_node_and_every_rule_and_panel_query_is_valid(
     healthy, evaluates every rule and panel query without error, and each panel query (save the
     listed ones) returns data; then both stop and leave no process behind."""
     node, prometheus = node_and_prometheus
-    node.wait_healthy()
     services = node.state()["services"]
     replicas = {s["name"] for s in services}
     wait_until("Prometheus ready", lambda: http_get(f"{prometheus.url}/-/ready")[0] == 200)

@@ -121,17 +121,25 @@ class Node:
         return report
 
     def wait_healthy(self) -> dict[str, Any]:
-        def healthy() -> dict[str, Any] | None:
+        """Wait for ``mimrelay status`` to say healthy; on a timeout, fail saying what was not."""
+        why = "the node never wrote that it is running"
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"mimrelay up exited {self.proc.returncode}:\n{self.log.read_text()}")
-            running = self.state().get("state") == "running"
-            if not running or http_get(f"{self.api}/v0/status")[0] != 200:
-                return None
-            report = self.status()
-            return report if report["exit_code"] == 0 else None
-
-        report: dict[str, Any] = wait_until("a healthy node", healthy)
-        return report
+            if self.state().get("state") == "running":
+                code, body = http_get(f"{self.api}/v0/status")
+                report = self.status() if code == 200 else {}
+                if report.get("exit_code") == 0:
+                    return report
+                why = (
+                    f"mimrelay status said: {_unwell(report)}"
+                    if report
+                    else (f"GET {self.api}/v0/status answered {code}: {body[:300]!r}")
+                )
+            time.sleep(0.25)
+        tail = self.log.read_text(errors="replace")[-4000:]
+        pytest.fail(f"no healthy node after {WAIT_SECONDS}s; last, {why}\nits log ends:\n{tail}")
 
     def stored(self, kind: str) -> int:
         objects = self.status().get("objects", {})
@@ -185,3 +193,12 @@ def node_environment(**extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def _unwell(report: dict[str, Any]) -> str:
+    """What a ``mimrelay status --json`` report names as down or unhealthy."""
+    servers = [f"{s['name']} down ({s.get('reason')})" for s in report.get("servers", [])
+               if not s.get("up")]  # fmt: skip
+    services = [f"{s['name']} unhealthy ({s.get('reason', s.get('status'))})"
+                for s in report.get("services", []) if not s.get("healthy")]  # fmt: skip
+    return "; ".join(servers + services) or json.dumps(report)[:2000]
