@@ -38,6 +38,7 @@ import httpx
 import soak_forge
 import soak_plot
 from relay.settings import NodeSettings
+from services.gateway import containers
 from soak_node import Node
 from soak_sample import Sampler, heap_sites, read_metrics
 from soak_stats import Bounds, Check, Objects, compare, figures, verdict
@@ -348,8 +349,11 @@ class Run:
         return warmup if warmup >= 0 else float(self.args.minutes) / 6
 
     def bounds(self) -> Bounds:
-        window = NodeSettings().dedupe_window_seconds  # as the nodes read it, from this environment
-        return Bounds(warmup_minutes=self._warmup(), nats_warmup_minutes=window / 60 + 1)
+        """The stated bounds; nats-server is judged a minute after both its duplicate window (as
+        the nodes read it, from this environment) and the containers' life have filled."""
+        window = NodeSettings().dedupe_window_seconds
+        nats_warmup = max(window, containers.LIFE_SECONDS) / 60 + 1
+        return Bounds(warmup_minutes=self._warmup(), nats_warmup_minutes=nats_warmup)
 
     def verdict(self, sampler: Sampler, in_a: Objects) -> list[Check]:
         return verdict(

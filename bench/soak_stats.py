@@ -11,9 +11,10 @@ The bounds, each checked on the points after the warm-up:
   gateway), the slope of its resident memory less the cache files it holds, since that memory
   fills up to its own bound (``MIM_GATEWAY_CACHE_MEMORY_BYTES``) by design and what must not grow
   is the rest;
-  nats-server's is judged only after ``nats_warmup_minutes`` when that is longer: its duplicate
-  window remembers every message ID for ``MIM_DEDUPE_WINDOW_SECONDS`` (600 s), so its memory
-  rises by design for that long after the traffic starts;
+  nats-server's is judged only after ``nats_warmup_minutes`` when that is longer: it holds, by
+  design, what grows for a set time after the traffic starts and then stays level (the duplicate
+  window remembers every message ID for ``MIM_DEDUPE_WINDOW_SECONDS``, 600 s; the POST answer
+  containers are kept an hour), so its memory is judged once all of that has reached its size;
 - backlog: the least-squares line of each consumer's pending count rises by less than
   ``backlog_rise`` messages over the run (or ten seconds of the traffic, if that is more);
 - latency: for each route, the median p99 of the last third of the minutes is within
@@ -200,21 +201,21 @@ def _thirds(points: Series) -> tuple[list[float], list[float]] | None:
     return [p[1] for p in points[:third]], [p[1] for p in points[-third:]]
 
 
-def _memory(name: str, points: Series, bounds: Bounds, held: Series = ()) -> Check:
+def _memory(name: str, points: Series, bounds: Bounds, held: Series = (), since: str = "") -> Check:
     """The slope of ``points``, less ``held`` (bounded cache memory in the same process) when
-    given, minute by minute."""
+    given, minute by minute; ``since`` says from when, if not from the common warm-up."""
     what = f"memory {name}"
     if held:
         cached = dict(held)
         points = [(m, v - cached[m]) for m, v in points if m in cached]
         what = f"memory {name} less its caches"
     if len(points) < 3:
-        return Check(what, f"{len(points)} minutes", "3 minutes", None)
+        return Check(what, f"{len(points)} minutes", f"3 minutes{since}", None)
     per_10 = slope(points) * 10
     return Check(
         what,
         f"{per_10:+.2f} MiB/10 min",
-        f"< {bounds.rss_mb_per_10min:g} MiB/10 min",
+        f"< {bounds.rss_mb_per_10min:g} MiB/10 min{since}",
         per_10 < bounds.rss_mb_per_10min,
     )
 
@@ -271,7 +272,8 @@ def verdict(
         points = after(series[key], warmup)
         if kind == "rss_mb":
             held = after(series.get(f"cache_mb:{name}", ()), warmup)
-            checks.append(_memory(name, points, bounds, held))
+            since = "" if warmup == bounds.warmup_minutes else f" from minute {warmup:g}"
+            checks.append(_memory(name, points, bounds, held, since))
         elif kind == "pending":
             checks.append(_backlog(name, points, bounds, rate))
         elif kind == "p99_ms":

@@ -108,6 +108,22 @@ def test_nats_server_is_judged_after_its_duplicate_window_has_filled() -> None:
     assert checks["memory A/nats"] is True
     assert checks["memory A/store"] is False
     assert checks["memory B/nats"] is False
+    lines = {c.name: c.line() for c in found}
+    assert lines["memory A/nats"].endswith("bound < 1 MiB/10 min from minute 11")
+    assert lines["memory A/store"].endswith("bound < 1 MiB/10 min")
+
+
+def test_a_run_shorter_than_the_nats_warm_up_does_not_judge_nats_server_and_says_so() -> None:
+    """When the run ends before nats-server's warm-up, its memory is neither passed nor failed,
+    and the verdict line says from which minute it would be judged."""
+    rising = [(m, 40 + 5 * m) for m in MINUTES]
+    bounds = Bounds(nats_warmup_minutes=61.0)
+    found = verdict({"rss_mb:A/nats": rising}, bounds, rate=5.0, cache_interval=60.0, lost=0,
+                    doubled=0)  # fmt: skip
+    (nats,) = [c for c in found if c.name == "memory A/nats"]
+    assert nats.ok is None
+    assert nats.line().startswith("n/a ")
+    assert nats.line().endswith("bound 3 minutes from minute 61")
 
 
 def test_a_gateway_is_judged_without_the_cache_memory_it_fills_up_to_its_bound() -> None:
