@@ -28,7 +28,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
-from typing import Final
+from typing import Any, Final
 
 from mim.entities import EntityCount, Kind
 from relay.kv import Bucket
@@ -82,20 +82,13 @@ def _key(kind: Kind) -> str:
     return f"chain.{kind}"
 
 
-def _link(row: list[object]) -> Link:
+def _link(row: Sequence[Any]) -> Link:
     folder, start, end, made, count, floor, *rest = row
     absorbed = rest[0] if rest else []
     if not isinstance(absorbed, list):
         raise TypeError("absorbed is not a list")
-    return Link(
-        str(folder),
-        int(str(start)),
-        int(str(end)),
-        int(str(made)),
-        int(str(count)),
-        int(str(floor)),
-        tuple((str(a[0]), int(a[1]), int(a[2])) for a in absorbed),
-    )
+    numbers = (int(start), int(end), int(made), int(count), int(floor))
+    return Link(str(folder), *numbers, tuple((str(a[0]), int(a[1]), int(a[2])) for a in absorbed))
 
 
 def _decoded(value: bytes) -> list[Link]:
@@ -138,13 +131,18 @@ def late(links: Sequence[Link], start: int, overlap: int) -> list[Late]:
     found: list[Late] = []
     for at, link in enumerate(links):
         since = max(start, link.end - overlap)
-        floor = link.floor
-        for later in links[at + 1 :]:
-            for folder, used, region in later.absorbed:
-                if folder == link.folder and used == link.floor and region <= since:
-                    floor = max(floor, later.floor)
-        found.append(Late(link, since, floor))
+        floors = [later.floor for later in links[at + 1 :] if _took_in(later, link, since)]
+        found.append(Late(link, since, max([link.floor, *floors])))
     return found
+
+
+def _took_in(later: Link, link: Link, since: int) -> bool:
+    """Whether ``later`` read ``link``'s late objects from ``link``'s own floor, from ``since``
+    or earlier."""
+    return any(
+        folder == link.folder and used == link.floor and region <= since
+        for folder, used, region in later.absorbed
+    )
 
 
 def merged_counts(

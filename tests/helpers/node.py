@@ -34,15 +34,22 @@ KEY = SigningKey.generate(bytes(range(7, 39)))
 WAIT_SECONDS = 60.0
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+def wait_until(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = WAIT_SECONDS,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and what
+    ``explain`` says then, if given) after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    detail = f"; {explain()}" if explain is not None else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -123,23 +130,27 @@ class Node:
     def wait_healthy(self) -> dict[str, Any]:
         """Wait for ``mimrelay status`` to say healthy; on a timeout, fail saying what was not."""
         why = "the node never wrote that it is running"
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
+
+        def healthy() -> dict[str, Any] | None:
+            nonlocal why
             if self.proc.poll() is not None:
                 pytest.fail(f"mimrelay up exited {self.proc.returncode}:\n{self.log.read_text()}")
-            if self.state().get("state") == "running":
-                code, body = http_get(f"{self.api}/v0/status")
-                report = self.status() if code == 200 else {}
-                if report.get("exit_code") == 0:
-                    return report
-                why = (
-                    f"mimrelay status said: {_unwell(report)}"
-                    if report
-                    else (f"GET {self.api}/v0/status answered {code}: {body[:300]!r}")
-                )
-            time.sleep(0.25)
-        tail = self.log.read_text(errors="replace")[-4000:]
-        pytest.fail(f"no healthy node after {WAIT_SECONDS}s; last, {why}\nits log ends:\n{tail}")
+            if self.state().get("state") != "running":
+                return None
+            code, body = http_get(f"{self.api}/v0/status")
+            report = self.status() if code == 200 else {}
+            if report.get("exit_code") == 0:
+                return report
+            why = f"mimrelay status said: {_unwell(report)}" if report else (
+                f"GET {self.api}/v0/status answered {code}: {body[:300]!r}"
+            )  # fmt: skip
+            return None
+
+        def explain() -> str:
+            return f"last, {why}\nits log ends:\n{self.log.read_text(errors='replace')[-4000:]}"
+
+        report: dict[str, Any] = wait_until("a healthy node", healthy, explain=explain)
+        return report
 
     def stored(self, kind: str) -> int:
         objects = self.status().get("objects", {})
