@@ -19,7 +19,8 @@ __all__ = ["TITLES", "plot"]
 TITLES: Final = {
     "rss_mb": ("Resident memory per process", "MiB"),
     "cache_mb": ("Cache files held in the gateway's bounded memory", "MiB"),
-    "heap_mb": ("nats-server heap in use, as Go counts it", "MiB"),
+    "heap_mb": ("nats-server live heap, after a collection", "MiB"),
+    "nats_mb": ("nats-server live heap by what holds it", "MiB"),
     "procs": ("PostgreSQL processes (server and backends)", "processes"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),

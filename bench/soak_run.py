@@ -320,6 +320,9 @@ class Run:
         (self.out / f"{self.prefix}-series.json").write_text(json.dumps(series))
         for name, profile in sampler.heap_profiles.items():
             (self.out / f"{self.prefix}-nats-heap-{name}.txt").write_text(profile)
+            parts = [k for k in series if k.startswith(f"nats_mb:{name}/")]
+            held = ", ".join(f"{k.rsplit('/', 1)[1]} {series[k][-1][1]:.0f}" for k in parts)
+            print(f"nats-server {name}, live heap by part (MiB, last): {held}")
             print(f"nats-server {name}, heap in use by function (last profile):")
             for site in summary["nats_heap_sites"][name][:5]:
                 print(f"  {site}")

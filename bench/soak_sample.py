@@ -15,13 +15,15 @@ largest age of the minute. From the traffic: the client's own p50 and p99 per ro
 And the machine's load average, which says how much of the two cores the run had.
 
 From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
-the node): the memory Go says its heap holds (``HeapInuse``), beside the process's resident memory,
-and at the end the functions that allocated what is still held (:func:`heap_sites`).
+the node), asked for after a collection: the heap that is live (``HeapAlloc``), beside the
+process's resident memory; how much of it each part of :data:`NATS_PARTS` holds (its share of the
+profile's samples); and at the end the functions that allocated what is still held
+(:func:`heap_sites`).
 PostgreSQL's series also count its processes (``procs``), since each new backend adds memory.
 
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
 ``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
-``heap_mb:A/nats``, ``procs:A/postgres``, ``load1:machine``.
+``heap_mb:A/nats``, ``nats_mb:A/blocks``, ``procs:A/postgres``, ``load1:machine``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from soak_node import Node, get
 from soak_stats import Point, histogram_quantile, percentile
 from soak_traffic import Traffic
 
-__all__ = ["Metrics", "Sampler", "heap_sites", "read_metrics"]
+__all__ = ["NATS_PARTS", "Metrics", "Sampler", "heap_parts", "heap_sites", "read_metrics"]
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -190,11 +192,15 @@ class Sampler:
         url = node.state().get("nats_profile_url")
         if not url:
             return
-        status, body = get(f"{url}heap?debug=1", timeout=10.0)
+        # gc=1: a collection first, so the profile and its statistics are of what is live now
+        status, body = get(f"{url}heap?debug=1&gc=1", timeout=10.0)
         text = body.decode(errors="replace") if status == 200 else ""
-        stats = _memstats(text)
-        if "HeapInuse" in stats:
-            self.add(f"heap_mb:{node.name}/nats", stats["HeapInuse"] / (1024 * 1024), minute)
+        live = _memstats(text).get("HeapAlloc")
+        if live is not None:
+            live /= 1024 * 1024
+            self.add(f"heap_mb:{node.name}/nats", live, minute)
+            for part, share in heap_parts(text).items():
+                self.add(f"nats_mb:{node.name}/{part}", share * live, minute)
             self.heap_profiles[node.name] = text
 
     def _services(self, node: Node, minute: float) -> None:
@@ -244,15 +250,10 @@ def _memstats(profile: str) -> dict[str, float]:
     return found
 
 
-def heap_sites(
-    profile: str, top: int = 8, prefix: str = "github.com/nats-io/nats-server/v2/"
-) -> list[str]:
-    """The sites holding most of the sampled in-use heap of a Go text heap profile
-    (``heap?debug=1``), each as ``share% site``. A site is the two frames of the server's own code
-    (``prefix``, left out of the names) nearest the allocation, its pools' constructors
-    (``init.func``) skipped, e.g. ``server.getMsgBlockBuf < server.(*msgBlock).loadMsgs``; a stack
-    without any is charged to its first frame. Samples are scaled as pprof does."""
-    held: defaultdict[str, float] = defaultdict(float)
+def _held(profile: str) -> list[tuple[float, list[str]]]:
+    """The in-use samples of a Go text heap profile (``heap?debug=1``): for each, the bytes it
+    stands for and its stack's frames, nearest first. Samples are scaled as pprof does."""
+    held: list[tuple[float, list[str]]] = []
     inuse, frames, rate = 0.0, list[str](), 512 * 1024.0
     for line in [*profile.splitlines(), ""]:
         head = line.split(" @", 1)[0]
@@ -267,13 +268,50 @@ def heap_sites(
         elif line.startswith("#\t0x") and inuse and line.count("\t") >= 2:
             frames.append(line.split("\t")[2].rsplit("+0x", 1)[0])
         elif not line.strip() and inuse and frames:
-            own = [f for f in frames if f.startswith(prefix) and ".init." not in f]
-            site = " < ".join(f.removeprefix(prefix) for f in own[:2]) if own else frames[0]
-            held[site] += inuse
+            held.append((inuse, frames))
             inuse, frames = 0, []
+    return held
+
+
+def heap_sites(
+    profile: str, top: int = 8, prefix: str = "github.com/nats-io/nats-server/v2/"
+) -> list[str]:
+    """The sites holding most of the sampled in-use heap of a Go text heap profile
+    (``heap?debug=1``), each as ``share% site``. A site is the two frames of the server's own code
+    (``prefix``, left out of the names) nearest the allocation, its pools' constructors
+    (``init.func``) skipped, e.g. ``server.getMsgBlockBuf < server.(*msgBlock).loadMsgs``; a stack
+    without any is charged to its first frame."""
+    held: defaultdict[str, float] = defaultdict(float)
+    for inuse, frames in _held(profile):
+        own = [f.removeprefix(prefix) for f in frames if f.startswith(prefix) and ".init." not in f]
+        held[" < ".join(own[:2]) if own else frames[0]] += inuse
     total = sum(held.values()) or 1.0
     ranked = sorted(held.items(), key=lambda item: -item[1])[:top]
     return [f"{100 * n / total:4.1f}% {name}" for name, n in ranked]
+
+
+#: What holds nats-server's heap, by a function of the server on the allocation's stack: the
+#: buffers of the message blocks it writes and reads (each stream's newest block, and a block
+#: read until it has been idle a few seconds: each at most a block's size), and the message IDs of
+#: the duplicate window (``MIM_DEDUPE_WINDOW_SECONDS``). The rest is ``other``.
+NATS_PARTS: Final = {
+    "blocks": ("server.getMsgBlockBuf",),
+    "dedupe": ("server.getMsgId", "server.(*stream).storeMsgIdLocked"),
+}
+
+
+def heap_parts(
+    profile: str, prefix: str = "github.com/nats-io/nats-server/v2/"
+) -> dict[str, float]:
+    """The share of the sampled in-use heap of a nats-server heap profile held by each part of
+    :data:`NATS_PARTS`, and by ``other``; the shares add up to 1 (empty without samples)."""
+    held = dict.fromkeys([*NATS_PARTS, "other"], 0.0)
+    for inuse, frames in _held(profile):
+        own = {f.removeprefix(prefix) for f in frames}
+        part = next((p for p, f in NATS_PARTS.items() if own.intersection(f)), "other")
+        held[part] += inuse
+    total = sum(held.values())
+    return {part: n / total for part, n in held.items()} if total else {}
 
 
 async def _guarded(work: Callable[[], None]) -> None:

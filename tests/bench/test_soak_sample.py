@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import nats
+import pytest
 from nats.js.api import StreamConfig
 
 from relay.embedded import NatsServer, free_port
-from soak_node import get
-from soak_sample import _memstats, heap_sites
+from soak_node import Node, get
+from soak_sample import NATS_PARTS, Sampler, _memstats, heap_parts, heap_sites
 
 
 async def test_a_real_heap_profile_gives_its_statistics_and_the_sites_holding_memory(
@@ -43,6 +45,42 @@ async def test_a_real_heap_profile_gives_its_statistics_and_the_sites_holding_me
     assert len(heap_sites(profile, top=3)) == min(3, len(sites))
 
 
+async def test_a_soak_minute_splits_the_live_heap_of_a_real_server_into_its_parts(
+    tmp_path: Path,
+) -> None:
+    """Messages with IDs on a stream fill its newest block's buffer and the duplicate window: a
+    soak's minute reads the server's live heap and charges a share of it to each, the parts
+    adding up to the whole."""
+    with NatsServer(tmp_path / "nats", profile_port=free_port()) as server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="IDS", subjects=["ids.>"], duplicate_window=600))
+        total = 40_000  # about 8 MB of IDs and entries: dozens of samples of 512 KiB
+        for n in range(total):
+            await nc.publish(f"ids.{n % 16}", b"x" * 200, headers={"Nats-Msg-Id": f"{n:064x}"})
+        # the stream takes one connection's messages in order: once this last one is acknowledged,
+        # all are stored
+        await js.publish("ids.last", b"x", headers={"Nats-Msg-Id": "last"})
+        assert (await js.stream_info("IDS")).state.messages == total + 1
+        await nc.close()
+        data = tmp_path / "a"
+        data.mkdir()
+        (data / "node.json").write_text(json.dumps({"nats_profile_url": server.profile_url}))
+        # no traffic: only the nats-server part of a minute is read here
+        sampler = Sampler([Node("A", data)], traffic=None)  # type: ignore[arg-type]
+        await asyncio.to_thread(sampler._nats_heap, sampler.nodes[0], 1.0)
+    [(_, live)] = sampler.series["heap_mb:A/nats"]
+    parts = {key: sampler.series[key][0][1] for key in sampler.series if key.startswith("nats_mb:")}
+    assert set(parts) == {f"nats_mb:A/{part}" for part in [*NATS_PARTS, "other"]}
+    assert live > 0
+    assert parts["nats_mb:A/blocks"] > 0
+    assert parts["nats_mb:A/dedupe"] > 0
+    assert abs(sum(parts.values()) - live) < 0.01 * live
+    profile = sampler.heap_profiles["A"]
+    assert heap_parts(profile)["blocks"] == pytest.approx(parts["nats_mb:A/blocks"] / live)
+
+
 def test_no_profile_gives_nothing() -> None:
     assert _memstats("") == {}
     assert heap_sites("") == []
+    assert heap_parts("") == {}
