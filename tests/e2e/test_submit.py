@@ -20,6 +20,8 @@ from mim.signing import SigningKey
 from tests.helpers.cli import run_cli
 from tests.helpers.gateway import gateway
 from tests.helpers.pipeline import running_pipeline
+from tests.helpers.servers import TemplateSetup
+from tests.helpers.store import migrate_template
 
 DIFFICULTY = 6
 KEY = SigningKey.generate(bytes(range(60, 92)))
@@ -27,11 +29,19 @@ MINT = mim_pow.local_minter(random.Random(3).randrange)
 WHERE = {"board": "b" * 64, "thread": "c" * 64, "parent": "c" * 64}
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """The environment that points the command at a running node, and its public listener."""
+
+    env: dict[str, str]
+    public: str
+
+
 @pytest.fixture
-def node(
+def served(
     nats_url: str, empty_database: str, stream_prefix: str, tmp_path: Path
-) -> Iterator[dict[str, str]]:
-    """A validator, a store and a gateway; the environment that points the command at them."""
+) -> Iterator[Served]:
+    """A validator, a store and a gateway."""
     allowed = {"MIM_ALLOWED_NETWORKS": "203.0.113.0/24"}  # the documentation network
     with (
         running_pipeline(nats_url, empty_database, stream_prefix, DIFFICULTY, **allowed) as env,
@@ -40,7 +50,18 @@ def node(
             MIM_MIN_POW=str(DIFFICULTY), **allowed,
         ) as gw,
     ):  # fmt: skip
-        yield {**env, "MIM_GATEWAY_LOCAL_PORT": gw.local.rpartition(":")[2]}
+        yield Served({**env, "MIM_GATEWAY_LOCAL_PORT": gw.local.rpartition(":")[2]}, gw.url)
+
+
+@pytest.fixture
+def node(served: Served) -> dict[str, str]:
+    return served.env
+
+
+@pytest.fixture
+def database_template_setup() -> TemplateSetup:
+    """Another node's database (``fresh_database``) holds the schema its gateway needs."""
+    return migrate_template
 
 
 def _post(body: str, now: int) -> Post:
@@ -135,3 +156,44 @@ async def test_import_wait_and_timeout(
         f"pending   post        {late.fingerprint}  not stored within 1 s",
         "0 stored, 0 rejected, 1 not stored within 1 s",
     ]
+
+
+async def test_wait_with_api_follows_only_its_own_node(
+    served: Served, fresh_database: str, nats_url: str, stream_prefix: str, tmp_path: Path
+) -> None:
+    """`--wait` follows objects through the servers of this machine's node: with `--api` naming
+    that node, by its local API or by its public listener with a token, each object is followed
+    to `stored`; naming another node's listener, the command exits 2 before sending anything and
+    says why, since that node's store is not one it can see."""
+    posts = [_post(f"by api {n}", 1_700_000_500 + n) for n in range(2)]
+    files = []
+    for n, post in enumerate(posts):
+        files.append(tmp_path / f"post-{n}.json")
+        files[-1].write_text(canonical.dumps(post), encoding="utf-8")
+    local = f"http://127.0.0.1:{served.env['MIM_GATEWAY_LOCAL_PORT']}"
+    by_local = await asyncio.to_thread(
+        run_cli, ["submit", "--wait", "--api", local, str(files[0])], served.env
+    )
+    assert by_local.returncode == 0, by_local.stdout + by_local.stderr
+    assert by_local.stdout.splitlines() == [
+        f"stored    post        {posts[0].fingerprint}",
+        "1 stored, 0 rejected",
+    ]
+    made = await asyncio.to_thread(run_cli, ["token", "create", "api", "--api", local], served.env)
+    token = tmp_path / "token"
+    token.write_text(made.stdout.splitlines()[0] + "\n", encoding="utf-8")
+    public = ["--api", served.public, "--token-file", str(token)]
+    by_public = await asyncio.to_thread(
+        run_cli, ["submit", "--wait", *public, str(files[1])], served.env
+    )
+    assert by_public.returncode == 0, by_public.stdout + by_public.stderr
+    assert by_public.stdout.splitlines()[-1] == "1 stored, 0 rejected"
+
+    with gateway(nats_url, fresh_database, stream_prefix + "X", tmp_path / "other") as other:
+        elsewhere = await asyncio.to_thread(
+            run_cli, ["submit", "--wait", "--api", other.url, str(files[0])], served.env
+        )
+    assert elsewhere.returncode == 2
+    assert elsewhere.stdout == ""
+    assert "error: --wait follows objects through the node in" in elsewhere.stderr
+    assert f"{other.url} is another node" in elsewhere.stderr

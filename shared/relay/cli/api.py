@@ -20,9 +20,10 @@ import httpx
 
 from relay.cli.local import running_state
 from relay.cli.running import REFUSED, fail, load_settings
+from relay.node_state import read_state
 from relay.settings import LocalApiSettings, load
 
-__all__ = ["API", "call", "local_api", "refusal_text"]
+__all__ = ["API", "call", "local_api", "own_apis", "refusal_text"]
 
 _TIMEOUT_SECONDS: Final = 120.0
 _VARIABLES: Final = ("MIM_GATEWAY_LOCAL_HOST", "MIM_GATEWAY_LOCAL_PORT")
@@ -52,6 +53,19 @@ def local_api(given: str | None, data_dir: Path | None, verbose: int) -> str:
         return _configured()
     recorded = running_state(settings.data_dir).get("local_api_url")
     return str(recorded).rstrip("/") if recorded else _configured()
+
+
+def own_apis(data_dir: Path) -> set[str]:
+    """The URLs the node of this machine is known by without asking it: the public and local APIs
+    ``node.json`` in ``data_dir`` records, and the local API its variables name when set."""
+    try:
+        recorded = read_state(data_dir)
+    except (OSError, ValueError):  # no node.json: a node run by compose, or none
+        recorded = {}
+    found = {str(recorded.get(key) or "").rstrip("/") for key in ("api_url", "local_api_url")}
+    if any(os.environ.get(variable) for variable in _VARIABLES):
+        found.add(_configured())
+    return found - {""}
 
 
 def call(method: str, url: str, **kwargs: Any) -> httpx.Response:

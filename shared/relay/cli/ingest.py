@@ -15,7 +15,9 @@ straight onto the ingest stream, byte for byte, names the broken lines and sends
 With ``--wait`` both follow each object until the store holds it or it is refused (by the gateway
 or a validator; ``relay.cli.follow``) and print one line per object, in order: ``stored``,
 ``rejected`` with the stage and the reason, or ``pending`` when ``--timeout`` ran out; the exit
-status is 0 only if every object was stored.
+status is 0 only if every object was stored. It follows them through the servers of the node of
+this machine, so ``submit --wait --api URL`` first checks that URL is that node (its recorded or
+configured API, else the same key on ``GET /v0/node``), and exits 2 before sending if not.
 
 Exit codes: 0 done; 1 the node refused or could not be reached, an object was rejected, a line was
 refused (import), or with ``--wait`` not everything was stored; 2 a usage, file or input error.
@@ -34,7 +36,7 @@ import click
 from mim.entities import KINDS
 from mim.errors import MimError
 from relay.bus import Layout, StreamLimits, ensure_streams
-from relay.cli.api import API, local_api
+from relay.cli.api import API, call, local_api, own_apis
 from relay.cli.feed import Fed, Sent, feed
 from relay.cli.files import SHOWN_REFUSALS, read_items
 from relay.cli.follow import Outcome, follow
@@ -49,6 +51,7 @@ from relay.cli.running import (
     progress_option,
     run,
 )
+from relay.db import identity
 from relay.settings import NodeSettings
 from relay.wrapped import unwrap
 
@@ -102,6 +105,27 @@ async def _follow(
             nc, pool, layout, fed.sent, timeout=wait_seconds, look_back_seconds=back,
             report=_report(wait_seconds),
         )  # fmt: skip
+
+
+async def _same_node(settings: NodeSettings, api: str, headers: dict[str, str]) -> None:
+    """Exit 2 unless the node answering at ``api`` is the one whose servers ``--wait`` follows:
+    objects sent to another node are stored by that node, which these servers never see."""
+    if api in own_apis(settings.data_dir):
+        return
+    answer = call("GET", f"{api}/v0/node", headers=headers)
+    try:
+        theirs = str(answer.json()["node_public_key"])
+    except (ValueError, KeyError, TypeError):
+        fail(f"{api}/v0/node did not answer with a node page ({answer.status_code})", REFUSED)
+    async with database(settings, read=True) as pool:
+        key = await identity.load(pool)
+    ours = key.public_hex if key is not None else ""
+    if theirs != ours:
+        fail(
+            f"--wait follows objects through the node in {settings.data_dir}, and {api} is"
+            f" another node (its key {theirs[:16]}…, ours {ours[:16] or 'none'}…): submit there"
+            " without --wait, or from that node's own machine"
+        )
 
 
 async def _import(
@@ -196,6 +220,8 @@ def submit(
     headers = _authorization(token_file)
     url = f"{local_api(api, data_dir, verbose)}/api/submit"
     settings = find_node(data_dir, verbose, "nats", "database") if wait else None
+    if settings is not None and api:
+        run(_same_node(settings, url.removesuffix("/api/submit"), headers))
     with Bar(len(items), "queueing", progress) as bar:
         fed = send(url, items, headers=headers, full_wait_seconds=full_wait_seconds, bar=bar)
     outcomes = run(_follow(settings, fed, timeout)) if settings is not None and fed.sent else []
