@@ -41,7 +41,7 @@ from relay.settings import NodeSettings
 from services.gateway import containers
 from soak_node import Node
 from soak_sample import Sampler, heap_sites, read_metrics
-from soak_stats import Bounds, Check, Objects, compare, figures, verdict
+from soak_stats import Bounds, Check, Objects, compare, figures, nats_parts, verdict
 from soak_traffic import Traffic
 
 __all__ = ["Run", "options"]
@@ -286,6 +286,12 @@ class Run:
         failed = [c for c in checks if c.ok is False]
         told = "FAIL" if failed else "PASS"
         print(f"verdict: {told} ({len(failed)} of {len(checks)} checks failed)")
+        since = self.bounds().nats_warmup_minutes
+        parts = nats_parts(series, since)
+        for name, slopes in parts.items():
+            rest = ", ".join(f"{part} {n:+.2f}" for part, n in slopes.items() if part != "live")
+            print(f"nats-server {name} from minute {since:g}, MiB/10 min: live heap "
+                  f"{slopes.get('live', math.nan):+.2f} ({rest})")  # fmt: skip
         load = [p[1] for p in series.get("load1:machine", [])]
         summary = {
             "run": self.prefix,
@@ -313,6 +319,7 @@ class Run:
             },
             "series": figures(series, self._warmup()),
             "nats_heap_sites": {n: heap_sites(t) for n, t in sampler.heap_profiles.items()},
+            "nats_heap_slopes": {"from_minute": since, **parts},
             **self.extra,
         }
         print(f"load average (1 min) during the run: mean {summary['load1']['mean']}, "
@@ -320,8 +327,8 @@ class Run:
         (self.out / f"{self.prefix}-series.json").write_text(json.dumps(series))
         for name, profile in sampler.heap_profiles.items():
             (self.out / f"{self.prefix}-nats-heap-{name}.txt").write_text(profile)
-            parts = [k for k in series if k.startswith(f"nats_mb:{name}/")]
-            held = ", ".join(f"{k.rsplit('/', 1)[1]} {series[k][-1][1]:.0f}" for k in parts)
+            keys = [k for k in series if k.startswith(f"nats_mb:{name}/")]
+            held = ", ".join(f"{k.rsplit('/', 1)[1]} {series[k][-1][1]:.0f}" for k in keys)
             print(f"nats-server {name}, live heap by part (MiB, last): {held}")
             print(f"nats-server {name}, heap in use by function (last profile):")
             for site in summary["nats_heap_sites"][name][:5]:

@@ -41,6 +41,7 @@ __all__ = [
     "compare",
     "figures",
     "histogram_quantile",
+    "nats_parts",
     "objects_check",
     "percentile",
     "rise",
@@ -191,6 +192,25 @@ def figures(series: Mapping[str, Series], warmup: float) -> dict[str, dict[str, 
             "max": round(max(values), 3),
             "slope_per_10min": round(slope(after(points, warmup)) * 10, 3),
         }
+    return found
+
+
+def nats_parts(series: Mapping[str, Series], since: float) -> dict[str, dict[str, float]]:
+    """Per node, the slope in MiB per 10 minutes after minute ``since`` of nats-server's live heap
+    (``heap_mb:<node>/nats``, as ``live``) and of each part of it (``nats_mb:<node>/<part>``);
+    a series with fewer than 3 points after ``since`` is left out."""
+    found: dict[str, dict[str, float]] = {}
+    for key in sorted(series):
+        kind, _, name = key.partition(":")
+        if kind == "heap_mb" and name.endswith("/nats"):
+            node, part = name.removesuffix("/nats"), "live"
+        elif kind == "nats_mb":
+            node, _, part = name.partition("/")
+        else:
+            continue
+        points = after(series[key], since)
+        if len(points) >= 3:
+            found.setdefault(node, {})[part] = round(slope(points) * 10, 2)
     return found
 
 

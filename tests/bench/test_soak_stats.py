@@ -17,6 +17,7 @@ from soak_stats import (
     compare,
     figures,
     histogram_quantile,
+    nats_parts,
     percentile,
     rise,
     slope,
@@ -124,6 +125,21 @@ def test_a_run_shorter_than_the_nats_warm_up_does_not_judge_nats_server_and_says
     assert nats.ok is None
     assert nats.line().startswith("n/a ")
     assert nats.line().endswith("bound 3 minutes from minute 61")
+
+
+def test_nats_server_parts_are_told_by_their_slopes_after_its_warm_up() -> None:
+    """Each node's live heap and each part of it get their slope per 10 minutes after the warm-up
+    (the filling before it left out); a part with too few minutes after it, and the series of
+    other processes, are not listed."""
+    series = {
+        "heap_mb:A/nats": [(m, 50 + 2 * max(0.0, m - 11) + 9 * (m < 11)) for m in MINUTES],
+        "nats_mb:A/blocks": [(m, 20 + 2 * max(0.0, m - 11)) for m in MINUTES],
+        "nats_mb:A/dedupe": [(m, 5 * min(m, 11.0)) for m in MINUTES],
+        "nats_mb:B/other": [(m, 7.0) for m in MINUTES[:12]],
+        "rss_mb:A/nats": _line(90, 1.0),
+    }
+    assert nats_parts(series, 11.0) == {"A": {"live": 20.0, "blocks": 20.0, "dedupe": 0.0}}
+    assert nats_parts(series, 0.0)["B"] == {"other": 0.0}
 
 
 def test_a_gateway_is_judged_without_the_cache_memory_it_fills_up_to_its_bound() -> None:
