@@ -33,6 +33,7 @@ __all__ = [
     "ErrorDetail",
     "Throttle",
     "database_unavailable",
+    "gzipped_json",
     "json_bytes",
     "refusal",
     "refused",
@@ -141,3 +142,11 @@ def json_bytes(
             headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
         )
     return Response(body, media_type="application/json")
+
+
+def gzipped_json(request: Request, gz: bytes) -> Response:
+    """A JSON answer kept gzip-compressed: as it is to a client that accepts gzip, else
+    decompressed (``gz`` is the node's own, never a stranger's)."""
+    if _gzip_ok(request):
+        return json_bytes(request, b"", gz)
+    return Response(gzip.decompress(gz), media_type="application/json")

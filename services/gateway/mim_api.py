@@ -19,7 +19,7 @@ from mim.nodes import NodeType
 from relay import BusError, BusUnavailable
 from relay.db import addresses
 from services.gateway import posts
-from services.gateway.answers import json_bytes, refusal
+from services.gateway.answers import gzipped_json, json_bytes, refusal
 from services.gateway.state import Gateway
 
 __all__ = ["get", "post", "unsafe"]
@@ -89,7 +89,10 @@ async def get(gw: Gateway, request: Request, path: str) -> Response:  # noqa: PL
             stored = await gw.containers.read(clean)
         except (BusUnavailable, BusError) as exc:
             return refusal(503, "path", "containers.unavailable", str(exc))
-        return Response(status_code=204) if stored is None else json_bytes(request, stored)
+        if stored is None:
+            return Response(status_code=204)
+        body, gzipped = stored
+        return gzipped_json(request, body) if gzipped else json_bytes(request, body)
     return await _serve_file(gw, request, path)
 
 

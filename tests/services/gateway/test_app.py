@@ -91,6 +91,27 @@ async def test_cache_pages_are_gzipped_when_asked(running: Running, fresh_databa
         pages.verify_page(canonical.loads(ApiResponse, index.content))
 
 
+async def test_a_container_written_with_plain_pages_is_still_served(running: Running) -> None:
+    """A container whose pages were kept uncompressed (as before they were kept gzip-compressed)
+    is served as it was written, gzip-encoded when asked and plain otherwise, until it expires."""
+    containers = running.gateway.containers
+    rid = "e" * 64
+    page = running.gateway.signed(pages.node_page(running.gateway.base(int(time.time()))))
+    assert await containers.registry.claim(rid, b"1") is not None
+    assert running.gateway.nc is not None
+    js = running.gateway.nc.jetstream()
+    held = await js.object_store(running.gateway.layout.container_pages_bucket)
+    await held.put(f"{rid}/0.json", page)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        path = f"/v0/responses/post_{rid}/0.json"
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+        packed = await client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert plain.status_code == packed.status_code == 200
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert plain.content == packed.content == page
+
+
 async def test_post_refusals_name_the_reason(running: Running) -> None:
     """Stale timestamps, reused nonces, weak or unsigned PoW, wrong content type, bad JSON, a
     one-value timestamp filter and a 50 MB body each get a 4xx with a reason, never a 5xx."""

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import nats
 
 from mim import canonical
 from mim.entities import ApiResponse, Filter
+from relay.bus import Layout
 from relay.db import storing
 from tests.helpers.gateway import (
     LEASE_SECONDS,
@@ -123,7 +125,8 @@ async def test_a_container_written_by_one_replica_is_served_by_the_other(
     nats_url: str, fresh_database: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """A POST answer too large for one page, answered by A, is a container whose every page B
-    serves with the same bytes as A."""
+    serves with the same bytes as A: gzip-encoded to a client that takes it, plain to one that
+    does not; the container's object store holds less than the pages it serves."""
     now = int(time.time())
     board = make("board", {"name": "container"}, now - 100)
     threads = [
@@ -143,9 +146,25 @@ async def test_a_container_written_by_one_replica_is_served_by_the_other(
             pages = ["0.json", "1.json", "index/0.json", "manifest/0.json"]
             from_a = [await client.get(f"{a.url}/v0/responses/{folder}/{p}") for p in pages]
             from_b = [await client.get(f"{b.url}/v0/responses/{folder}/{p}") for p in pages]
+            plain = [
+                await client.get(
+                    f"{b.url}/v0/responses/{folder}/{p}", headers={"Accept-Encoding": "identity"}
+                )
+                for p in pages
+            ]
             missing = await client.get(f"{b.url}/v0/responses/post_{'0' * 64}/0.json")
+        nc = await nats.connect(nats_url)
+        try:
+            stream = f"OBJ_{Layout(stream_prefix).container_pages_bucket}"
+            held = (await nc.jetstream().stream_info(stream)).state.bytes
+        finally:
+            await nc.close()
     assert [r.status_code for r in from_b] == [200] * len(pages)
     assert [r.content for r in from_b] == [r.content for r in from_a]
+    assert [r.headers.get("content-encoding") for r in from_b] == ["gzip"] * len(pages)
+    assert [r.headers.get("content-encoding") for r in plain] == [None] * len(pages)
+    assert [r.content for r in plain] == [r.content for r in from_b]
+    assert held < sum(len(r.content) for r in plain) / 2
     threads_served = {
         t.fingerprint
         for r in from_b[:2]
