@@ -11,9 +11,9 @@ asking the store.
 Pages are kept gzip-compressed, as most remotes take them, which makes the store about a third of
 the size it would be. That matters beyond disk: nats-server reads a whole message block of the
 store (up to 8 MB) into its memory to serve any page in it, for some seconds after, so the fewer
-blocks an hour of containers spans, the less of its memory the reads of them hold. The registry
-marks a container whose pages are compressed (``<page count> gzip``); one written before, whose
-pages are not, is read as it was written until it expires.
+blocks an hour of containers spans, the less of its memory the reads of them hold. A page tells
+by its first bytes whether it is compressed (gzip's magic number; a JSON page opens with ``{``),
+so one written before, uncompressed, is read as it was written until it expires.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _PAGE: Final = re.compile(r"^(?:(?:index|manifest)/)?[0-9]{1,9}\.json$")
 _ERR_FULL: Final = (10077, 10047)
 _ERR_NAME_IN_USE: Final = 10058
 _GZIP_LEVEL: Final = 1  # as the caches: within a few percent of level 6, at a third of the time
-_GZIPPED: Final = b" gzip"  # ends the registry value of a container whose pages are compressed
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 def _where(path: str) -> tuple[str, str] | None:
@@ -68,7 +68,7 @@ class Containers:
     async def write(self, pages: Mapping[str, bytes]) -> str:
         """Store a container of ``pages`` (relative path -> signed page); its folder name."""
         rid = secrets.token_hex(32)
-        revision = await self.registry.claim(rid, str(len(pages)).encode() + _GZIPPED)
+        revision = await self.registry.claim(rid, str(len(pages)).encode())
         assert revision is not None  # 256 random bits
         written: list[str] = []
         try:
@@ -102,8 +102,7 @@ class Containers:
         if where is None:
             return None
         rid, page = where
-        claimed = await self.registry.get(rid)
-        if claimed is None:
+        if await self.registry.get(rid) is None:
             return None
         try:
             found = await self._pages.get(f"{rid}/{page}")
@@ -113,7 +112,8 @@ class Containers:
             return None
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailable(f"container pages: {exc!r}") from exc
-        return found.data or b"", claimed.value.endswith(_GZIPPED)
+        data = found.data or b""
+        return data, data.startswith(_GZIP_MAGIC)
 
 
 async def open_containers(
