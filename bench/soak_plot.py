@@ -21,6 +21,7 @@ TITLES: Final = {
     "cache_mb": ("Cache files held in the gateway's bounded memory", "MiB"),
     "heap_mb": ("nats-server live heap, after a collection", "MiB"),
     "nats_mb": ("nats-server live heap by what holds it", "MiB"),
+    "sys_mb": ("nats-server memory taken from the system (its resident ceiling)", "MiB"),
     "procs": ("PostgreSQL processes (server and backends)", "processes"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),

@@ -41,7 +41,18 @@ from relay.settings import NodeSettings
 from services.gateway import containers
 from soak_node import Node
 from soak_sample import Sampler, heap_sites, read_metrics
-from soak_stats import Bounds, Check, Objects, compare, figures, nats_parts, verdict
+from soak_stats import (
+    Bounds,
+    Check,
+    Objects,
+    after,
+    compare,
+    figures,
+    nats_parts,
+    slope,
+    slope_margin,
+    verdict,
+)
 from soak_traffic import Traffic
 
 __all__ = ["Run", "options"]
@@ -290,8 +301,10 @@ class Run:
         parts = nats_parts(series, since)
         for name, slopes in parts.items():
             rest = ", ".join(f"{part} {n:+.2f}" for part, n in slopes.items() if part != "live")
+            rss = after(series.get(f"rss_mb:{name}/nats", []), since)
             print(f"nats-server {name} from minute {since:g}, MiB/10 min: live heap "
-                  f"{slopes.get('live', math.nan):+.2f} ({rest})")  # fmt: skip
+                  f"{slopes.get('live', math.nan):+.2f} ({rest}); resident "
+                  f"{slope(rss) * 10:+.2f} ±{slope_margin(rss) * 10:.2f}")  # fmt: skip
         load = [p[1] for p in series.get("load1:machine", [])]
         summary = {
             "run": self.prefix,

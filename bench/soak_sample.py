@@ -16,14 +16,16 @@ And the machine's load average, which says how much of the two cores the run had
 
 From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
 the node), asked for after a collection: the heap that is live (``HeapAlloc``), beside the
-process's resident memory; how much of it each part of :data:`NATS_PARTS` holds (its share of the
-profile's samples); and at the end the functions that allocated what is still held
-(:func:`heap_sites`).
+process's resident memory; the memory its Go runtime has taken from the system (``Sys``), which
+its resident size cannot exceed but by the server's own mapped program; how much of the live heap
+each part of :data:`NATS_PARTS` holds (its share of the profile's samples); and at the end the
+functions that allocated what is still held (:func:`heap_sites`).
 PostgreSQL's series also count its processes (``procs``), since each new backend adds memory.
 
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
 ``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
-``heap_mb:A/nats``, ``nats_mb:A/blocks``, ``procs:A/postgres``, ``load1:machine``.
+``heap_mb:A/nats``, ``sys_mb:A/nats``, ``nats_mb:A/blocks``, ``procs:A/postgres``,
+``load1:machine``.
 """
 
 from __future__ import annotations
@@ -195,7 +197,10 @@ class Sampler:
         # gc=1: a collection first, so the profile and its statistics are of what is live now
         status, body = get(f"{url}heap?debug=1&gc=1", timeout=10.0)
         text = body.decode(errors="replace") if status == 200 else ""
-        live = _memstats(text).get("HeapAlloc")
+        stats = _memstats(text)
+        live, taken = stats.get("HeapAlloc"), stats.get("Sys")
+        if taken is not None:
+            self.add(f"sys_mb:{node.name}/nats", taken / (1024 * 1024), minute)
         if live is not None:
             live /= 1024 * 1024
             self.add(f"heap_mb:{node.name}/nats", live, minute)

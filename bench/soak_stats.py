@@ -14,7 +14,13 @@ The bounds, each checked on the points after the warm-up:
   nats-server's is judged only after ``nats_warmup_minutes`` when that is longer: it holds, by
   design, what grows for a set time after the traffic starts and then stays level (the duplicate
   window remembers every message ID for ``MIM_DEDUPE_WINDOW_SECONDS``, 600 s; the POST answer
-  containers are kept an hour), so its memory is judged once all of that has reached its size;
+  containers are kept an hour), so its memory is judged once all of that has reached its size.
+  When its heap profile was read (``sys_mb:<node>/nats``), nats-server is judged by the memory its
+  Go runtime has taken from the system, the ceiling of its resident size: the runtime keeps what
+  it has taken and hands back idle pages on its own schedule, so a resident size read once a
+  minute swings by tens of MiB between collections (a slope that cannot tell 1 MiB per 10
+  minutes from none, as the interval each memory figure carries shows), while the ceiling rises
+  only when the server needs more than ever before, as growth does;
 - backlog: the least-squares line of each consumer's pending count rises by less than
   ``backlog_rise`` messages over the run (or ten seconds of the traffic, if that is more);
 - latency: for each route, the median p99 of the last third of the minutes is within
@@ -46,6 +52,7 @@ __all__ = [
     "percentile",
     "rise",
     "slope",
+    "slope_margin",
     "verdict",
 ]
 
@@ -93,6 +100,21 @@ def slope(points: Series) -> float:
     if spread == 0:
         return 0.0
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / spread
+
+
+def slope_margin(points: Series) -> float:
+    """Half the width of the 95% interval of :func:`slope` (value per minute), from the scatter of
+    ``points`` about their line; infinite for fewer than three points or minutes."""
+    if len(points) < 3:
+        return math.inf
+    xs = [p[0] for p in points]
+    spread = sum((x - statistics.fmean(xs)) ** 2 for x in xs)
+    if spread == 0:
+        return math.inf
+    b = slope(points)
+    mx, my = statistics.fmean(xs), statistics.fmean(p[1] for p in points)
+    scatter = sum((y - my - b * (x - mx)) ** 2 for x, y in points) / (len(points) - 2)
+    return 1.96 * math.sqrt(scatter / spread)
 
 
 def rise(points: Series) -> float:
@@ -221,20 +243,30 @@ def _thirds(points: Series) -> tuple[list[float], list[float]] | None:
     return [p[1] for p in points[:third]], [p[1] for p in points[-third:]]
 
 
-def _memory(name: str, points: Series, bounds: Bounds, held: Series = (), since: str = "") -> Check:
+def _memory(
+    name: str,
+    points: Series,
+    bounds: Bounds,
+    held: Series = (),
+    since: str = "",
+    ceiling: Series = (),
+) -> Check:
     """The slope of ``points``, less ``held`` (bounded cache memory in the same process) when
-    given, minute by minute; ``since`` says from when, if not from the common warm-up."""
+    given, minute by minute; of ``ceiling`` instead when given (nats-server's memory taken from
+    the system); ``since`` says from when, if not from the common warm-up."""
     what = f"memory {name}"
     if held:
         cached = dict(held)
         points = [(m, v - cached[m]) for m, v in points if m in cached]
         what = f"memory {name} less its caches"
+    if ceiling:
+        points, what = ceiling, f"memory {name} taken from the OS"
     if len(points) < 3:
         return Check(what, f"{len(points)} minutes", f"3 minutes{since}", None)
     per_10 = slope(points) * 10
     return Check(
         what,
-        f"{per_10:+.2f} MiB/10 min",
+        f"{per_10:+.2f} ±{slope_margin(points) * 10:.2f} MiB/10 min",
         f"< {bounds.rss_mb_per_10min:g} MiB/10 min{since}",
         per_10 < bounds.rss_mb_per_10min,
     )
@@ -279,7 +311,8 @@ def verdict(
 ) -> list[Check]:
     """Every check of a run; see the module docstring for the bounds.
 
-    ``series`` is keyed ``rss_mb:<process>``, ``cache_mb:<process>``, ``pending:<consumer>``,
+    ``series`` is keyed ``rss_mb:<process>``, ``cache_mb:<process>``, ``sys_mb:<process>``,
+    ``pending:<consumer>``,
     ``p99_ms:<route>`` and ``cache_age_s:<node>`` (other keys are ignored); ``rate`` is the
     submissions per second, ``cache_interval`` the seconds between two cache generations.
     """
@@ -292,8 +325,9 @@ def verdict(
         points = after(series[key], warmup)
         if kind == "rss_mb":
             held = after(series.get(f"cache_mb:{name}", ()), warmup)
+            ceiling = after(series.get(f"sys_mb:{name}", ()), warmup)
             since = "" if warmup == bounds.warmup_minutes else f" from minute {warmup:g}"
-            checks.append(_memory(name, points, bounds, held, since))
+            checks.append(_memory(name, points, bounds, held, since, ceiling))
         elif kind == "pending":
             checks.append(_backlog(name, points, bounds, rate))
         elif kind == "p99_ms":

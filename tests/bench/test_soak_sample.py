@@ -50,7 +50,8 @@ async def test_a_soak_minute_splits_the_live_heap_of_a_real_server_into_its_part
 ) -> None:
     """Messages with IDs on a stream fill its newest block's buffer and the duplicate window: a
     soak's minute reads the server's live heap and charges a share of it to each, the parts
-    adding up to the whole."""
+    adding up to the whole, and reads what the server took from the system, which its resident
+    memory stays under."""
     with NatsServer(tmp_path / "nats", profile_port=free_port()) as server:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -69,7 +70,13 @@ async def test_a_soak_minute_splits_the_live_heap_of_a_real_server_into_its_part
         # no traffic: only the nats-server part of a minute is read here
         sampler = Sampler([Node("A", data)], traffic=None)  # type: ignore[arg-type]
         await asyncio.to_thread(sampler._nats_heap, sampler.nodes[0], 1.0)
+        status = await asyncio.to_thread(Path(f"/proc/{server.pid}/status").read_text)
     [(_, live)] = sampler.series["heap_mb:A/nats"]
+    [(_, taken)] = sampler.series["sys_mb:A/nats"]
+    # what the runtime took from the system holds the live heap and all the server's resident
+    # memory but its mapped program
+    anonymous = int(status.split("RssAnon:")[1].split()[0]) / 1024
+    assert live < anonymous <= taken
     parts = {key: sampler.series[key][0][1] for key in sampler.series if key.startswith("nats_mb:")}
     assert set(parts) == {f"nats_mb:A/{part}" for part in [*NATS_PARTS, "other"]}
     assert live > 0

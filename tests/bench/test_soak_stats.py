@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 
 import pytest
 
@@ -21,6 +22,7 @@ from soak_stats import (
     percentile,
     rise,
     slope,
+    slope_margin,
     verdict,
 )
 
@@ -112,6 +114,44 @@ def test_nats_server_is_judged_after_its_duplicate_window_has_filled() -> None:
     lines = {c.name: c.line() for c in found}
     assert lines["memory A/nats"].endswith("bound < 1 MiB/10 min from minute 11")
     assert lines["memory A/store"].endswith("bound < 1 MiB/10 min")
+
+
+def test_the_slope_margin_holds_the_true_slope_about_95_times_in_100() -> None:
+    """A straight line has no margin; for a line under noise, slope ± margin holds the line's
+    true slope in about 95% of runs, and the margin narrows as the run gets longer."""
+    assert slope_margin(_line(100.0, 0.3)) == pytest.approx(0.0)
+    assert slope_margin([(1.0, 5.0), (2.0, 6.0)]) == math.inf
+    noise = random.Random(7)
+
+    def run(minutes: int) -> list[tuple[float, float]]:
+        return [(float(m), 100 + 0.3 * m + noise.gauss(0, 20)) for m in range(minutes)]
+
+    runs = [run(75) for _ in range(1000)]
+    held = sum(abs(slope(r) - 0.3) <= slope_margin(r) for r in runs)
+    assert 930 <= held <= 970
+    assert statistics.fmean(map(slope_margin, runs)) > 2 * slope_margin(run(300))
+
+
+def test_nats_server_is_judged_by_what_it_took_from_the_system_when_that_was_read() -> None:
+    """A nats-server whose resident memory swings between collections passes while what its
+    runtime took from the system stays level, and fails once that rises; the verdict names
+    what it judged and carries the margin of the slope."""
+    noise = random.Random(3)
+    swinging = [(m, 180 + 1.0 * m + noise.uniform(-40, 40)) for m in MINUTES]
+    level = [(m, 240.0 + 2 * (m > 3)) for m in MINUTES]
+    rising = [(m, 240 + 0.2 * m) for m in MINUTES]
+    found = verdict({"rss_mb:A/nats": swinging, "sys_mb:A/nats": level, "rss_mb:B/nats": swinging,
+                     "sys_mb:B/nats": rising}, Bounds(), rate=5.0, cache_interval=60.0, lost=0,
+                    doubled=0)  # fmt: skip
+    checks = {c.name: c for c in found}
+    assert checks["memory A/nats taken from the OS"].ok is True
+    assert checks["memory B/nats taken from the OS"].ok is False
+    assert checks["memory B/nats taken from the OS"].figure == "+2.00 ±0.00 MiB/10 min"
+    assert "memory A/nats" not in checks  # its resident memory alone is not judged
+    alone = {c.name: c for c in verdict({"rss_mb:A/nats": swinging}, Bounds(), rate=5.0,
+                                        cache_interval=60.0, lost=0, doubled=0)}  # fmt: skip
+    assert alone["memory A/nats"].ok is False
+    assert "±" in alone["memory A/nats"].figure
 
 
 def test_a_run_shorter_than_the_nats_warm_up_does_not_judge_nats_server_and_says_so() -> None:
