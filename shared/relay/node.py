@@ -103,6 +103,12 @@ class NodeSupervisorSettings(NodeSettings):
         description="Loopback port where the embedded nats-server serves Go's pprof profiles "
         "(heap, goroutines), to see what its memory holds; 0: off.",
     )
+    nats_memory_limit_bytes: int = Field(
+        0,
+        ge=0,
+        description="Soft memory limit of the embedded nats-server's Go runtime (GOMEMLIMIT): "
+        "near it the server collects sooner and hands idle memory back; 0: none.",
+    )
     server_stop_seconds: float = Field(
         20.0, gt=0, description="How long nats-server and PostgreSQL may take to stop."
     )
@@ -199,6 +205,7 @@ class NodeSupervisor:
             failures_max=s.server_failures_max,
             stop_seconds=s.server_stop_seconds,
             nats_profile_port=s.nats_profile_port,
+            nats_memory_limit=s.nats_memory_limit_bytes,
         )
         self.replicas = Replicas(
             self.specs,

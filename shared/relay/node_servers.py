@@ -90,9 +90,11 @@ class NodeServers:
         failures_max: int,
         stop_seconds: float,
         nats_profile_port: int = 0,
+        nats_memory_limit: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.nats_profile_port = nats_profile_port
+        self.nats_memory_limit = nats_memory_limit
         self.failures_max = failures_max
         self.stop_seconds = stop_seconds
         self.nats: KeptServer | None = None
@@ -105,7 +107,11 @@ class NodeServers:
         if nats_url:
             self.nats = KeptServer("nats", None, nats_url, self._new_backoff(), "external")
         else:
-            nats = NatsServer(self.data_dir / "nats", profile_port=self.nats_profile_port).start()
+            nats = NatsServer(
+                self.data_dir / "nats",
+                profile_port=self.nats_profile_port,
+                memory_limit=self.nats_memory_limit,
+            ).start()
             self.nats = _started("nats", nats, self._new_backoff())
         if database_url:
             self.postgres = KeptServer(

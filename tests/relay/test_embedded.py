@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -127,6 +128,45 @@ def test_nats_profile_port_serves_its_heap_profile_only_when_asked(data_dir: Pat
     with NatsServer(data_dir / "other") as plain:
         assert plain.profile_url == ""
         assert "prof_port" not in (data_dir / "other" / "nats-server.conf").read_text()
+
+
+async def _heap_after_filling(server: NatsServer) -> dict[str, float]:
+    """Fill a stream's duplicate window with 60,000 message IDs (about 20 MiB of live heap),
+    then the server's memory statistics after a collection, in MiB."""
+    nc = await nats.connect(server.url)
+    await nc.jetstream().add_stream(
+        StreamConfig(name="IDS", subjects=["ids.>"], duplicate_window=600)
+    )
+    for n in range(60_000):
+        await nc.publish(f"ids.{n % 16}", b"x" * 200, headers={"Nats-Msg-Id": f"{n:064x}"})
+    await nc.jetstream().publish("ids.last", b"x", headers={"Nats-Msg-Id": "last"})
+    await nc.close()
+    url = server.profile_url + "heap?debug=1&gc=1"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    stats = {}
+    for line in text.splitlines():
+        name, sep, value = line.removeprefix("# ").partition(" = ")
+        if sep and value.isdigit():
+            stats[name] = int(value) / 2**20
+    return stats
+
+
+async def test_nats_memory_limit_keeps_the_servers_heap_and_held_memory_under_it(
+    data_dir: Path,
+) -> None:
+    """Unlimited, the server lets its heap reach twice what is live before it collects; with a
+    memory limit of 32 MiB the same load has it collect before the heap reaches the limit and
+    keep no more than the limit from the system."""
+    limit = 32
+    with NatsServer(data_dir / "free", profile_port=free_port()) as free:
+        unlimited = await _heap_after_filling(free)
+    capped = NatsServer(data_dir / "capped", profile_port=free_port(), memory_limit=limit << 20)
+    with capped:
+        limited = await _heap_after_filling(capped)
+    assert unlimited["HeapAlloc"] > limit / 2
+    assert unlimited["NextGC"] >= 1.9 * unlimited["HeapAlloc"] > limit
+    assert limited["NextGC"] < limit
+    assert limited["Sys"] - limited["HeapReleased"] < limit
 
 
 def test_nats_kill_leaves_nothing_and_restart_recovers(data_dir: Path) -> None:

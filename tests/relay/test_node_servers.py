@@ -89,3 +89,36 @@ def test_a_server_that_cannot_start_again_fails_the_node(servers: NodeServers) -
     assert [e["event"] for e in logs] == ["server_failing"]
     assert "nats-server exited with status" in logs[0]["error"]
     assert servers.nats.entry()["state"] == "failed"
+
+
+def _go_memory_limit(pid: int) -> str:
+    """The GOMEMLIMIT a process was started with ("" without one)."""
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = entry.decode().partition("=")
+        if name == "GOMEMLIMIT":
+            return value
+    return ""
+
+
+def test_the_nats_memory_limit_holds_across_a_restart() -> None:
+    """A node given a memory limit for nats-server starts it with that Go memory limit, and the
+    server it starts again after a SIGKILL has it too."""
+    data_dir = Path(tempfile.mkdtemp(prefix="mimrelay-node-servers-"))
+    limit = 96 << 20
+    servers = NodeServers(data_dir, lambda: Backoff(0.5, 2.0, 60.0), failures_max=2,
+                          stop_seconds=10.0, nats_memory_limit=limit)  # fmt: skip
+    try:
+        servers.start(database_url="postgresql://unused@127.0.0.1:1/unused")
+        assert servers.nats is not None
+        first = servers.nats.entry()["pid"]
+        given = [_go_memory_limit(first)]
+        os.kill(first, signal.SIGKILL)
+        _poll_until(servers, "restarting", servers.nats)
+        _poll_until(servers, "running", servers.nats)
+        again = servers.nats.entry()["pid"]
+        assert again != first
+        given.append(_go_memory_limit(again))
+        assert given == [str(limit), str(limit)]
+    finally:
+        servers.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -70,7 +70,10 @@ class NatsServer(ChildServer):
 
     ``url`` is the client URL and ``monitor_url`` the HTTP monitoring endpoint once started.
     A ``profile_port`` above 0 also serves Go's pprof profiles on ``profile_url`` (same host),
-    to see what the server's memory holds; 0 leaves them off.
+    to see what the server's memory holds; 0 leaves them off. A ``memory_limit`` above 0 is the
+    soft limit of the server's Go runtime (``GOMEMLIMIT``, in bytes): as its memory nears it, the
+    runtime collects sooner and hands idle pages back, instead of letting the heap double its
+    live size between collections; 0 leaves the runtime's own (or an inherited ``GOMEMLIMIT``).
     """
 
     _stop_signal = signal.SIGTERM
@@ -89,10 +92,12 @@ class NatsServer(ChildServer):
         max_file_store: int | None = None,
         cluster: Cluster | None = None,
         profile_port: int = 0,
+        memory_limit: int = 0,
     ) -> None:
         super().__init__(data_dir)
         self.cluster = cluster
         self.profile_port = profile_port
+        self.memory_limit = memory_limit
         self.max_file_store = max_file_store
         self.host = host
         self._port = port
@@ -195,7 +200,8 @@ class NatsServer(ChildServer):
                 stale.unlink(missing_ok=True)
             config = self.data_dir / "nats-server.conf"
             config.write_text(self._config(), encoding="utf-8")
-            proc = self._spawn([str(binary), "-c", str(config)])
+            limit = {"GOMEMLIMIT": str(self.memory_limit)} if self.memory_limit else {}
+            proc = self._spawn([str(binary), "-c", str(config)], env=limit)
             self._wait_ready(proc, self.data_dir / f"{binary.name}_{proc.pid}.ports", timeout)
         except BaseException:
             self.kill()

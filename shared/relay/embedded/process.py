@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -163,7 +163,13 @@ class ChildServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _spawn(self, argv: list[str], *, account: Account | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        argv: list[str],
+        *,
+        account: Account | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         self._log_file = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             argv,
@@ -171,7 +177,7 @@ class ChildServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             start_new_session=True,
             # only calls prctl(2) between fork and exec; see death_signal
             preexec_fn=death_signal(self._stop_signal),  # noqa: PLW1509
