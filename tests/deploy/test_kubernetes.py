@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,8 @@ def test_syncers_scale_out_and_nats_is_a_three_server_cluster_keeping_every_stre
     """The syncer Deployment runs several replicas and may overlap old and new ones on a rollout
     (its leases keep each remote to one); the NATS chart's values make three servers one
     JetStream cluster on volumes, of a version that expires lease entries, taking the largest
-    object in one message; the node keeps each stream on all of them."""
+    object in one message, with a Go memory limit a fifth under their pods'; the node keeps each
+    stream on all of them."""
     configmaps = _of_kind(objects, "ConfigMap")
     syncer = _of_kind(objects, "Deployment")["syncer"]
     assert syncer["spec"]["replicas"] >= 2
@@ -214,6 +216,25 @@ def test_syncers_scale_out_and_nats_is_a_three_server_cluster_keeping_every_stre
     validator = _of_kind(objects, "Deployment")["validator"]
     max_object = _settings(validator, configmaps, monkeypatch).max_object_bytes  # type: ignore[attr-defined]
     assert values["config"]["merge"]["max_payload"] >= max_object
+    # Go's memory limit below the pod's, with room for what the runtime does not count
+    container = values["container"]
+    soft = _go_size(container["env"]["GOMEMLIMIT"])
+    hard = _quantity(container["merge"]["resources"]["limits"]["memory"])
+    assert 0.7 * hard <= soft <= 0.85 * hard
+
+
+def _go_size(text: str) -> int:
+    """A size as Go's GOMEMLIMIT reads it: digits and one of B, KiB, MiB, GiB, TiB."""
+    found = re.fullmatch(r"(\d+)(B|KiB|MiB|GiB|TiB)", text)
+    assert found is not None, text
+    return int(str(found[1])) << 10 * ["B", "KiB", "MiB", "GiB", "TiB"].index(str(found[2]))
+
+
+def _quantity(text: str) -> int:
+    """A Kubernetes memory quantity in binary units (``2Gi``)."""
+    found = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)", text)
+    assert found is not None, text
+    return int(str(found[1])) << 10 * (["Ki", "Mi", "Gi", "Ti"].index(str(found[2])) + 1)
 
 
 def test_autoscalers_scale_validators_miners_and_gateways_on_cpu(
