@@ -107,12 +107,11 @@ def slope_margin(points: Series) -> float:
     ``points`` about their line; infinite for fewer than three points or minutes."""
     if len(points) < 3:
         return math.inf
-    xs = [p[0] for p in points]
-    spread = sum((x - statistics.fmean(xs)) ** 2 for x in xs)
+    mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
+    spread = sum((x - mx) ** 2 for x, _ in points)
     if spread == 0:
         return math.inf
     b = slope(points)
-    mx, my = statistics.fmean(xs), statistics.fmean(p[1] for p in points)
     scatter = sum((y - my - b * (x - mx)) ** 2 for x, y in points) / (len(points) - 2)
     return 1.96 * math.sqrt(scatter / spread)
 
@@ -312,9 +311,9 @@ def verdict(
     """Every check of a run; see the module docstring for the bounds.
 
     ``series`` is keyed ``rss_mb:<process>``, ``cache_mb:<process>``, ``sys_mb:<process>``,
-    ``pending:<consumer>``,
-    ``p99_ms:<route>`` and ``cache_age_s:<node>`` (other keys are ignored); ``rate`` is the
-    submissions per second, ``cache_interval`` the seconds between two cache generations.
+    ``pending:<consumer>``, ``p99_ms:<route>`` and ``cache_age_s:<node>`` (other keys are
+    ignored); ``rate`` is the submissions per second, ``cache_interval`` the seconds between two
+    cache generations.
     """
     checks: list[Check] = []
     for key in sorted(series):
