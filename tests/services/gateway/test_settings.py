@@ -6,6 +6,7 @@ import re
 
 from services.gateway.settings import GatewaySettings
 
+from relay.node import NodeSupervisorSettings
 from relay.settings import env_name
 from tests.helpers.procs import REPO
 
@@ -50,5 +51,6 @@ def test_every_edge_setting_is_in_the_security_document() -> None:
         default = GatewaySettings.model_fields[variables[variable]].default
         assert _shown(default) in row.split("|")[2], (variable, row)
     named = set(re.findall(r"`(MIM_[A-Z0-9_]+)`", text))
-    others = {"MIM_API_TOKEN", "MIM_SYNCER_ADDRESSES_PER_SYNC"}  # the CLI's, the syncer's
+    node = {env_name(NodeSupervisorSettings, f) for f in NodeSupervisorSettings.model_fields}
+    others = {"MIM_API_TOKEN", "MIM_SYNCER_ADDRESSES_PER_SYNC"} | node  # CLI, syncer, mimrelay up
     assert named - set(variables) - others == set()
