@@ -62,6 +62,8 @@ _PEER_TICK: Final = "10"  # seconds between B's neighbour ticks
 # A's rest after B synced it: a sync signs 8 POST requests, and a node takes at most 358 from one
 # key in 50 minutes (PROTOCOL.md §16), so B must not come back sooner than every ~70 s
 _PEER_REST: Final = "90"
+#: the Go memory limit of each node's nats-server, taken from the environment like any setting
+_NATS_LIMIT: Final = "MIM_NODE_NATS_MEMORY_LIMIT_BYTES"
 
 
 def options(description: str, minutes: float, sample: float = 60.0) -> argparse.ArgumentParser:
@@ -315,6 +317,8 @@ class Run:
             "difficulty": self.args.difficulty,
             "cache_interval_s": self.args.cache_interval,
             "validators": self.args.validators,
+            # the operator's setting, which both nodes inherit (0: no limit)
+            "nats_memory_limit_bytes": int(os.environ.get(_NATS_LIMIT, "0") or 0),
             "cores": os.cpu_count(),
             "load1": {
                 "mean": round(sum(load) / len(load), 2) if load else None,
