@@ -50,6 +50,13 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def go_size(text: str) -> int:
+    """A size as Go's ``GOMEMLIMIT`` reads it: digits and one of B, KiB, MiB, GiB, TiB."""
+    found = re.fullmatch(r"(\d+)(B|KiB|MiB|GiB|TiB)", text)
+    assert found is not None, text
+    return int(str(found[1])) << 10 * ["B", "KiB", "MiB", "GiB", "TiB"].index(str(found[2]))
+
+
 def settings_class(module: str) -> type[BaseSettings]:
     """The settings class of the service that ``python -m <module>`` runs."""
     service = module.rsplit(".", 1)[-1]

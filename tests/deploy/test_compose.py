@@ -14,6 +14,7 @@ from relay.settings import load
 from tests.deploy.manifests import (
     DEPLOY,
     env_names,
+    go_size,
     load_yaml,
     node_env_names,
     runnable,
@@ -197,6 +198,24 @@ def test_the_cluster_profile_runs_three_members_and_the_node_on_all_three(
         environment = services[name]["environment"]
         assert environment["MIM_NATS_URL"] == "${MIM_NATS_URL:-nats://nats:4222}"
         assert environment["MIM_STREAM_REPLICAS"] == "${MIM_STREAM_REPLICAS:-1}"
+
+
+def test_each_nats_member_collects_well_before_its_memory_limit(compose: dict[str, Any]) -> None:
+    """Every NATS member's container has a hard memory limit, and its Go runtime a soft one
+    between 70% and 85% of it, so the server collects and hands memory back before the kernel
+    would kill it."""
+    for name in NATS_MEMBERS:
+        service = compose["services"][name]
+        soft = go_size(_resolve(str(service["environment"]["GOMEMLIMIT"])))
+        hard = _compose_bytes(_resolve(str(service["mem_limit"])))
+        assert 0.7 * hard <= soft <= 0.85 * hard, (name, soft, hard)
+
+
+def _compose_bytes(text: str) -> int:
+    """A compose byte value: digits and one of b, k, m, g (binary units)."""
+    found = re.fullmatch(r"(\d+)([bkmg])", text)
+    assert found is not None, text
+    return int(str(found[1])) << 10 * "bkmg".index(str(found[2]))
 
 
 def test_the_operators_api_stays_inside_the_gateway_container(

@@ -14,6 +14,7 @@ from relay.settings import load
 from tests.deploy.manifests import (
     DEPLOY,
     env_names,
+    go_size,
     node_env_names,
     runnable,
     settings_class,
@@ -218,16 +219,9 @@ def test_syncers_scale_out_and_nats_is_a_three_server_cluster_keeping_every_stre
     assert values["config"]["merge"]["max_payload"] >= max_object
     # Go's memory limit below the pod's, with room for what the runtime does not count
     container = values["container"]
-    soft = _go_size(container["env"]["GOMEMLIMIT"])
+    soft = go_size(container["env"]["GOMEMLIMIT"])
     hard = _quantity(container["merge"]["resources"]["limits"]["memory"])
     assert 0.7 * hard <= soft <= 0.85 * hard
-
-
-def _go_size(text: str) -> int:
-    """A size as Go's GOMEMLIMIT reads it: digits and one of B, KiB, MiB, GiB, TiB."""
-    found = re.fullmatch(r"(\d+)(B|KiB|MiB|GiB|TiB)", text)
-    assert found is not None, text
-    return int(str(found[1])) << 10 * ["B", "KiB", "MiB", "GiB", "TiB"].index(str(found[2]))
 
 
 def _quantity(text: str) -> int:
