@@ -303,10 +303,15 @@ class Run:
         parts = nats_parts(series, since)
         for name, slopes in parts.items():
             rest = ", ".join(f"{part} {n:+.2f}" for part, n in slopes.items() if part != "live")
-            rss = after(series.get(f"rss_mb:{name}/nats", []), since)
+            memory = []
+            for what, label in (("rss", "resident"), ("held", "held"), ("sys", "taken")):
+                points = after(series.get(f"{what}_mb:{name}/nats", []), since)
+                if len(points) > 2:
+                    per_10, margin = slope(points) * 10, slope_margin(points) * 10
+                    top = max(p[1] for p in points)
+                    memory.append(f"{label} {per_10:+.2f} ±{margin:.2f} (max {top:.0f} MiB)")
             print(f"nats-server {name} from minute {since:g}, MiB/10 min: live heap "
-                  f"{slopes.get('live', math.nan):+.2f} ({rest}); resident "
-                  f"{slope(rss) * 10:+.2f} ±{slope_margin(rss) * 10:.2f}")  # fmt: skip
+                  f"{slopes.get('live', math.nan):+.2f} ({rest}); {'; '.join(memory)}")  # fmt: skip
         load = [p[1] for p in series.get("load1:machine", [])]
         summary = {
             "run": self.prefix,

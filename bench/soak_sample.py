@@ -17,15 +17,16 @@ And the machine's load average, which says how much of the two cores the run had
 From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
 the node), asked for after a collection: the heap that is live (``HeapAlloc``), beside the
 process's resident memory; the memory its Go runtime has taken from the system (``Sys``), which
-its resident size cannot exceed but by the server's own mapped program; how much of the live heap
+its resident size cannot exceed but by the server's own mapped program, and that less the heap
+pages it has handed back (``held_mb``, what a Go memory limit bounds); how much of the live heap
 each part of :data:`NATS_PARTS` holds (its share of the profile's samples); and at the end the
 functions that allocated what is still held (:func:`heap_sites`).
 PostgreSQL's series also count its processes (``procs``), since each new backend adds memory.
 
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
 ``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
-``heap_mb:A/nats``, ``sys_mb:A/nats``, ``nats_mb:A/blocks``, ``procs:A/postgres``,
-``load1:machine``.
+``heap_mb:A/nats``, ``sys_mb:A/nats``, ``held_mb:A/nats``, ``nats_mb:A/blocks``,
+``procs:A/postgres``, ``load1:machine``.
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ class Sampler:
         live, taken = stats.get("HeapAlloc"), stats.get("Sys")
         if taken is not None:
             self.add(f"sys_mb:{node.name}/nats", taken / (1024 * 1024), minute)
+            # less the heap pages it has handed back: what it holds, and a Go memory limit bounds
+            released = stats.get("HeapReleased", 0.0)
+            self.add(f"held_mb:{node.name}/nats", (taken - released) / (1024 * 1024), minute)
         if live is not None:
             live /= 1024 * 1024
             self.add(f"heap_mb:{node.name}/nats", live, minute)

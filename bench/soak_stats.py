@@ -15,12 +15,12 @@ The bounds, each checked on the points after the warm-up:
   design, what grows for a set time after the traffic starts and then stays level (the duplicate
   window remembers every message ID for ``MIM_DEDUPE_WINDOW_SECONDS``, 600 s; the POST answer
   containers are kept an hour), so its memory is judged once all of that has reached its size.
-  When its heap profile was read (``sys_mb:<node>/nats``), nats-server is judged by the memory its
-  Go runtime has taken from the system, the ceiling of its resident size: the runtime keeps what
-  it has taken and hands back idle pages on its own schedule, so a resident size read once a
-  minute swings by tens of MiB between collections (a slope that cannot tell 1 MiB per 10
-  minutes from none, as the interval each memory figure carries shows), while the ceiling rises
-  only when the server needs more than ever before, as growth does;
+  like every process, nats-server is judged by its resident memory. Between collections that
+  swings by tens of MiB, so its slope carries a wide margin (each memory figure shows its own);
+  a Go memory limit (``MIM_NODE_NATS_MEMORY_LIMIT_BYTES``) caps the swings. What its runtime has
+  taken from the system (``sys_mb``) is not judged: it also counts address space whose pages
+  were handed back, and under a memory limit it rose in 8 MiB steps (a block buffer finding no
+  free run of pages that long) while the resident size stayed under the limit;
 - backlog: the least-squares line of each consumer's pending count rises by less than
   ``backlog_rise`` messages over the run (or ten seconds of the traffic, if that is more);
 - latency: for each route, the median p99 of the last third of the minutes is within
@@ -248,18 +248,14 @@ def _memory(
     bounds: Bounds,
     held: Series = (),
     since: str = "",
-    ceiling: Series = (),
 ) -> Check:
     """The slope of ``points``, less ``held`` (bounded cache memory in the same process) when
-    given, minute by minute; of ``ceiling`` instead when given (nats-server's memory taken from
-    the system); ``since`` says from when, if not from the common warm-up."""
+    given, minute by minute; ``since`` says from when, if not from the common warm-up."""
     what = f"memory {name}"
     if held:
         cached = dict(held)
         points = [(m, v - cached[m]) for m, v in points if m in cached]
         what = f"memory {name} less its caches"
-    if ceiling:
-        points, what = ceiling, f"memory {name} taken from the OS"
     if len(points) < 3:
         return Check(what, f"{len(points)} minutes", f"3 minutes{since}", None)
     per_10 = slope(points) * 10
@@ -310,7 +306,7 @@ def verdict(
 ) -> list[Check]:
     """Every check of a run; see the module docstring for the bounds.
 
-    ``series`` is keyed ``rss_mb:<process>``, ``cache_mb:<process>``, ``sys_mb:<process>``,
+    ``series`` is keyed ``rss_mb:<process>``, ``cache_mb:<process>``,
     ``pending:<consumer>``, ``p99_ms:<route>`` and ``cache_age_s:<node>`` (other keys are
     ignored); ``rate`` is the submissions per second, ``cache_interval`` the seconds between two
     cache generations.
@@ -324,9 +320,8 @@ def verdict(
         points = after(series[key], warmup)
         if kind == "rss_mb":
             held = after(series.get(f"cache_mb:{name}", ()), warmup)
-            ceiling = after(series.get(f"sys_mb:{name}", ()), warmup)
             since = "" if warmup == bounds.warmup_minutes else f" from minute {warmup:g}"
-            checks.append(_memory(name, points, bounds, held, since, ceiling))
+            checks.append(_memory(name, points, bounds, held, since))
         elif kind == "pending":
             checks.append(_backlog(name, points, bounds, rate))
         elif kind == "p99_ms":
