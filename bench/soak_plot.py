@@ -23,6 +23,7 @@ TITLES: Final = {
     "nats_mb": ("nats-server live heap by what holds it", "MiB"),
     "sys_mb": ("nats-server memory taken from the system (address space)", "MiB"),
     "held_mb": ("nats-server memory held (taken less handed back)", "MiB"),
+    "probe_ms": ("The same work each minute (SHA-256 of 32 MiB, fastest of 3)", "ms"),
     "procs": ("PostgreSQL processes (server and backends)", "processes"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),

@@ -12,7 +12,10 @@ bounded memory (``mim_gateway_cache_memory_bytes``), and the age of the newest c
 (``mim_gateway_cache_generated_timestamp_seconds``), probed every few seconds and kept as the
 largest age of the minute. From the traffic: the client's own p50 and p99 per route. From
 ``node.json``: restarts. From ``mimrelay status``: how many objects the second node lags behind.
-And the machine's load average, which says how much of the two cores the run had.
+And the machine's load average, which says how much of the two cores the run had, and how long a
+fixed piece of work takes this minute (``probe_ms:machine``, :func:`machine_probe_ms`), which says
+whether the machine itself gave less: beside the processes' CPU it tells a host that slowed from a
+node that does more for the same traffic.
 
 From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
 the node), asked for after a collection: the heap that is live (``HeapAlloc``), beside the
@@ -32,6 +35,7 @@ Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import time
@@ -45,11 +49,22 @@ from soak_node import Node, get
 from soak_stats import Point, histogram_quantile, percentile
 from soak_traffic import Traffic
 
-__all__ = ["NATS_PARTS", "Metrics", "Sampler", "heap_parts", "heap_sites", "read_metrics"]
+__all__ = [
+    "NATS_PARTS",
+    "Metrics",
+    "Sampler",
+    "heap_parts",
+    "heap_sites",
+    "machine_probe_ms",
+    "read_metrics",
+]
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
 _MIB: Final = 1024.0
+
+#: the fixed work of :func:`machine_probe_ms`
+_PROBE: Final = bytes(32 * 1024 * 1024)
 
 #: ``(sample name, labels) -> value`` of one scrape.
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -153,6 +168,7 @@ class Sampler:
         """One point of every series, now."""
         minute = self.minute()
         self.add("load1:machine", os.getloadavg()[0], minute)
+        self.add("probe_ms:machine", machine_probe_ms(), minute)
         for node in self.nodes:
             self._processes(node, minute)
             self._services(node, minute)
@@ -321,6 +337,21 @@ def heap_parts(
         held[part] += inuse
     total = sum(held.values())
     return {part: n / total for part, n in held.items()} if total else {}
+
+
+def machine_probe_ms(rounds: int = 3) -> float:
+    """Milliseconds the fastest of ``rounds`` SHA-256 passes over 32 MiB took.
+
+    The work is the same every minute, so this rises only when the machine gives it less: a slower
+    or busier host, or every core taken. The fastest pass is kept, so a single preemption does not
+    count.
+    """
+    fastest = math.inf
+    for _ in range(rounds):
+        began = time.perf_counter()
+        hashlib.sha256(_PROBE).digest()
+        fastest = min(fastest, time.perf_counter() - began)
+    return fastest * 1000
 
 
 async def _guarded(work: Callable[[], None]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nats
@@ -12,7 +15,7 @@ from nats.js.api import StreamConfig
 
 from relay.embedded import NatsServer, free_port
 from soak_node import Node, get
-from soak_sample import NATS_PARTS, Sampler, _memstats, heap_parts, heap_sites
+from soak_sample import NATS_PARTS, Sampler, _memstats, heap_parts, heap_sites, machine_probe_ms
 
 
 async def test_a_real_heap_profile_gives_its_statistics_and_the_sites_holding_memory(
@@ -93,3 +96,33 @@ def test_no_profile_gives_nothing() -> None:
     assert _memstats("") == {}
     assert heap_sites("") == []
     assert heap_parts("") == {}
+
+
+def test_the_machine_probe_takes_longer_when_the_machine_gives_it_less() -> None:
+    """The same work, timed on one core alone and then on that core shared with two busy
+    processes, takes clearly longer shared: the probe sees a machine that gives less, whatever
+    the node does."""
+    core = min(os.sched_getaffinity(0))
+    was = os.sched_getaffinity(0)
+    busy: list[subprocess.Popen[bytes]] = []
+    try:
+        os.sched_setaffinity(0, {core})  # this thread only
+        alone = machine_probe_ms()
+        for _ in range(2):
+            busy.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", "print('busy', flush=True)\nwhile True: pass"],
+                    stdout=subprocess.PIPE,
+                    preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509
+                )
+            )
+        for proc in busy:  # each is spinning before the probe starts
+            assert proc.stdout is not None and proc.stdout.readline() == b"busy\n"
+        shared = machine_probe_ms()
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.communicate()  # reaps it and closes its pipe
+        os.sched_setaffinity(0, was)
+    assert alone > 0
+    assert shared > 1.5 * alone, (alone, shared)
