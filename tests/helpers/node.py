@@ -177,6 +177,12 @@ class Node:
                     text.append(page.decode())
         return "\n".join(text)
 
+    def serving(self, objects: Sequence[Provable]) -> str:
+        """What :meth:`served` gives once it holds every one of ``objects``, else ``""``: a cache
+        built while only some of them were stored is served until the next generation."""
+        text = self.served()
+        return text if all(o.fingerprint in text for o in objects) else ""
+
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         try:
