@@ -105,15 +105,16 @@ def test_the_machine_probe_takes_longer_when_the_machine_gives_it_less() -> None
     core = min(os.sched_getaffinity(0))
     was = os.sched_getaffinity(0)
     busy: list[subprocess.Popen[bytes]] = []
+    # each pins itself to the core, says so, and spins
+    spin = "import os\nos.sched_setaffinity(0, {{{core}}})\nprint('busy', flush=True)\n"
+    spin += "while True: pass"
     try:
         os.sched_setaffinity(0, {core})  # this thread only
         alone = machine_probe_ms()
         for _ in range(2):
             busy.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", "print('busy', flush=True)\nwhile True: pass"],
-                    stdout=subprocess.PIPE,
-                    preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509
+                    [sys.executable, "-c", spin.format(core=core)], stdout=subprocess.PIPE
                 )
             )
         for proc in busy:  # each is spinning before the probe starts
