@@ -37,7 +37,9 @@ import httpx
 
 import soak_forge
 import soak_plot
+from relay.node import NodeSupervisorSettings
 from relay.settings import NodeSettings
+from relay.settings import load as load_settings
 from services.gateway import containers
 from soak_node import Node
 from soak_sample import Sampler, heap_sites, read_metrics
@@ -62,8 +64,6 @@ _PEER_TICK: Final = "10"  # seconds between B's neighbour ticks
 # A's rest after B synced it: a sync signs 8 POST requests, and a node takes at most 358 from one
 # key in 50 minutes (PROTOCOL.md §16), so B must not come back sooner than every ~70 s
 _PEER_REST: Final = "90"
-#: the Go memory limit of each node's nats-server, taken from the environment like any setting
-_NATS_LIMIT: Final = "MIM_NODE_NATS_MEMORY_LIMIT_BYTES"
 
 
 def options(description: str, minutes: float, sample: float = 60.0) -> argparse.ArgumentParser:
@@ -313,6 +313,8 @@ class Run:
             print(f"nats-server {name} from minute {since:g}, MiB/10 min: live heap "
                   f"{slopes.get('live', math.nan):+.2f} ({rest}); {'; '.join(memory)}")  # fmt: skip
         load = [p[1] for p in series.get("load1:machine", [])]
+        # as both nodes read it from this environment (0: no limit)
+        nats_limit = load_settings(NodeSupervisorSettings).nats_memory_limit_bytes
         summary = {
             "run": self.prefix,
             "minutes": self.args.minutes,
@@ -322,8 +324,7 @@ class Run:
             "difficulty": self.args.difficulty,
             "cache_interval_s": self.args.cache_interval,
             "validators": self.args.validators,
-            # the operator's setting, which both nodes inherit (0: no limit)
-            "nats_memory_limit_bytes": int(os.environ.get(_NATS_LIMIT, "0") or 0),
+            "nats_memory_limit_bytes": nats_limit,
             "cores": os.cpu_count(),
             "load1": {
                 "mean": round(sum(load) / len(load), 2) if load else None,
