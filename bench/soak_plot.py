@@ -24,6 +24,8 @@ TITLES: Final = {
     "sys_mb": ("nats-server memory taken from the system (address space)", "MiB"),
     "held_mb": ("nats-server memory held (taken less handed back)", "MiB"),
     "probe_ms": ("The same work each minute (SHA-256 of 32 MiB, fastest of 3)", "ms"),
+    "steal_pct": ("Cores' time the hypervisor gave to others (steal)", "% of all cores"),
+    "majflt_per_s": ("Pages read back from disk (major faults, whole machine)", "faults/s"),
     "procs": ("PostgreSQL processes (server and backends)", "processes"),
     "fds": ("Open file descriptors per process", "descriptors"),
     "cpu_pct": ("CPU per process", "% of one core"),

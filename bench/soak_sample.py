@@ -15,7 +15,10 @@ largest age of the minute. From the traffic: the client's own p50 and p99 per ro
 And the machine's load average, which says how much of the two cores the run had, and how long a
 fixed piece of work takes this minute (``probe_ms:machine``, :func:`machine_probe_ms`), which says
 whether the machine itself gave less: beside the processes' CPU it tells a host that slowed from a
-node that does more for the same traffic.
+node that does more for the same traffic. With it, from ``/proc/stat`` and ``/proc/vmstat``, the
+share of the cores' time the hypervisor gave to others (``steal_pct:machine``) and the pages read
+back from disk per second (``majflt_per_s:machine``): code or files evicted and faulted in again,
+which costs every process CPU without more work to show for it.
 
 From nats-server's heap profile (``nats_profile_url`` in ``node.json``, on when this run started
 the node), asked for after a collection: the heap that is live (``HeapAlloc``), beside the
@@ -29,7 +32,7 @@ PostgreSQL's series also count its processes (``procs``), since each new backend
 Series keys are ``<what>:<name>``, e.g. ``rss_mb:A/gateway``, ``pending:A/store``,
 ``p99_ms:page``, ``srv_p99_ms:cache``, ``cache_mb:A/gateway``, ``cache_age_s:A``, ``lag:B``,
 ``heap_mb:A/nats``, ``sys_mb:A/nats``, ``held_mb:A/nats``, ``nats_mb:A/blocks``,
-``procs:A/postgres``, ``load1:machine``.
+``procs:A/postgres``, ``load1:machine``, ``steal_pct:machine``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "Sampler",
     "heap_parts",
     "heap_sites",
+    "machine_counters",
     "machine_probe_ms",
     "read_metrics",
 ]
@@ -132,6 +136,7 @@ class Sampler:
         self._histograms: dict[str, dict[float, float]] = {}
         self._oldest: dict[str, float] = {}
         self.heap_profiles: dict[str, str] = {}  # node -> nats-server's last heap profile
+        self._machine: tuple[float, float, float, float] | None = None
 
     def minute(self) -> float:
         return (time.monotonic() - self.started) / 60.0
@@ -169,6 +174,7 @@ class Sampler:
         minute = self.minute()
         self.add("load1:machine", os.getloadavg()[0], minute)
         self.add("probe_ms:machine", machine_probe_ms(), minute)
+        self._counters(minute)
         for node in self.nodes:
             self._processes(node, minute)
             self._services(node, minute)
@@ -185,6 +191,19 @@ class Sampler:
         counts = [node.stored_count() for node in self.nodes[:2]]
         if len(counts) == 2 and min(counts) >= 0:
             self.add("lag:B", counts[0] - counts[1], minute)
+
+    def _counters(self, minute: float) -> None:
+        """Steal and major faults since the last row, from the machine's counters."""
+        now = (time.monotonic(), *machine_counters())
+        last, self._machine = self._machine, now
+        if last is None:
+            return
+        seconds = now[0] - last[0]
+        total, steal, faults = (n - o for n, o in zip(now[1:], last[1:], strict=True))
+        if total > 0:
+            self.add("steal_pct:machine", 100 * steal / total, minute)
+        if seconds > 0 and faults >= 0:
+            self.add("majflt_per_s:machine", faults / seconds, minute)
 
     def _processes(self, node: Node, minute: float) -> None:
         now = time.monotonic()
@@ -337,6 +356,16 @@ def heap_parts(
         held[part] += inuse
     total = sum(held.values())
     return {part: n / total for part, n in held.items()} if total else {}
+
+
+def machine_counters() -> tuple[float, float, float]:
+    """The cores' time so far (all and stolen, in ticks) and the major page faults so far."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [float(n) for n in stat.readline().split()[1:]]
+    with open("/proc/vmstat", encoding="ascii") as vmstat:
+        faults = next((float(v) for k, v in map(str.split, vmstat) if k == "pgmajfault"), 0.0)
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    return sum(ticks[:8]), ticks[7] if len(ticks) > 7 else 0.0, faults
 
 
 def machine_probe_ms(rounds: int = 3) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -15,7 +16,15 @@ from nats.js.api import StreamConfig
 
 from relay.embedded import NatsServer, free_port
 from soak_node import Node, get
-from soak_sample import NATS_PARTS, Sampler, _memstats, heap_parts, heap_sites, machine_probe_ms
+from soak_sample import (
+    NATS_PARTS,
+    Sampler,
+    _memstats,
+    heap_parts,
+    heap_sites,
+    machine_counters,
+    machine_probe_ms,
+)
 
 
 async def test_a_real_heap_profile_gives_its_statistics_and_the_sites_holding_memory(
@@ -127,3 +136,24 @@ def test_the_machine_probe_takes_longer_when_the_machine_gives_it_less() -> None
         os.sched_setaffinity(0, was)
     assert alone > 0
     assert shared > 1.5 * alone, (alone, shared)
+
+
+def test_pages_read_back_from_disk_count_as_major_faults(tmp_path: Path) -> None:
+    """A file whose pages were dropped from memory, then touched page by page, shows as that many
+    more major faults of the machine: what the soak reads when evicted code is faulted in again."""
+    pages = 2048
+    size = pages * mmap.PAGESIZE
+    path = tmp_path / "cold"
+    path.write_bytes(os.urandom(size))
+    with path.open("rb") as file:
+        os.fsync(file.fileno())
+        os.posix_fadvise(file.fileno(), 0, size, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+        with mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ) as mapped:
+            mapped.madvise(mmap.MADV_RANDOM)  # no read-ahead: a fault per page
+            total, steal, before = machine_counters()
+            touched = sum(mapped[n * mmap.PAGESIZE] for n in range(pages))
+            total_after, steal_after, after = machine_counters()
+    assert touched >= 0
+    assert after - before >= pages // 2, (before, after)
+    assert total_after >= total > 0
+    assert 0 <= steal <= steal_after <= total_after
