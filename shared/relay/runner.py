@@ -60,7 +60,7 @@ from nats.aio.client import Client as NATS
 
 from relay import SettingsError, memory
 from relay import logging as relay_logging
-from relay.connect import close_nats, close_pool, connect_nats, connect_pool
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool, keep_renewed
 from relay.cpu import CpuPool
 from relay.health import Check, DependencyWatch, nats_check, pool_check
 from relay.metrics import (
@@ -334,6 +334,9 @@ class Context:
         )
         self.stack.push_async_callback(close_pool, pool, self._close_timeout)
         self._watch(name, pool_check(pool))
+        lifetime = self.settings.database_connection_lifetime_seconds
+        if lifetime > 0:
+            self.spawn(keep_renewed(pool, self.stop, lifetime, name), name=f"{name}-renew")
         return pool
 
     def processes(self, pool: _P) -> _P:

@@ -166,6 +166,13 @@ class NodeSettings(BaseSettings):
         description="How often a service hands the memory it has freed back to the system"
         " (`malloc_trim`); 0: never.",
     )
+    database_connection_lifetime_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        validation_alias="MIM_DATABASE_CONNECTION_LIFETIME_SECONDS",
+        description="How long a service keeps a PostgreSQL connection before it opens a new one,"
+        " so no server backend grows with the node's uptime; 0: for as long as it works.",
+    )
     stream_replicas: int = Field(
         default=1,
         ge=1,

@@ -272,6 +272,48 @@ async def test_read_pool_is_the_primary_unless_a_read_url_is_set(
         await ctx.aclose()
 
 
+async def _backend_gone(pool: Any, pid: int) -> bool:
+    for _ in range(50):
+        if not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_pool_connections_are_replaced_after_their_lifetime(fresh_database: str) -> None:
+    """After ``MIM_DATABASE_CONNECTION_LIFETIME_SECONDS`` a service's pool reaches PostgreSQL
+    through a new server backend and the old one is gone; work running on a connection when it
+    expires finishes on it first. With 0 the backend stays the same."""
+    ctx = Context(
+        "t",
+        ServiceSettings(database_url=fresh_database, database_connection_lifetime_seconds=0.4),
+    )
+    try:
+        pool = await ctx.pool(max_size=1)
+        assert "postgres-renew" in {t.get_name() for t in ctx.tasks}
+        async with pool.acquire() as con:
+            first = await con.fetchval("SELECT pg_backend_pid()")
+            await asyncio.sleep(1.0)  # expired while in use
+            assert await con.fetchval("SELECT pg_backend_pid()") == first
+        second = await pool.fetchval("SELECT pg_backend_pid()")
+        assert second != first
+        assert await _backend_gone(pool, first)
+    finally:
+        await ctx.aclose()
+
+    kept = Context(
+        "t", ServiceSettings(database_url=fresh_database, database_connection_lifetime_seconds=0)
+    )
+    try:
+        pool = await kept.pool(max_size=1)
+        first = await pool.fetchval("SELECT pg_backend_pid()")
+        await asyncio.sleep(1.0)
+        assert await pool.fetchval("SELECT pg_backend_pid()") == first
+        assert "postgres-renew" not in {t.get_name() for t in kept.tasks}
+    finally:
+        await kept.aclose()
+
+
 def test_health_url_uses_the_service_port() -> None:
     """The health URL a compose check or `mimrelay status` would probe."""
     assert health_url(ServiceSettings(metrics_port=9102)) == "http://127.0.0.1:9102/healthz"
