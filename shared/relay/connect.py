@@ -5,10 +5,6 @@
 bad password or a missing database, fails at once); ``close_nats`` drains and ``close_pool`` closes,
 each within a wait, with a hard close as fallback. The runner's context uses them for a service's
 resources; the command line and ``mimrelay up`` use them directly.
-
-``keep_renewed`` replaces a pool's connections every ``MIM_DATABASE_CONNECTION_LIFETIME_SECONDS``:
-a PostgreSQL backend keeps what it has cached and what its allocator holds after its largest
-query for as long as it lives, so one that lives as long as the node grows with the node's uptime.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from nats.aio.client import Client as NATS
 from relay import DependencyUnavailable
 from relay.settings import redact_url
 
-__all__ = ["close_nats", "close_pool", "connect_nats", "connect_pool", "keep_renewed", "servers"]
+__all__ = ["close_nats", "close_pool", "connect_nats", "connect_pool", "servers"]
 
 _log = structlog.stdlib.get_logger("relay.connect")
 
@@ -193,23 +189,6 @@ async def connect_pool(
             logger.info("dependency_ready", dependency="postgres", url=shown, attempts=attempt)
             return pool
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def keep_renewed(
-    pool: asyncpg.Pool, stop: asyncio.Event, every: float, name: str = "postgres"
-) -> None:
-    """Until ``stop``, every ``every`` seconds have each connection of ``pool`` replaced.
-
-    A connection in use finishes its work and is closed when it is released; one that is idle is
-    replaced when it is next acquired. So nothing in flight is cut, and a pool that is not used
-    opens nothing.
-    """
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), every)
-        except TimeoutError:
-            await pool.expire_connections()
-            _log.info("pool_renewed", pool=name, connections=pool.get_size(), every_s=every)
 
 
 async def close_pool(pool: asyncpg.Pool, wait_seconds: float = 10.0) -> None:

@@ -60,7 +60,7 @@ from nats.aio.client import Client as NATS
 
 from relay import SettingsError, memory
 from relay import logging as relay_logging
-from relay.connect import close_nats, close_pool, connect_nats, connect_pool, keep_renewed
+from relay.connect import close_nats, close_pool, connect_nats, connect_pool
 from relay.cpu import CpuPool
 from relay.health import Check, DependencyWatch, nats_check, pool_check
 from relay.metrics import (
@@ -114,6 +114,18 @@ async def sleep(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def _keep_renewed(pool: asyncpg.Pool, stop: asyncio.Event, every: float, name: str) -> None:
+    """Until ``stop``, every ``every`` seconds have each connection of ``pool`` replaced.
+
+    A PostgreSQL backend keeps what it has cached and what its allocator holds after its largest
+    query for as long as it lives. A connection in use finishes its work and is closed when it is
+    released; one that is idle is replaced when it is next acquired, so nothing in flight is cut.
+    """
+    while not await sleep(stop, every):
+        await pool.expire_connections()
+        _log.info("pool_renewed", pool=name, connections=pool.get_size(), every_s=every)
 
 
 # --- the service context --------------------------------------------------------------------
@@ -336,7 +348,7 @@ class Context:
         self._watch(name, pool_check(pool))
         lifetime = self.settings.database_connection_lifetime_seconds
         if lifetime > 0:
-            self.spawn(keep_renewed(pool, self.stop, lifetime, name), name=f"{name}-renew")
+            self.spawn(_keep_renewed(pool, self.stop, lifetime, name), name=f"{name}-renew")
         return pool
 
     def processes(self, pool: _P) -> _P:
