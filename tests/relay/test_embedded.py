@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from relay import ServerError
-from relay.embedded import NatsServer, PostgresServer, free_port
+from relay.embedded import NatsServer, PostgresServer, free_port, process
 
 
 def _group_alive(pgid: int) -> list[int]:
@@ -102,6 +102,41 @@ async def test_nats_starts_answers_and_keeps_streams_across_restart(data_dir: Pa
         await nc.close()
     assert info.state.messages == 1
     assert first_url.startswith("nats://127.0.0.1:")
+
+
+def test_chosen_ports_are_outside_the_range_outgoing_connections_take() -> None:
+    """Ports chosen for servers that start later are not ones the kernel hands to outgoing
+    connections in the meantime, and each can be bound; with the range unknown, the kernel
+    chooses."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    low, high = int(ranges[0]), int(ranges[1])
+    with socket.create_server(("127.0.0.1", 0)) as listener, contextlib.ExitStack() as stack:
+        outgoing = {
+            stack.enter_context(socket.create_connection(listener.getsockname())).getsockname()[1]
+            for _ in range(50)
+        }
+        chosen = {free_port() for _ in range(50)}
+    assert all(low <= port <= high for port in outgoing)
+    assert not any(low <= port <= high for port in chosen)
+    assert len(chosen) > 40  # chosen at random, not one port over and over
+    for port in chosen:
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+
+
+def test_a_port_is_chosen_by_the_kernel_when_no_range_is_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the ephemeral range covers every port above the well-known ones, or cannot be read,
+    the port is still one that can be bound."""
+    (tmp_path / "range").write_text("1024\t65535\n")
+    monkeypatch.setattr(process, "_EPHEMERAL_RANGE_FILE", str(tmp_path / "range"))
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        assert 1024 <= port <= 65535
+    monkeypatch.setattr(process, "_EPHEMERAL_RANGE_FILE", str(tmp_path / "absent"))
+    with socket.create_server(("127.0.0.1", free_port())):
+        pass
 
 
 async def test_nats_fixed_port_and_second_server_on_same_dir_refused(data_dir: Path) -> None:

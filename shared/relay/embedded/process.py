@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -46,14 +47,47 @@ LOG_TAIL_BYTES: Final = 4000
 #: How long a restart waits for what is left of the previous process group to be gone.
 _GROUP_GONE_SECONDS: Final = 5.0
 _PR_SET_PDEATHSIG: Final = 1
+#: Where Linux keeps its range of ephemeral ports ("32768\t60999" by default).
+_EPHEMERAL_RANGE_FILE: Final = "/proc/sys/net/ipv4/ip_local_port_range"
+#: The lowest port :func:`free_port` chooses: above where well-known servers listen.
+_FIRST_CHOSEN_PORT: Final = 10000
+#: How many ports outside the ephemeral range :func:`free_port` tries before asking for port 0.
+_CHOICE_ATTEMPTS: Final = 50
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port that was free a moment ago on ``host``, chosen outside the kernel's range of
+    ephemeral ports where it can.
+
+    A server is often started seconds after its port is chosen (a node's gateway after its store
+    and validator). A port from the ephemeral range can be taken in between by any outgoing
+    connection on the machine; one from outside it is taken only by a server that asks for it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low, high = _ephemeral_ports()
+    spans = [span for span in (range(_FIRST_CHOSEN_PORT, low), range(high + 1, 65536)) if span]
+    for _ in range(_CHOICE_ATTEMPTS if spans else 0):
+        span = random.choice(spans)
+        port = random.randrange(span.start, span.stop)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The first and last port the kernel hands to outgoing connections and to binds of port 0."""
+    try:
+        low, high = Path(_EPHEMERAL_RANGE_FILE).read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _FIRST_CHOSEN_PORT, 65535  # unknown: the whole range, so port 0 chooses
 
 
 def accepts(host: str, port: int) -> bool:
