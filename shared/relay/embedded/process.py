@@ -68,17 +68,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     spans = [span for span in (range(_FIRST_CHOSEN_PORT, low), range(high + 1, 65536)) if span]
     for _ in range(_CHOICE_ATTEMPTS if spans else 0):
         span = random.choice(spans)
-        port = random.randrange(span.start, span.stop)
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
+        with contextlib.suppress(OSError):
+            return _bound_port(family, host, random.randrange(span.start, span.stop))
+    return _bound_port(family, host, 0)
+
+
+def _bound_port(family: socket.AddressFamily, host: str, port: int) -> int:
+    """The port a TCP socket bound to ``host:port`` got (for 0, the kernel's choice), let go."""
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        chosen: int = sock.getsockname()[1]
-        return chosen
+        sock.bind((host, port))
+        bound: int = sock.getsockname()[1]
+        return bound
 
 
 def _ephemeral_ports() -> tuple[int, int]:
